@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""mcp-fleet test MCP server (stdio), built on the `mcp` Python SDK 2.x (MCPServer).
+
+Tools:
+  echo {text: str}       -> text
+  add  {a: int, b: int}  -> a + b
+
+Fault switches (a command-line flag wins over its environment variable):
+  --exit-after SECS   / TESTSERVER_EXIT_AFTER    exit with --exit-code SECS seconds after process start
+  --exit-code N       / TESTSERVER_EXIT_CODE     exit code for --exit-after (default 1)
+  --start-delay SECS  / TESTSERVER_START_DELAY   sleep SECS before reading stdin
+  --never-answer      / TESTSERVER_NEVER_ANSWER=1  read stdin, never reply (exit 0 at stdin EOF)
+
+SIGTERM exits promptly (code 143) even when the process is PID 1 without --init.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+
+START = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"testserver[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def env_float(name: str) -> float | None:
+    val = os.environ.get(name, "").strip()
+    return float(val) if val else None
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="testserver", description="mcp-fleet stdio test server")
+    p.add_argument("--exit-after", type=float, default=env_float("TESTSERVER_EXIT_AFTER"), metavar="SECS")
+    p.add_argument("--exit-code", type=int, default=int(os.environ.get("TESTSERVER_EXIT_CODE") or 1), metavar="N")
+    p.add_argument("--start-delay", type=float, default=env_float("TESTSERVER_START_DELAY"), metavar="SECS")
+    p.add_argument("--never-answer", action="store_true", default=env_flag("TESTSERVER_NEVER_ANSWER"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: (log("SIGTERM, exiting"), os._exit(143)))
+    try:
+        from importlib.metadata import version
+
+        sdk = version("mcp")
+    except Exception:  # pragma: no cover
+        sdk = "?"
+    log(
+        f"starting (mcp {sdk}) exit_after={args.exit_after} exit_code={args.exit_code} "
+        f"start_delay={args.start_delay} never_answer={args.never_answer}"
+    )
+
+    if args.exit_after is not None:
+        def die() -> None:
+            log(f"--exit-after {args.exit_after}: exiting with code {args.exit_code}")
+            os._exit(args.exit_code)
+
+        t = threading.Timer(max(0.0, args.exit_after - (time.monotonic() - START)), die)
+        t.daemon = True
+        t.start()
+
+    if args.start_delay:
+        log(f"--start-delay: sleeping {args.start_delay}s before reading stdin")
+        time.sleep(args.start_delay)
+
+    if args.never_answer:
+        log("--never-answer: reading stdin, never replying")
+        for _ in sys.stdin.buffer:
+            pass
+        log("stdin closed")
+        return
+
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("mcp-fleet-testserver", version="0.1.0")
+
+    @server.tool(description="Return the given text unchanged")
+    def echo(text: str) -> str:
+        return text
+
+    @server.tool(description="Return the sum of two integers")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    log("ready on stdio")
+    server.run("stdio")
+    log("stdin closed, exiting")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

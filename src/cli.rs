@@ -1,0 +1,288 @@
+//! The command line: `run`, `plan`, `validate`.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, ApprovalMode, Limits, LoadOptions, parse_catalog};
+use crate::controller::{self, BackoffSettings, Context, Settings};
+use crate::plan::Plan;
+use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
+use crate::{Error, Result};
+
+#[derive(Debug, Parser)]
+#[command(name = "mcp-fleet", version, about = "Keeps a fleet of MCP servers running as containers, reconciled from a catalog")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller until SIGINT/SIGTERM (containers are left running).
+    Run(RunArgs),
+    /// Print what `run` would do now; touches nothing.
+    /// Exit 0 when in sync, 2 when changes are pending, 1 on error.
+    Plan(FleetArgs),
+    /// Check catalog files; errors name file, line and column. Exit 1 on error.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// The directory holding docker-mcp.yaml, registry.yaml, config.yaml, mcp.env.
+    #[arg(long, env = "MCP_FLEET_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// Fleet name: containers are labelled with it; only its containers are touched.
+    #[arg(long, default_value = "default", value_parser = parse_fleet)]
+    pub fleet: String,
+    /// Which servers are approved [default: registry if registry.yaml exists, else all].
+    #[arg(long, value_enum)]
+    pub approval: Option<ApprovalMode>,
+    /// Container memory limit (bytes, or with k/m/g suffix).
+    #[arg(long, default_value = "512m", value_parser = parse_bytes)]
+    pub memory: i64,
+    /// Container CPU limit, in CPUs.
+    #[arg(long, default_value_t = 1.0)]
+    pub cpus: f64,
+    /// Container process limit.
+    #[arg(long, default_value_t = 256)]
+    pub pids_limit: i64,
+    /// Give containers a writable root filesystem (default: read-only, with a tmpfs on /tmp).
+    #[arg(long)]
+    pub writable_rootfs: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Where to write the status JSON [default: CONFIG_DIR/mcp-status.json].
+    #[arg(long)]
+    pub status_file: Option<PathBuf>,
+    /// Seconds between full resyncs.
+    #[arg(long, default_value_t = 30.0)]
+    pub resync: f64,
+    /// When to pull images.
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: PullPolicy,
+    /// How many servers are reconciled at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds a container gets to stop before it is killed.
+    #[arg(long, default_value_t = 10)]
+    pub stop_timeout: u64,
+    /// First restart delay of a crashing container, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub backoff_min: f64,
+    /// Longest restart delay, in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub backoff_max: f64,
+    /// A container that stays up this many seconds has its back-off reset.
+    #[arg(long, default_value_t = 60.0)]
+    pub backoff_reset: f64,
+    /// How long a catalog without a final newline may stay unchanged before it
+    /// is taken as complete, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub settle: f64,
+}
+
+fn parse_fleet(s: &str) -> Result<String, String> {
+    if catalog::valid_name(s) && s.len() <= 63 {
+        Ok(s.to_string())
+    } else {
+        Err("a fleet name is 1-63 of [A-Za-z0-9_.-], starting with a letter or digit".into())
+    }
+}
+
+/// `512m`, `2g`, `1048576`: Docker's units (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<i64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size like 512m or 2g"))?;
+    let bytes = (n * mul as f64) as i64;
+    if bytes < 6 * (1 << 20) {
+        return Err(format!("`{s}` is below Docker's 6m minimum"));
+    }
+    Ok(bytes)
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(v).map_err(|_| Error::Usage(format!("--{what} must be a non-negative number of seconds")))
+}
+
+impl FleetArgs {
+    fn load_options(&self, settle: Duration) -> Result<LoadOptions> {
+        if !self.config_dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "--config-dir {}: not a directory",
+                self.config_dir.display()
+            )));
+        }
+        if !(self.cpus > 0.0) {
+            return Err(Error::Usage("--cpus must be above 0".into()));
+        }
+        Ok(LoadOptions {
+            approval: self
+                .approval
+                .unwrap_or_else(|| ApprovalMode::detect(&self.config_dir)),
+            limits: Limits {
+                memory_bytes: self.memory,
+                nano_cpus: (self.cpus * 1e9) as i64,
+                pids: self.pids_limit,
+                read_only_rootfs: !self.writable_rootfs,
+            },
+            settle,
+        })
+    }
+}
+
+impl Cli {
+    pub async fn execute(self) -> ExitCode {
+        let result = match self.command {
+            Command::Run(args) => run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Plan(args) => plan(args).await,
+            Command::Validate { files } => Ok(validate(&files)),
+        };
+        result.unwrap_or_else(|e| {
+            eprintln!("mcp-fleet: {e}");
+            ExitCode::from(1)
+        })
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let load = args.fleet.load_options(secs(args.settle, "settle")?)?;
+    let settings = Settings {
+        status_file: args
+            .status_file
+            .clone()
+            .unwrap_or_else(|| args.fleet.config_dir.join("mcp-status.json")),
+        fleet: args.fleet.fleet.clone(),
+        config_dir: args.fleet.config_dir.clone(),
+        load,
+        pull: args.pull,
+        resync: secs(args.resync, "resync")?.max(Duration::from_millis(100)),
+        concurrency: args.concurrency,
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+        backoff: BackoffSettings {
+            min: secs(args.backoff_min, "backoff-min")?,
+            max: secs(args.backoff_max, "backoff-max")?,
+            reset_after: secs(args.backoff_reset, "backoff-reset")?,
+        },
+    };
+    tracing::info!(
+        fleet = %settings.fleet,
+        config_dir = %settings.config_dir.display(),
+        approval = ?settings.load.approval,
+        status_file = %settings.status_file.display(),
+        "starting controller"
+    );
+    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
+    let ctx = Context::new(runtime, settings);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    controller::run(ctx, shutdown).await
+}
+
+async fn signal_shutdown(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+    token.cancel();
+}
+
+async fn plan(args: FleetArgs) -> Result<ExitCode> {
+    let desired = catalog::load(&args.config_dir, &args.load_options(Duration::ZERO)?)?;
+    for w in &desired.warnings {
+        eprintln!("warning: {w}");
+    }
+    for (name, d) in &desired.servers {
+        if let catalog::Desired::Invalid { error } = d {
+            eprintln!("invalid: {name}: {error}");
+        }
+    }
+    let runtime = DockerRuntime::connect().await?;
+    let actual = runtime.list(&args.fleet, None).await?;
+    let plan = Plan::compute(&args.fleet, &desired, &actual);
+    print!("{plan}");
+    Ok(if plan.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for path in files {
+        match validate_file(path) {
+            Ok(n) => println!("{}: ok ({n} servers)", path.display()),
+            Err(errors) => {
+                failed = true;
+                for e in errors {
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// Checks one catalog: the file as a whole, then every entry on its own.
+fn validate_file(path: &Path) -> Result<usize, Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| vec![Error::io(path, e).to_string()])?;
+    let cat = parse_catalog(path, &text).map_err(|e| vec![e.to_string()])?;
+    let errors: Vec<String> = cat
+        .entries
+        .iter()
+        .filter_map(|e| match &e.entry {
+            Err(err) => Some(format!("{}: server `{}`: {err}", e.pos, e.name)),
+            Ok(_) if !catalog::valid_name(&e.name) => {
+                Some(format!("{}: invalid server name `{}`", e.pos, e.name))
+            }
+            Ok(_) => None,
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(cat.entries.len())
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert_eq!(parse_bytes("2Gb"), Ok(2 << 30));
+        assert_eq!(parse_bytes("8388608"), Ok(8 << 20));
+        assert!(parse_bytes("1k").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

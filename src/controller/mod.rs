@@ -1,0 +1,382 @@
+//! The reconcile loop. Level-triggered, like a Kubernetes controller: whatever
+//! woke it, `reconcile` compares one server's desired state with its
+//! containers and moves them one step closer. Work is keyed per server (a
+//! server is never reconciled twice at once) and runs with bounded parallelism.
+pub mod crash;
+pub mod queue;
+pub mod watch;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, ContainerServer, Desired, DesiredState, LoadOptions};
+use crate::plan::{Change, RemoveReason, plan_server};
+use crate::runtime::{PullPolicy, Runtime, State, docker::short};
+use crate::status::{CatalogStatus, Phase, StatusStore, Update};
+use crate::{Error, Result};
+
+pub use crash::BackoffSettings;
+use crash::CrashState;
+use queue::WorkQueue;
+use watch::Trigger;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub fleet: String,
+    pub config_dir: PathBuf,
+    pub load: LoadOptions,
+    pub pull: PullPolicy,
+    pub resync: Duration,
+    pub concurrency: usize,
+    pub stop_timeout: Duration,
+    pub backoff: BackoffSettings,
+    pub status_file: PathBuf,
+}
+
+/// What every reconcile shares, passed as one `Arc`.
+pub struct Context {
+    pub runtime: Arc<dyn Runtime>,
+    pub settings: Settings,
+    pub status: StatusStore,
+    desired: RwLock<Option<Arc<DesiredState>>>,
+    crashes: Mutex<HashMap<String, CrashState>>,
+    queue: WorkQueue,
+}
+
+/// What to do after a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing until something changes (or the next resync).
+    Await,
+    RequeueAfter(Duration),
+}
+
+impl Context {
+    pub fn new(runtime: Arc<dyn Runtime>, settings: Settings) -> Arc<Self> {
+        Arc::new(Context {
+            runtime,
+            status: StatusStore::new(&settings.fleet),
+            settings,
+            desired: RwLock::new(None),
+            crashes: Mutex::new(HashMap::new()),
+            queue: WorkQueue::default(),
+        })
+    }
+
+    fn desired(&self) -> Option<Arc<DesiredState>> {
+        self.desired.read().expect("desired lock").clone()
+    }
+
+    fn crash<T>(&self, server: &str, f: impl FnOnce(&mut CrashState) -> T) -> T {
+        let mut all = self.crashes.lock().expect("crash lock");
+        let st = all
+            .entry(server.to_string())
+            .or_insert_with(|| CrashState::new(self.settings.backoff));
+        f(st)
+    }
+
+    /// Re-reads the config directory. On success the new desired state is in
+    /// force and `true` is returned if it differs; on error the last good
+    /// state stays and the error is reported.
+    fn reload(&self, tx: &mpsc::UnboundedSender<Trigger>) -> bool {
+        match catalog::load(&self.settings.config_dir, &self.settings.load) {
+            Ok(state) => {
+                self.status.set_catalog(CatalogStatus {
+                    error: None,
+                    warnings: state.warnings.clone(),
+                });
+                let mut slot = self.desired.write().expect("desired lock");
+                if slot.as_deref() == Some(&state) {
+                    return false;
+                }
+                tracing::info!(servers = state.servers.len(), "catalog loaded");
+                *slot = Some(Arc::new(state));
+                true
+            }
+            Err(Error::Incomplete { path, retry_after }) => {
+                tracing::info!(path = %path.display(), "catalog is being written; reading it again shortly");
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(retry_after).await;
+                    let _ = tx.send(Trigger::ConfigChanged);
+                });
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config not loaded; the last good state stays in force");
+                let warnings = self.status.snapshot().catalog.warnings;
+                self.status.set_catalog(CatalogStatus {
+                    error: Some(e.to_string()),
+                    warnings,
+                });
+                false
+            }
+        }
+    }
+
+    /// Queues every server that is desired or has a container.
+    async fn enqueue_all(&self) -> Result<()> {
+        let actual = self.runtime.list(&self.settings.fleet, None).await?;
+        let mut names: BTreeSet<String> = actual.into_iter().map(|c| c.server).collect();
+        if let Some(d) = self.desired() {
+            names.extend(d.servers.keys().cloned());
+        }
+        names.extend(self.status.snapshot().servers.into_keys());
+        for n in &names {
+            self.queue.add(n);
+        }
+        Ok(())
+    }
+}
+
+/// Runs the controller until `shutdown`; leaves every container running.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Watch before the first read, so that no change falls in between.
+    let _watcher = watch::config_dir(&ctx.settings.config_dir, tx.clone())?;
+    tokio::spawn(watch::engine_events(
+        ctx.runtime.clone(),
+        ctx.settings.fleet.clone(),
+        tx.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(ctx.status.clone().write_loop(ctx.settings.status_file.clone()));
+
+    // Nothing is reconciled before the first catalog read and container list.
+    ctx.reload(&tx);
+    ctx.enqueue_all().await?;
+
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..ctx.settings.concurrency.max(1) {
+        workers.spawn(worker(ctx.clone()));
+    }
+
+    let mut resync = tokio::time::interval(ctx.settings.resync);
+    resync.tick().await;
+    loop {
+        let trigger = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = resync.tick() => Trigger::All,
+            t = rx.recv() => t.unwrap_or(Trigger::All),
+        };
+        let result = match trigger {
+            Trigger::ConfigChanged => {
+                if ctx.reload(&tx) {
+                    ctx.enqueue_all().await
+                } else {
+                    Ok(())
+                }
+            }
+            Trigger::All => ctx.enqueue_all().await,
+            Trigger::Server(name) => {
+                ctx.queue.add(&name);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "listing containers failed; retrying at the next trigger");
+        }
+    }
+    workers.abort_all();
+    // One last write so the file reflects the final state.
+    let _ = crate::status::write_atomic(
+        &ctx.settings.status_file,
+        serde_json::to_string_pretty(&ctx.status.snapshot())
+            .expect("status serialises")
+            .as_bytes(),
+    )
+    .await;
+    tracing::info!("controller stopped; containers left running");
+    Ok(())
+}
+
+async fn worker(ctx: Arc<Context>) {
+    loop {
+        let server = ctx.queue.next().await;
+        let next = match reconcile(&server, &ctx).await {
+            Ok(n) => n,
+            Err(e) => error_policy(&server, &e, &ctx),
+        };
+        ctx.queue.done(&server);
+        if let Next::RequeueAfter(d) = next {
+            ctx.queue.add_after(&server, d);
+        }
+    }
+}
+
+/// Moves one server's containers one step towards what the catalog says.
+pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
+    let Some(desired) = ctx.desired() else {
+        return Ok(Next::Await);
+    };
+    let fleet = &ctx.settings.fleet;
+    let want = desired.servers.get(server);
+    let containers = ctx.runtime.list(fleet, Some(server)).await?;
+    let running = containers.iter().find(|c| c.state.is_running());
+    let running_id = running.map(|c| c.id.as_str());
+    let running_hash = running.map(|c| c.hash.as_str());
+
+    match want {
+        None if containers.is_empty() => {
+            ctx.status.forget(server);
+            ctx.crashes.lock().expect("crash lock").remove(server);
+            return Ok(Next::Await);
+        }
+        Some(Desired::Invalid { error }) => ctx.status.update(
+            server,
+            Update::phase(Phase::Invalid, error).container(running_id, running_hash),
+        ),
+        Some(Desired::Remote { url, transport }) => ctx.status.update(
+            server,
+            Update::phase(Phase::Remote, format!("remote {transport} server at {url}"))
+                .container(None, None),
+        ),
+        Some(Desired::Unsupported { reason }) => ctx.status.update(
+            server,
+            Update::phase(Phase::Unsupported, reason).container(None, None),
+        ),
+        _ => {}
+    }
+
+    for change in plan_server(fleet, server, want, &containers) {
+        if let Next::RequeueAfter(d) = apply(change, want, ctx).await? {
+            return Ok(Next::RequeueAfter(d));
+        }
+    }
+
+    if let (Some(Desired::Container(c)), Some(r)) = (want, running) {
+        if r.hash == c.hash {
+            let restarts = ctx.crash(server, |s| s.restarts);
+            ctx.status.update(
+                server,
+                Update::phase(Phase::Running, running_message(c))
+                    .container(Some(&r.id), Some(&r.hash))
+                    .restarts(restarts),
+            );
+        }
+    }
+    if want.is_none() {
+        ctx.status.forget(server);
+        ctx.crashes.lock().expect("crash lock").remove(server);
+    }
+    Ok(Next::Await)
+}
+
+fn running_message(c: &ContainerServer) -> String {
+    match c.warnings.as_slice() {
+        [] => "running".to_string(),
+        w => format!("running; {}", w.join("; ")),
+    }
+}
+
+async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<Next> {
+    let s = &ctx.settings;
+    let want_container = match want {
+        Some(Desired::Container(c)) => Some(c),
+        _ => None,
+    };
+    match change {
+        Change::Remove { server, id, reason } => {
+            if reason != RemoveReason::Duplicate {
+                ctx.status
+                    .update(&server, Update::phase(Phase::Removing, format!("removing {}", short(&id))));
+            }
+            ctx.runtime.remove(&id, s.stop_timeout).await?;
+            tracing::info!(server, container = short(&id), ?reason, "container removed");
+        }
+        Change::Create { server, .. } => {
+            let want = want_container.expect("create implies a container spec");
+            create_and_start(&server, want, ctx).await?;
+        }
+        Change::Recreate {
+            server,
+            id,
+            old_hash,
+            new_hash,
+        } => {
+            let want = want_container.expect("recreate implies a container spec");
+            // Have the new image before the old container goes away.
+            ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+            ctx.status.update(
+                &server,
+                Update::phase(
+                    Phase::Creating,
+                    format!("spec changed ({old_hash} -> {new_hash}): recreating"),
+                ),
+            );
+            ctx.runtime.remove(&id, s.stop_timeout).await?;
+            ctx.crashes.lock().expect("crash lock").remove(&server);
+            create_and_start(&server, want, ctx).await?;
+        }
+        Change::Start { server, id, state } => {
+            let restart = matches!(state, State::Exited(_));
+            if restart {
+                let wait = ctx.crash(&server, |c| c.on_exited(Instant::now()));
+                if !wait.is_zero() {
+                    let (restarts, delay) = ctx.crash(&server, |c| (c.restarts, c.last_delay));
+                    let code = match state {
+                        State::Exited(Some(code)) => format!(" (exit code {code})"),
+                        _ => String::new(),
+                    };
+                    ctx.status.update(
+                        &server,
+                        Update::phase(
+                            Phase::CrashLoopBackOff,
+                            format!(
+                                "container exited{code}; back-off {}s before restart",
+                                delay.as_secs_f32()
+                            ),
+                        )
+                        .container(Some(&id), want_container.map(|c| c.hash.as_str()))
+                        .restarts(restarts),
+                    );
+                    return Ok(Next::RequeueAfter(wait));
+                }
+            }
+            ctx.runtime.start(&id).await?;
+            ctx.crash(&server, |c| {
+                c.on_started(Instant::now(), restart);
+                c.on_success();
+            });
+            tracing::info!(server, container = short(&id), restart, "container started");
+        }
+    }
+    Ok(Next::Await)
+}
+
+async fn create_and_start(server: &str, want: &ContainerServer, ctx: &Context) -> Result<()> {
+    let s = &ctx.settings;
+    ctx.status.update(
+        server,
+        Update::phase(Phase::Creating, format!("creating from {}", want.spec.image)),
+    );
+    ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+    let id = ctx.runtime.create(&s.fleet, server, want).await?;
+    ctx.runtime.start(&id).await?;
+    ctx.crash(server, |c| {
+        c.on_started(Instant::now(), false);
+        c.on_success();
+    });
+    tracing::info!(server, container = short(&id), hash = %want.hash, "container created and started");
+    Ok(())
+}
+
+/// A failed reconcile is retried with back-off; the status says why.
+pub fn error_policy(server: &str, err: &Error, ctx: &Context) -> Next {
+    let delay = ctx.crash(server, |c| c.on_failure());
+    let message = format!("{err}; retrying in {}s", delay.as_secs_f32());
+    let update = match err {
+        Error::Image { .. } => Update::phase(Phase::ImagePullBackOff, message),
+        _ => Update {
+            message: Some(message),
+            ..Default::default()
+        },
+    };
+    ctx.status.update(server, update);
+    Next::RequeueAfter(delay)
+}

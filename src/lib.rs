@@ -1,0 +1,13 @@
+//! mcp-fleet: keeps a fleet of MCP servers running as containers, reconciled
+//! from a Docker-format catalog on a shared volume.
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod cli;
+pub mod controller;
+pub mod error;
+pub mod plan;
+pub mod runtime;
+pub mod status;
+
+pub use error::{Error, Result};

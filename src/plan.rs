@@ -1,0 +1,370 @@
+//! Desired vs actual, as plain data: which containers to create, recreate,
+//! start or remove. Nothing here acts; `mcp-fleet plan` prints a [`Plan`] and
+//! the controller executes one server's part of it.
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::catalog::{ContainerServer, Desired, DesiredState};
+use crate::runtime::{Container, State, container_name, docker::short};
+
+/// One change to one server's containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Create {
+        server: String,
+        image: String,
+    },
+    /// The running container's spec differs: replace it.
+    Recreate {
+        server: String,
+        id: String,
+        old_hash: String,
+        new_hash: String,
+    },
+    /// The container exists with the right spec but is not running.
+    Start {
+        server: String,
+        id: String,
+        state: State,
+    },
+    Remove {
+        server: String,
+        id: String,
+        reason: RemoveReason,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// Not approved, or no longer in the catalog.
+    NotDesired,
+    /// The catalog entry is no longer a container (remote, poci).
+    NotAContainer,
+    /// A second container for a server that needs one.
+    Duplicate,
+}
+
+impl Change {
+    pub fn server(&self) -> &str {
+        match self {
+            Change::Create { server, .. }
+            | Change::Recreate { server, .. }
+            | Change::Start { server, .. }
+            | Change::Remove { server, .. } => server,
+        }
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Create { server, image } => write!(f, "create   {server}: image {image}"),
+            Change::Recreate {
+                server,
+                id,
+                old_hash,
+                new_hash,
+            } => write!(
+                f,
+                "recreate {server}: spec changed (hash {} -> {new_hash}), replaces {}",
+                if old_hash.is_empty() { "none" } else { old_hash },
+                short(id)
+            ),
+            Change::Start { server, id, state } => {
+                let why = match state {
+                    State::Exited(Some(code)) => format!("exited with code {code}"),
+                    State::Exited(None) => "exited".to_string(),
+                    State::Created => "created but never started".to_string(),
+                    other => format!("{other:?}").to_lowercase(),
+                };
+                write!(f, "start    {server}: container {} {why}", short(id))
+            }
+            Change::Remove { server, id, reason } => {
+                let why = match reason {
+                    RemoveReason::NotDesired => "no longer approved or in the catalog",
+                    RemoveReason::NotAContainer => "the catalog entry is not a container",
+                    RemoveReason::Duplicate => "duplicate container",
+                };
+                write!(f, "remove   {server}: container {} ({why})", short(id))
+            }
+        }
+    }
+}
+
+/// The whole fleet's changes, in server order; `in_sync` lists servers that
+/// need nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub in_sync: Vec<String>,
+}
+
+impl Plan {
+    pub fn compute(fleet: &str, desired: &DesiredState, actual: &[Container]) -> Plan {
+        let mut by_server: BTreeMap<&str, Vec<Container>> = BTreeMap::new();
+        for c in actual {
+            by_server.entry(&c.server).or_default().push(c.clone());
+        }
+        let names: BTreeSet<&str> = desired
+            .servers
+            .keys()
+            .map(String::as_str)
+            .chain(by_server.keys().copied())
+            .collect();
+        let mut plan = Plan::default();
+        for name in names {
+            let containers = by_server.get(name).map(Vec::as_slice).unwrap_or_default();
+            let changes = plan_server(fleet, name, desired.servers.get(name), containers);
+            if changes.is_empty() && desired.servers.contains_key(name) {
+                plan.in_sync.push(name.to_string());
+            }
+            plan.changes.extend(changes);
+        }
+        plan
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.changes {
+            writeln!(f, "{c}")?;
+        }
+        if self.changes.is_empty() {
+            writeln!(f, "in sync: nothing to do")?;
+        }
+        Ok(())
+    }
+}
+
+/// One server's changes, removals first. `fleet` decides which of several
+/// good containers to keep (the one with the canonical name).
+pub fn plan_server(
+    fleet: &str,
+    server: &str,
+    desired: Option<&Desired>,
+    containers: &[Container],
+) -> Vec<Change> {
+    let remove_all = |reason| {
+        containers
+            .iter()
+            .map(|c| Change::Remove {
+                server: server.to_string(),
+                id: c.id.clone(),
+                reason,
+            })
+            .collect()
+    };
+    match desired {
+        None => remove_all(RemoveReason::NotDesired),
+        Some(Desired::Remote { .. } | Desired::Unsupported { .. }) => {
+            remove_all(RemoveReason::NotAContainer)
+        }
+        // An unusable entry leaves whatever runs alone.
+        Some(Desired::Invalid { .. }) => Vec::new(),
+        Some(Desired::Container(want)) => plan_container(fleet, server, want, containers),
+    }
+}
+
+fn plan_container(
+    fleet: &str,
+    server: &str,
+    want: &ContainerServer,
+    containers: &[Container],
+) -> Vec<Change> {
+    let canonical = container_name(fleet, server);
+    // Best first: right spec, running, canonical name, newest.
+    let rank = |c: &Container| {
+        (
+            c.hash == want.hash,
+            c.state.is_running(),
+            c.name == canonical,
+            c.created,
+        )
+    };
+    let Some(keep) = containers.iter().max_by_key(|c| rank(c)) else {
+        return vec![Change::Create {
+            server: server.to_string(),
+            image: want.spec.image.clone(),
+        }];
+    };
+    let mut changes: Vec<Change> = containers
+        .iter()
+        .filter(|c| c.id != keep.id)
+        .map(|c| Change::Remove {
+            server: server.to_string(),
+            id: c.id.clone(),
+            reason: RemoveReason::Duplicate,
+        })
+        .collect();
+    if keep.hash != want.hash {
+        changes.push(Change::Recreate {
+            server: server.to_string(),
+            id: keep.id.clone(),
+            old_hash: keep.hash.clone(),
+            new_hash: want.hash.clone(),
+        });
+    } else if !keep.state.is_running() {
+        changes.push(Change::Start {
+            server: server.to_string(),
+            id: keep.id.clone(),
+            state: keep.state.clone(),
+        });
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Limits, ServerSpec};
+
+    fn want(hash: &str) -> Desired {
+        Desired::Container(ContainerServer {
+            spec: ServerSpec {
+                image: "img".into(),
+                command: vec![],
+                env: Default::default(),
+                volumes: vec![],
+                user: None,
+                network: false,
+                extra_hosts: vec![],
+                limits: Limits::default(),
+            },
+            hash: hash.into(),
+            warnings: vec![],
+        })
+    }
+
+    fn ctr(id: &str, server: &str, hash: &str, state: State) -> Container {
+        Container {
+            id: id.into(),
+            name: container_name("f", server),
+            server: server.into(),
+            hash: hash.into(),
+            state,
+            created: 0,
+        }
+    }
+
+    fn desired(entries: &[(&str, Desired)]) -> DesiredState {
+        DesiredState {
+            servers: entries
+                .iter()
+                .map(|(n, d)| (n.to_string(), d.clone()))
+                .collect(),
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn missing_container_is_created() {
+        let p = Plan::compute("f", &desired(&[("fetch", want("h1"))]), &[]);
+        assert_eq!(
+            p.changes,
+            vec![Change::Create {
+                server: "fetch".into(),
+                image: "img".into()
+            }]
+        );
+        assert!(p.to_string().starts_with("create   fetch"));
+    }
+
+    #[test]
+    fn matching_running_container_is_in_sync() {
+        let p = Plan::compute(
+            "f",
+            &desired(&[("fetch", want("h1"))]),
+            &[ctr("a", "fetch", "h1", State::Running)],
+        );
+        assert!(p.is_empty());
+        assert_eq!(p.in_sync, vec!["fetch"]);
+    }
+
+    #[test]
+    fn changed_hash_recreates_with_reason() {
+        let p = Plan::compute(
+            "f",
+            &desired(&[("fetch", want("h2"))]),
+            &[ctr("a", "fetch", "h1", State::Running)],
+        );
+        assert_eq!(
+            p.changes,
+            vec![Change::Recreate {
+                server: "fetch".into(),
+                id: "a".into(),
+                old_hash: "h1".into(),
+                new_hash: "h2".into()
+            }]
+        );
+        assert!(p.to_string().contains("h1 -> h2"));
+    }
+
+    #[test]
+    fn exited_container_is_started() {
+        let p = Plan::compute(
+            "f",
+            &desired(&[("t", want("h"))]),
+            &[ctr("a", "t", "h", State::Exited(Some(1)))],
+        );
+        assert!(matches!(&p.changes[..], [Change::Start { id, .. }] if id == "a"));
+        assert!(p.to_string().contains("exited with code 1"));
+    }
+
+    #[test]
+    fn undesired_container_is_removed() {
+        let p = Plan::compute("f", &desired(&[]), &[ctr("a", "old", "h", State::Running)]);
+        assert_eq!(
+            p.changes,
+            vec![Change::Remove {
+                server: "old".into(),
+                id: "a".into(),
+                reason: RemoveReason::NotDesired
+            }]
+        );
+    }
+
+    #[test]
+    fn duplicates_keep_the_best_and_remove_the_rest() {
+        let mut stale = ctr("b", "t", "old", State::Running);
+        stale.created = 9;
+        let good = ctr("a", "t", "h", State::Running);
+        let mut other = ctr("c", "t", "h", State::Exited(Some(0)));
+        other.name = "someone-else".into();
+        let changes = plan_server("f", "t", Some(&want("h")), &[stale, good, other]);
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| matches!(
+            c,
+            Change::Remove { reason: RemoveReason::Duplicate, id, .. } if id != "a"
+        )));
+    }
+
+    #[test]
+    fn invalid_entry_leaves_the_running_container_alone() {
+        let bad = Desired::Invalid {
+            error: "x".into(),
+        };
+        let p = Plan::compute(
+            "f",
+            &desired(&[("t", bad)]),
+            &[ctr("a", "t", "h", State::Running)],
+        );
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn remote_or_poci_entry_removes_an_old_container() {
+        let remote = Desired::Remote {
+            url: "u".into(),
+            transport: "sse".into(),
+        };
+        let changes = plan_server("f", "t", Some(&remote), &[ctr("a", "t", "h", State::Running)]);
+        assert!(matches!(
+            &changes[..],
+            [Change::Remove { reason: RemoveReason::NotAContainer, .. }]
+        ));
+    }
+}

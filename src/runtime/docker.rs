@@ -1,0 +1,242 @@
+//! The Docker Engine backend (bollard). The API version is negotiated, so
+//! engines as old as 20.10 (API 1.41) work.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+
+use super::{Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State};
+use crate::catalog::ContainerServer;
+use crate::{Error, Result};
+
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+impl DockerRuntime {
+    /// Connects from `DOCKER_HOST` or the default socket and negotiates the
+    /// API version with the engine.
+    pub async fn connect() -> Result<Self> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| Error::runtime("connect", e))?
+            .negotiate_version()
+            .await
+            .map_err(|e| Error::runtime("connect (is the engine running? DOCKER_HOST?)", e))?;
+        Ok(DockerRuntime { docker })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+fn status_of(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn label_filter(fleet: &str, server: Option<&str>) -> HashMap<String, Vec<String>> {
+    let mut labels = vec![format!("{LABEL_FLEET}={fleet}")];
+    if let Some(s) = server {
+        labels.push(format!("{LABEL_SERVER}={s}"));
+    }
+    HashMap::from([("label".to_string(), labels)])
+}
+
+/// `docker ps` reports "Exited (137) 3 seconds ago"; the code is in brackets.
+fn exit_code(status: Option<&str>) -> Option<i64> {
+    let s = status?;
+    let inner = s.split_once('(')?.1.split_once(')')?.0;
+    inner.parse().ok()
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn list(&self, fleet: &str, server: Option<&str>) -> Result<Vec<Container>> {
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&label_filter(fleet, server))
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| Error::runtime("list containers", e))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let state = match c.state {
+                    Some(ContainerSummaryStateEnum::RUNNING) => State::Running,
+                    Some(ContainerSummaryStateEnum::CREATED) => State::Created,
+                    Some(ContainerSummaryStateEnum::EXITED) => {
+                        State::Exited(exit_code(c.status.as_deref()))
+                    }
+                    other => State::Other(format!("{other:?}").to_lowercase()),
+                };
+                Some(Container {
+                    id: c.id?,
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
+                    server: labels.get(LABEL_SERVER)?.clone(),
+                    hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
+                    state,
+                    created: c.created.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<()> {
+        let image_err = |message: String| Error::Image {
+            image: image.to_string(),
+            message,
+        };
+        if policy != PullPolicy::Always {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(()),
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => return Err(image_err(e.to_string())),
+            }
+            if policy == PullPolicy::Never {
+                return Err(image_err("not present on the engine and --pull is never".into()));
+            }
+        }
+        let opts = CreateImageOptionsBuilder::default().from_image(image).build();
+        self.docker
+            .create_image(Some(opts), None, None)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .map_err(|e| image_err(format!("pull failed: {e}")))
+    }
+
+    async fn create(&self, fleet: &str, server: &str, desired: &ContainerServer) -> Result<String> {
+        let spec = &desired.spec;
+        let name = super::container_name(fleet, server);
+        let limits = spec.limits;
+        let host_config = HostConfig {
+            init: Some(true),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            cap_drop: Some(vec!["ALL".into()]),
+            memory: Some(limits.memory_bytes),
+            nano_cpus: Some(limits.nano_cpus),
+            pids_limit: Some(limits.pids),
+            readonly_rootfs: Some(limits.read_only_rootfs),
+            // A read-only root still needs a scratch directory.
+            tmpfs: limits
+                .read_only_rootfs
+                .then(|| HashMap::from([("/tmp".to_string(), "rw,nosuid,size=64m".to_string())])),
+            network_mode: (!spec.network).then(|| "none".to_string()),
+            binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            user: spec.user.clone(),
+            labels: Some(super::labels(fleet, server, &desired.hash)),
+            // The gateway attaches to stdio later: keep stdin open, no TTY.
+            open_stdin: Some(true),
+            stdin_once: Some(false),
+            tty: Some(false),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| match status_of(&e) {
+                Some(409) => Error::Runtime {
+                    op: format!("create {name}"),
+                    message: "the name is taken by a container mcp-fleet does not manage; \
+                              rename or remove it"
+                        .into(),
+                },
+                _ => Error::runtime(format!("create {name}"), e),
+            })?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(304) => Ok(()),
+            Err(e) => Err(Error::runtime(format!("start {}", short(id)), e)),
+        }
+    }
+
+    async fn remove(&self, id: &str, timeout: Duration) -> Result<()> {
+        let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let stop = StopContainerOptionsBuilder::default().t(t).build();
+        match self.docker.stop_container(id, Some(stop)).await {
+            Ok(()) => {}
+            Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
+            Err(e) => return Err(Error::runtime(format!("stop {}", short(id)), e)),
+        }
+        let rm = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(rm)).await {
+            Ok(()) => Ok(()),
+            // 404: gone already; 409: removal already in progress.
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(Error::runtime(format!("remove {}", short(id)), e)),
+        }
+    }
+
+    fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>> {
+        let mut filters = label_filter(fleet, None);
+        filters.insert("type".into(), vec!["container".into()]);
+        let opts = EventsOptionsBuilder::default().filters(&filters).build();
+        self.docker
+            .events(Some(opts))
+            .filter_map(|ev| async move {
+                match ev {
+                    Ok(msg) => msg
+                        .actor
+                        .and_then(|a| a.attributes)
+                        .and_then(|mut attrs| attrs.remove(LABEL_SERVER))
+                        .map(Ok),
+                    Err(e) => Some(Err(Error::runtime("events", e))),
+                }
+            })
+            .boxed()
+    }
+}
+
+/// Container ids are long; the first 12 characters are what `docker ps` shows.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_code_from_status_text() {
+        assert_eq!(exit_code(Some("Exited (137) 3 seconds ago")), Some(137));
+        assert_eq!(exit_code(Some("Exited (0) About a minute ago")), Some(0));
+        assert_eq!(exit_code(Some("Up 2 seconds")), None);
+        assert_eq!(exit_code(None), None);
+    }
+}

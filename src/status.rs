@@ -1,0 +1,287 @@
+//! Every server's phase and message, like a Kubernetes object's status; plus
+//! the catalog's own load error. Kept in memory, logged on change, and written
+//! atomically as JSON to the status file by one writer task.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Known, not acted on yet.
+    Pending,
+    /// Pulling the image, creating or starting the container.
+    Creating,
+    Running,
+    /// The container keeps exiting; the next start waits for a back-off delay.
+    CrashLoopBackOff,
+    /// The image cannot be had; retried with back-off.
+    ImagePullBackOff,
+    /// The catalog entry cannot be used; a running container is left alone.
+    Invalid,
+    /// Its container is being stopped and removed.
+    Removing,
+    /// A remote server: no container, the gateway reaches it over HTTP.
+    Remote,
+    /// A catalog entry mcp-fleet does not run (a `poci` tool group).
+    Unsupported,
+}
+
+impl Phase {
+    /// Its container is up (the gateway may talk to it).
+    pub fn is_running(self) -> bool {
+        self == Phase::Running
+    }
+
+    /// Something is wrong that a person may need to look at.
+    pub fn is_failing(self) -> bool {
+        matches!(
+            self,
+            Phase::CrashLoopBackOff | Phase::ImagePullBackOff | Phase::Invalid
+        )
+    }
+
+    /// The controller is still working towards the desired state.
+    pub fn is_progressing(self) -> bool {
+        matches!(self, Phase::Pending | Phase::Creating | Phase::Removing)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStatus {
+    pub phase: Phase,
+    pub message: String,
+    pub restart_count: u32,
+    pub container_id: Option<String>,
+    pub spec_hash: Option<String>,
+    /// RFC 3339; changes only when the phase does.
+    pub last_transition_time: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogStatus {
+    /// Why the config directory could not be loaded; the last good state is in force.
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetStatus {
+    pub fleet: String,
+    pub catalog: CatalogStatus,
+    pub servers: BTreeMap<String, ServerStatus>,
+}
+
+/// What a reconcile reports about one server. `None` fields keep their value.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    pub phase: Option<Phase>,
+    pub message: Option<String>,
+    pub container_id: Option<Option<String>>,
+    pub spec_hash: Option<Option<String>>,
+    pub restart_count: Option<u32>,
+}
+
+impl Update {
+    pub fn phase(phase: Phase, message: impl Into<String>) -> Self {
+        Update {
+            phase: Some(phase),
+            message: Some(message.into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn container(mut self, id: Option<&str>, hash: Option<&str>) -> Self {
+        self.container_id = Some(id.map(str::to_string));
+        self.spec_hash = Some(hash.map(str::to_string));
+        self
+    }
+
+    pub fn restarts(mut self, n: u32) -> Self {
+        self.restart_count = Some(n);
+        self
+    }
+}
+
+/// The shared status, with change notification for the file writer.
+#[derive(Clone)]
+pub struct StatusStore {
+    inner: Arc<Mutex<FleetStatus>>,
+    changed: Arc<Notify>,
+}
+
+impl StatusStore {
+    pub fn new(fleet: &str) -> Self {
+        StatusStore {
+            inner: Arc::new(Mutex::new(FleetStatus {
+                fleet: fleet.to_string(),
+                ..Default::default()
+            })),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn snapshot(&self) -> FleetStatus {
+        self.inner.lock().expect("status lock").clone()
+    }
+
+    pub fn server(&self, name: &str) -> Option<ServerStatus> {
+        self.inner.lock().expect("status lock").servers.get(name).cloned()
+    }
+
+    /// Applies an update; logs and notifies only when something changed.
+    pub fn update(&self, name: &str, u: Update) {
+        let mut st = self.inner.lock().expect("status lock");
+        let entry = st.servers.entry(name.to_string()).or_insert_with(|| ServerStatus {
+            phase: Phase::Pending,
+            message: String::new(),
+            restart_count: 0,
+            container_id: None,
+            spec_hash: None,
+            last_transition_time: now(),
+        });
+        let before = entry.clone();
+        if let Some(p) = u.phase {
+            if p != entry.phase {
+                entry.last_transition_time = now();
+            }
+            entry.phase = p;
+        }
+        if let Some(m) = u.message {
+            entry.message = m;
+        }
+        if let Some(c) = u.container_id {
+            entry.container_id = c;
+        }
+        if let Some(h) = u.spec_hash {
+            entry.spec_hash = h;
+        }
+        if let Some(n) = u.restart_count {
+            entry.restart_count = n;
+        }
+        if *entry != before {
+            let e = entry.clone();
+            drop(st);
+            if e.phase.is_failing() {
+                tracing::warn!(server = name, phase = ?e.phase, restarts = e.restart_count, "{}", e.message);
+            } else {
+                tracing::info!(server = name, phase = ?e.phase, restarts = e.restart_count, "{}", e.message);
+            }
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn forget(&self, name: &str) {
+        if self.inner.lock().expect("status lock").servers.remove(name).is_some() {
+            tracing::info!(server = name, "removed");
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn set_catalog(&self, catalog: CatalogStatus) {
+        let mut st = self.inner.lock().expect("status lock");
+        if st.catalog != catalog {
+            st.catalog = catalog;
+            self.changed.notify_one();
+        }
+    }
+
+    /// Writes the status file after every change until the store is dropped
+    /// by everyone else. A file that cannot be written is reported once.
+    pub async fn write_loop(self, path: PathBuf) {
+        let mut reported = false;
+        let mut last = String::new();
+        loop {
+            let json = serde_json::to_string_pretty(&self.snapshot()).expect("status serialises");
+            if json != last {
+                match write_atomic(&path, json.as_bytes()).await {
+                    Ok(()) => {
+                        last = json;
+                        reported = false;
+                    }
+                    Err(e) if !reported => {
+                        tracing::warn!(path = %path.display(), error = %e,
+                            "cannot write the status file; status stays available in the logs");
+                        reported = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+            self.changed.notified().await;
+        }
+    }
+}
+
+/// Writes `bytes` to a temp file beside `path` and renames it over `path`, so
+/// a reader never sees a half-written file.
+pub async fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_predicates() {
+        use Phase::*;
+        for p in [Pending, Creating, Running, CrashLoopBackOff, ImagePullBackOff, Invalid, Removing, Remote, Unsupported] {
+            let flags = (p.is_running(), p.is_failing(), p.is_progressing());
+            let expect = match p {
+                Running => (true, false, false),
+                CrashLoopBackOff | ImagePullBackOff | Invalid => (false, true, false),
+                Pending | Creating | Removing => (false, false, true),
+                Remote | Unsupported => (false, false, false),
+            };
+            assert_eq!(flags, expect, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn transition_time_changes_only_with_the_phase() {
+        let s = StatusStore::new("f");
+        s.update("a", Update::phase(Phase::Creating, "x"));
+        let t0 = s.server("a").unwrap().last_transition_time;
+        s.update("a", Update::phase(Phase::Creating, "y"));
+        assert_eq!(s.server("a").unwrap().last_transition_time, t0);
+        s.update("a", Update::phase(Phase::Running, "up"));
+        assert_ne!(s.server("a").unwrap().last_transition_time, t0);
+    }
+
+    #[test]
+    fn serialises_with_camel_case_and_phase_names() {
+        let s = StatusStore::new("f");
+        s.update("a", Update::phase(Phase::CrashLoopBackOff, "m").restarts(3));
+        let json = serde_json::to_value(s.snapshot()).unwrap();
+        assert_eq!(json["servers"]["a"]["phase"], "CrashLoopBackOff");
+        assert_eq!(json["servers"]["a"]["restartCount"], 3);
+        assert!(json["servers"]["a"]["lastTransitionTime"].is_string());
+    }
+
+    #[tokio::test]
+    async fn write_atomic_replaces_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        write_atomic(&p, b"one").await.unwrap();
+        write_atomic(&p, b"two").await.unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -14,7 +14,11 @@ use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
 use crate::{Error, Result};
 
 #[derive(Debug, Parser)]
-#[command(name = "mcp-fleet", version, about = "Keeps a fleet of MCP servers running as containers, reconciled from a catalog")]
+#[command(
+    name = "mcp-fleet",
+    version,
+    about = "Keeps a fleet of MCP servers running as containers, reconciled from a catalog"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -111,7 +115,9 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
         Some('g') => (&t[..t.len() - 1], 1 << 30),
         _ => (t, 1),
     };
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size like 512m or 2g"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 512m or 2g"))?;
     let bytes = (n * mul as f64) as i64;
     if bytes < 6 * (1 << 20) {
         return Err(format!("`{s}` is below Docker's 6m minimum"));
@@ -120,7 +126,8 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(v).map_err(|_| Error::Usage(format!("--{what} must be a non-negative number of seconds")))
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| Error::Usage(format!("--{what} must be a non-negative number of seconds")))
 }
 
 impl FleetArgs {
@@ -241,7 +248,11 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Checks one catalog: the file as a whole, then every entry on its own.

@@ -67,7 +67,11 @@ impl fmt::Display for Change {
             } => write!(
                 f,
                 "recreate {server}: spec changed (hash {} -> {new_hash}), replaces {}",
-                if old_hash.is_empty() { "none" } else { old_hash },
+                if old_hash.is_empty() {
+                    "none"
+                } else {
+                    old_hash
+                },
                 short(id)
             ),
             Change::Start { server, id, state } => {
@@ -344,9 +348,7 @@ mod tests {
 
     #[test]
     fn invalid_entry_leaves_the_running_container_alone() {
-        let bad = Desired::Invalid {
-            error: "x".into(),
-        };
+        let bad = Desired::Invalid { error: "x".into() };
         let p = Plan::compute(
             "f",
             &desired(&[("t", bad)]),
@@ -361,10 +363,18 @@ mod tests {
             url: "u".into(),
             transport: "sse".into(),
         };
-        let changes = plan_server("f", "t", Some(&remote), &[ctr("a", "t", "h", State::Running)]);
+        let changes = plan_server(
+            "f",
+            "t",
+            Some(&remote),
+            &[ctr("a", "t", "h", State::Running)],
+        );
         assert!(matches!(
             &changes[..],
-            [Change::Remove { reason: RemoveReason::NotAContainer, .. }]
+            [Change::Remove {
+                reason: RemoveReason::NotAContainer,
+                ..
+            }]
         ));
     }
 }

@@ -131,20 +131,28 @@ impl StatusStore {
     }
 
     pub fn server(&self, name: &str) -> Option<ServerStatus> {
-        self.inner.lock().expect("status lock").servers.get(name).cloned()
+        self.inner
+            .lock()
+            .expect("status lock")
+            .servers
+            .get(name)
+            .cloned()
     }
 
     /// Applies an update; logs and notifies only when something changed.
     pub fn update(&self, name: &str, u: Update) {
         let mut st = self.inner.lock().expect("status lock");
-        let entry = st.servers.entry(name.to_string()).or_insert_with(|| ServerStatus {
-            phase: Phase::Pending,
-            message: String::new(),
-            restart_count: 0,
-            container_id: None,
-            spec_hash: None,
-            last_transition_time: now(),
-        });
+        let entry = st
+            .servers
+            .entry(name.to_string())
+            .or_insert_with(|| ServerStatus {
+                phase: Phase::Pending,
+                message: String::new(),
+                restart_count: 0,
+                container_id: None,
+                spec_hash: None,
+                last_transition_time: now(),
+            });
         let before = entry.clone();
         if let Some(p) = u.phase {
             if p != entry.phase {
@@ -177,7 +185,14 @@ impl StatusStore {
     }
 
     pub fn forget(&self, name: &str) {
-        if self.inner.lock().expect("status lock").servers.remove(name).is_some() {
+        if self
+            .inner
+            .lock()
+            .expect("status lock")
+            .servers
+            .remove(name)
+            .is_some()
+        {
             tracing::info!(server = name, "removed");
             self.changed.notify_one();
         }
@@ -242,7 +257,17 @@ mod tests {
     #[test]
     fn phase_predicates() {
         use Phase::*;
-        for p in [Pending, Creating, Running, CrashLoopBackOff, ImagePullBackOff, Invalid, Removing, Remote, Unsupported] {
+        for p in [
+            Pending,
+            Creating,
+            Running,
+            CrashLoopBackOff,
+            ImagePullBackOff,
+            Invalid,
+            Removing,
+            Remote,
+            Unsupported,
+        ] {
             let flags = (p.is_running(), p.is_failing(), p.is_progressing());
             let expect = match p {
                 Running => (true, false, false),

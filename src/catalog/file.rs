@@ -149,8 +149,9 @@ pub fn parse_catalog(path: &Path, text: &str) -> Result<CatalogFile> {
     let Some(Entries(raw)) = doc.registry else {
         return Err(Error::Config {
             pos: SourcePos::file(path),
-            message: "catalog has no `registry` map (a catalog with no servers says `registry: {}`)"
-                .into(),
+            message:
+                "catalog has no `registry` map (a catalog with no servers says `registry: {}`)"
+                    .into(),
         });
     };
     let entries = raw

@@ -135,7 +135,13 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<DesiredState> {
         .map(|t| Secrets::parse(&t))
         .unwrap_or_default();
 
-    Ok(resolve(&catalog, approved.as_ref(), &config, &secrets, opts.limits))
+    Ok(resolve(
+        &catalog,
+        approved.as_ref(),
+        &config,
+        &secrets,
+        opts.limits,
+    ))
 }
 
 /// Turns a parsed catalog plus approval, config and secrets into the desired
@@ -168,10 +174,11 @@ pub fn resolve(
                     e.pos, e.name
                 ),
             },
-            Ok(raw) => classify(&e.name, raw, config, secrets, limits)
-                .unwrap_or_else(|err| Desired::Invalid {
+            Ok(raw) => classify(&e.name, raw, config, secrets, limits).unwrap_or_else(|err| {
+                Desired::Invalid {
                     error: format!("{}: server `{}`: {err}", e.pos, e.name),
-                }),
+                }
+            }),
         };
         if is_approved(&e.name) {
             state.servers.insert(e.name.clone(), desired);

@@ -280,7 +280,9 @@ mod tests {
                 name: "x.token".into(),
                 env: "TOK".into(),
             }],
-            config: vec![json!({"name": "x", "properties": {"host": {}, "opt": {}}, "required": ["host"]})],
+            config: vec![
+                json!({"name": "x", "properties": {"host": {}, "opt": {}}, "required": ["host"]}),
+            ],
             ..Default::default()
         }
     }
@@ -303,7 +305,10 @@ mod tests {
         assert_eq!(s.spec.env["TOK"], "s3cret");
         assert_eq!(s.spec.command, vec!["--a", "--token=s3cret"]);
         assert!(s.warnings.is_empty());
-        assert!(!format!("{:?}", s).contains("s3cret"), "Debug leaks a secret");
+        assert!(
+            !format!("{:?}", s).contains("s3cret"),
+            "Debug leaks a secret"
+        );
     }
 
     #[test]

@@ -14,7 +14,13 @@ fn every_fixture_entry_loads_and_poci_is_recognised() {
     for e in &cat.entries {
         assert!(e.entry.is_ok(), "{}: {:?}", e.name, e.entry);
     }
-    let state = resolve(&cat, None, &json!({}), &Secrets::default(), Limits::default());
+    let state = resolve(
+        &cat,
+        None,
+        &json!({}),
+        &Secrets::default(),
+        Limits::default(),
+    );
     let poci: Vec<_> = state
         .servers
         .iter()
@@ -73,7 +79,10 @@ fn syntax_error_names_line_and_column() {
 #[test]
 fn empty_or_registryless_catalog_is_an_error() {
     for text in ["", "  \n", "name: docker-mcp\n"] {
-        assert!(parse_catalog(Path::new("c.yaml"), text).is_err(), "{text:?}");
+        assert!(
+            parse_catalog(Path::new("c.yaml"), text).is_err(),
+            "{text:?}"
+        );
     }
     let cat = parse("registry: {}\n");
     assert!(cat.entries.is_empty());
@@ -83,7 +92,13 @@ fn empty_or_registryless_catalog_is_an_error() {
 fn one_bad_entry_does_not_block_the_others() {
     let text = "registry:\n  good:\n    image: a\n  bad:\n    image: b\n    command: 5\n";
     let cat = parse(text);
-    let state = resolve(&cat, None, &json!({}), &Secrets::default(), Limits::default());
+    let state = resolve(
+        &cat,
+        None,
+        &json!({}),
+        &Secrets::default(),
+        Limits::default(),
+    );
     assert!(matches!(state.servers["good"], Desired::Container(_)));
     match &state.servers["bad"] {
         Desired::Invalid { error } => assert!(error.starts_with("docker-mcp.yaml:4:3"), "{error}"),
@@ -111,7 +126,13 @@ fn remote_entries_are_not_containers() {
     let cat = parse(
         "registry:\n  r:\n    remote:\n      url: https://x/mcp\n      transport_type: streamable-http\n  s:\n    sseEndpoint: http://y/sse\n",
     );
-    let state = resolve(&cat, None, &json!({}), &Secrets::default(), Limits::default());
+    let state = resolve(
+        &cat,
+        None,
+        &json!({}),
+        &Secrets::default(),
+        Limits::default(),
+    );
     assert_eq!(
         state.servers["r"],
         Desired::Remote {
@@ -130,7 +151,15 @@ fn reordering_keys_and_descriptions_keep_the_hash() {
     let b = parse(
         "registry:\n  f:\n    env:\n      - {value: '2', name: B}\n      - {name: A, value: '1'}\n    image: img\n    description: two\n    title: T\n",
     );
-    let hash = |c: &CatalogFile| match &resolve(c, None, &json!({}), &Secrets::default(), Limits::default()).servers["f"] {
+    let hash = |c: &CatalogFile| match &resolve(
+        c,
+        None,
+        &json!({}),
+        &Secrets::default(),
+        Limits::default(),
+    )
+    .servers["f"]
+    {
         Desired::Container(c) => c.hash.clone(),
         other => panic!("{other:?}"),
     };
@@ -153,9 +182,20 @@ fn load_reads_the_directory_and_waits_for_a_trailing_newline() {
         limits: Limits::default(),
         settle: Duration::from_secs(30),
     };
-    std::fs::write(dir.path().join(CATALOG_FILE), "registry:\n  a:\n    image: x").unwrap();
-    assert!(matches!(load(dir.path(), &opts), Err(Error::Incomplete { .. })));
-    std::fs::write(dir.path().join(CATALOG_FILE), "registry:\n  a:\n    image: x\n").unwrap();
+    std::fs::write(
+        dir.path().join(CATALOG_FILE),
+        "registry:\n  a:\n    image: x",
+    )
+    .unwrap();
+    assert!(matches!(
+        load(dir.path(), &opts),
+        Err(Error::Incomplete { .. })
+    ));
+    std::fs::write(
+        dir.path().join(CATALOG_FILE),
+        "registry:\n  a:\n    image: x\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join(SECRETS_FILE), "X=1\n").unwrap();
     let state = load(dir.path(), &opts).unwrap();
     assert!(matches!(state.servers["a"], Desired::Container(_)));

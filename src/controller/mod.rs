@@ -145,7 +145,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
         tx.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(ctx.status.clone().write_loop(ctx.settings.status_file.clone()));
+    tokio::spawn(
+        ctx.status
+            .clone()
+            .write_loop(ctx.settings.status_file.clone()),
+    );
 
     // Nothing is reconciled before the first catalog read and container list.
     ctx.reload(&tx);
@@ -283,8 +287,10 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
     match change {
         Change::Remove { server, id, reason } => {
             if reason != RemoveReason::Duplicate {
-                ctx.status
-                    .update(&server, Update::phase(Phase::Removing, format!("removing {}", short(&id))));
+                ctx.status.update(
+                    &server,
+                    Update::phase(Phase::Removing, format!("removing {}", short(&id))),
+                );
             }
             ctx.runtime.remove(&id, s.stop_timeout).await?;
             tracing::info!(server, container = short(&id), ?reason, "container removed");
@@ -339,11 +345,20 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
                 }
             }
             ctx.runtime.start(&id).await?;
-            ctx.crash(&server, |c| {
+            let restarts = ctx.crash(&server, |c| {
                 c.on_started(Instant::now(), restart);
                 c.on_success();
+                c.restarts
             });
             tracing::info!(server, container = short(&id), restart, "container started");
+            if let Some(want) = want_container {
+                ctx.status.update(
+                    &server,
+                    Update::phase(Phase::Running, running_message(want))
+                        .container(Some(&id), Some(&want.hash))
+                        .restarts(restarts),
+                );
+            }
         }
     }
     Ok(Next::Await)
@@ -353,16 +368,26 @@ async fn create_and_start(server: &str, want: &ContainerServer, ctx: &Context) -
     let s = &ctx.settings;
     ctx.status.update(
         server,
-        Update::phase(Phase::Creating, format!("creating from {}", want.spec.image)),
+        Update::phase(
+            Phase::Creating,
+            format!("creating from {}", want.spec.image),
+        ),
     );
     ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
     let id = ctx.runtime.create(&s.fleet, server, want).await?;
     ctx.runtime.start(&id).await?;
-    ctx.crash(server, |c| {
+    let restarts = ctx.crash(server, |c| {
         c.on_started(Instant::now(), false);
         c.on_success();
+        c.restarts
     });
     tracing::info!(server, container = short(&id), hash = %want.hash, "container created and started");
+    ctx.status.update(
+        server,
+        Update::phase(Phase::Running, running_message(want))
+            .container(Some(&id), Some(&want.hash))
+            .restarts(restarts),
+    );
     Ok(())
 }
 
@@ -380,3 +405,6 @@ pub fn error_policy(server: &str, err: &Error, ctx: &Context) -> Next {
     ctx.status.update(server, update);
     Next::RequeueAfter(delay)
 }
+
+#[cfg(test)]
+mod tests;

@@ -113,10 +113,14 @@ impl Runtime for DockerRuntime {
                 Err(e) => return Err(image_err(e.to_string())),
             }
             if policy == PullPolicy::Never {
-                return Err(image_err("not present on the engine and --pull is never".into()));
+                return Err(image_err(
+                    "not present on the engine and --pull is never".into(),
+                ));
             }
         }
-        let opts = CreateImageOptionsBuilder::default().from_image(image).build();
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
         self.docker
             .create_image(Some(opts), None, None)
             .try_for_each(|_| async { Ok(()) })

@@ -1,0 +1,184 @@
+//! `reconcile` against a fake runtime: checks which engine calls it makes.
+//! (The real engine is driven by the integration tests in `tests/`.)
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream, StreamExt};
+
+use super::*;
+use crate::catalog::{ApprovalMode, Limits, ServerSpec};
+use crate::runtime::{Container, container_name};
+
+#[derive(Default)]
+struct Fake {
+    containers: Mutex<Vec<Container>>,
+    writes: AtomicUsize,
+    missing_image: bool,
+}
+
+#[async_trait]
+impl Runtime for Fake {
+    async fn list(&self, _fleet: &str, server: Option<&str>) -> Result<Vec<Container>> {
+        let all = self.containers.lock().unwrap().clone();
+        Ok(all
+            .into_iter()
+            .filter(|c| server.is_none_or(|s| c.server == s))
+            .collect())
+    }
+    async fn ensure_image(&self, image: &str, _: PullPolicy) -> Result<()> {
+        if self.missing_image {
+            return Err(Error::Image {
+                image: image.into(),
+                message: "not present".into(),
+            });
+        }
+        Ok(())
+    }
+    async fn create(&self, fleet: &str, server: &str, d: &ContainerServer) -> Result<String> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let mut all = self.containers.lock().unwrap();
+        let id = format!("id{}", all.len());
+        all.push(Container {
+            id: id.clone(),
+            name: container_name(fleet, server),
+            server: server.into(),
+            hash: d.hash.clone(),
+            state: State::Created,
+            created: 0,
+        });
+        Ok(id)
+    }
+    async fn start(&self, id: &str) -> Result<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        for c in self.containers.lock().unwrap().iter_mut() {
+            if c.id == id {
+                c.state = State::Running;
+            }
+        }
+        Ok(())
+    }
+    async fn remove(&self, id: &str, _: Duration) -> Result<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.containers.lock().unwrap().retain(|c| c.id != id);
+        Ok(())
+    }
+    fn events(&self, _: &str) -> BoxStream<'static, Result<String>> {
+        stream::empty().boxed()
+    }
+}
+
+fn ctx(fake: Arc<Fake>, servers: &[&str]) -> Arc<Context> {
+    let settings = Settings {
+        fleet: "f".into(),
+        config_dir: PathBuf::from("/nonexistent"),
+        load: LoadOptions {
+            approval: ApprovalMode::All,
+            limits: Limits::default(),
+            settle: Duration::ZERO,
+        },
+        pull: PullPolicy::Never,
+        resync: Duration::from_secs(30),
+        concurrency: 2,
+        stop_timeout: Duration::from_secs(1),
+        backoff: BackoffSettings {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+            reset_after: Duration::from_secs(60),
+        },
+        status_file: PathBuf::from("/nonexistent/status.json"),
+    };
+    let ctx = Context::new(fake, settings);
+    let spec = ServerSpec {
+        image: "img".into(),
+        command: vec![],
+        env: Default::default(),
+        volumes: vec![],
+        user: None,
+        network: false,
+        extra_hosts: vec![],
+        limits: Limits::default(),
+    };
+    let state = DesiredState {
+        servers: servers
+            .iter()
+            .map(|s| {
+                let c = ContainerServer {
+                    hash: spec.hash(),
+                    spec: spec.clone(),
+                    warnings: vec![],
+                };
+                (s.to_string(), Desired::Container(c))
+            })
+            .collect(),
+        warnings: vec![],
+    };
+    *ctx.desired.write().unwrap() = Some(Arc::new(state));
+    ctx
+}
+
+#[tokio::test]
+async fn a_no_op_reconcile_makes_no_write_call() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    assert_eq!(reconcile("a", &ctx).await.unwrap(), Next::Await);
+    assert_eq!(fake.writes.load(Ordering::SeqCst), 2, "create + start");
+    assert_eq!(ctx.status.server("a").unwrap().phase, Phase::Running);
+    for _ in 0..3 {
+        assert_eq!(reconcile("a", &ctx).await.unwrap(), Next::Await);
+    }
+    assert_eq!(fake.writes.load(Ordering::SeqCst), 2, "in sync: no writes");
+}
+
+#[tokio::test]
+async fn nothing_is_reconciled_before_the_first_catalog_read() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    *ctx.desired.write().unwrap() = None;
+    reconcile("a", &ctx).await.unwrap();
+    assert_eq!(fake.writes.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_exited_container_waits_out_its_backoff() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    reconcile("a", &ctx).await.unwrap();
+    fake.containers.lock().unwrap()[0].state = State::Exited(Some(1));
+    let next = reconcile("a", &ctx).await.unwrap();
+    assert_eq!(next, Next::RequeueAfter(Duration::from_secs(1)));
+    assert_eq!(
+        ctx.status.server("a").unwrap().phase,
+        Phase::CrashLoopBackOff
+    );
+    // Woken early (an event, a resync): still waiting, no start.
+    let writes = fake.writes.load(Ordering::SeqCst);
+    assert!(matches!(
+        reconcile("a", &ctx).await.unwrap(),
+        Next::RequeueAfter(_)
+    ));
+    assert_eq!(fake.writes.load(Ordering::SeqCst), writes);
+}
+
+#[tokio::test]
+async fn image_failure_is_image_pull_backoff_with_growing_retries() {
+    let fake = Arc::new(Fake {
+        missing_image: true,
+        ..Default::default()
+    });
+    let ctx = ctx(fake.clone(), &["a"]);
+    let err = reconcile("a", &ctx).await.unwrap_err();
+    assert_eq!(
+        error_policy("a", &err, &ctx),
+        Next::RequeueAfter(Duration::from_secs(1))
+    );
+    assert_eq!(
+        ctx.status.server("a").unwrap().phase,
+        Phase::ImagePullBackOff
+    );
+    let err = reconcile("a", &ctx).await.unwrap_err();
+    assert_eq!(
+        error_policy("a", &err, &ctx),
+        Next::RequeueAfter(Duration::from_secs(2))
+    );
+    assert_eq!(fake.writes.load(Ordering::SeqCst), 0);
+}

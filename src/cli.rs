@@ -9,6 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, ApprovalMode, Limits, LoadOptions, parse_catalog};
 use crate::controller::{self, BackoffSettings, Context, Settings};
+use crate::gateway::aggregate::ToolNames;
+use crate::gateway::handler::{Gateway, GatewaySettings};
+use crate::gateway::manage::{self, AddPolicy};
+use crate::gateway::{auth, http};
+use crate::upstream::{Pool, PoolSettings};
 use crate::plan::Plan;
 use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
 use crate::{Error, Result};
@@ -95,6 +100,43 @@ pub struct RunArgs {
     /// is taken as complete, in seconds.
     #[arg(long, default_value_t = 2.0)]
     pub settle: f64,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Where the MCP endpoint listens (/mcp, /sse, /health, /readyz, /status).
+    #[arg(long, default_value = "127.0.0.1:8811")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token (else MCP_GATEWAY_AUTH_TOKEN, else one is
+    /// generated and printed once on stderr).
+    #[arg(long)]
+    pub auth_token_file: Option<PathBuf>,
+    /// Serve without a token (only behind something that authenticates).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// A Host/Origin name accepted besides loopback (repeatable).
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
+    /// What mcp-add and mcp-remove may do.
+    #[arg(long, value_enum, default_value = "request")]
+    pub add_policy: AddPolicy,
+    /// Tool names as the servers give them (prefixed on a clash), or always `server__tool`.
+    #[arg(long, value_enum, default_value = "as-given")]
+    pub tool_names: ToolNames,
+    /// Seconds an upstream's MCP handshake may take before its container is replaced.
+    #[arg(long, default_value_t = 30.0)]
+    pub handshake_timeout: f64,
+    /// Seconds between pings of every upstream session.
+    #[arg(long, default_value_t = 10.0)]
+    pub health_interval: f64,
+    /// Seconds a call to a tool of a restarting server waits for it.
+    #[arg(long, default_value_t = 30.0)]
+    pub call_wait: f64,
+    /// Seconds mcp-add (approve policy) waits for the new server to be ready.
+    #[arg(long, default_value_t = 60.0)]
+    pub add_wait: f64,
 }
 
 fn parse_fleet(s: &str) -> Result<String, String> {
@@ -197,11 +239,56 @@ async fn run(args: RunArgs) -> Result<()> {
         status_file = %settings.status_file.display(),
         "starting controller"
     );
+    let g = &args.gateway;
+    let auth = auth::resolve(g.auth_token_file.as_deref(), g.no_auth).map_err(Error::Usage)?;
     let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
     let ctx = Context::new(runtime, settings);
+    let pool = Pool::new(
+        ctx.clone(),
+        PoolSettings {
+            handshake_timeout: secs(g.handshake_timeout, "handshake-timeout")?,
+            health_interval: secs(g.health_interval, "health-interval")?.max(Duration::from_millis(100)),
+            ping_timeout: secs(g.handshake_timeout, "handshake-timeout")?.min(Duration::from_secs(10)),
+            tool_names: g.tool_names,
+            reserved: manage::NAMES.to_vec(),
+        },
+    );
+    let gateway = Gateway::new(
+        pool.clone(),
+        GatewaySettings {
+            add_policy: g.add_policy,
+            call_wait: secs(g.call_wait, "call-wait")?,
+            add_wait: secs(g.add_wait, "add-wait")?,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(g.listen)
+        .await
+        .map_err(|e| Error::Usage(format!("--listen {}: {e}", g.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
+    tracing::info!(%addr, "gateway listening on http://{addr}/mcp (and /sse)");
+    let router = http::router(
+        {
+            let gateway = gateway.clone();
+            move || gateway.clone()
+        },
+        Arc::new(gateway.clone()),
+        http::HttpConfig {
+            auth,
+            allowed_hosts: g.allowed_hosts.clone(),
+        },
+    );
+
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    controller::run(ctx, shutdown).await
+    tokio::spawn(pool.run(shutdown.clone()));
+    tokio::spawn(gateway.notify_loop(shutdown.clone()));
+    let server = tokio::spawn(http::serve(listener, router, shutdown.clone()));
+    let result = controller::run(ctx, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Ok(Err(e)) = server.await {
+        tracing::warn!(error = %e, "gateway server");
+    }
+    result
 }
 
 async fn signal_shutdown(token: CancellationToken) {

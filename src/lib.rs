@@ -6,8 +6,10 @@ pub mod catalog;
 pub mod cli;
 pub mod controller;
 pub mod error;
+pub mod gateway;
 pub mod plan;
 pub mod runtime;
 pub mod status;
+pub mod upstream;
 
 pub use error::{Error, Result};

@@ -14,12 +14,11 @@ pub enum Change {
         server: String,
         image: String,
     },
-    /// The running container's spec differs: replace it.
+    /// Replace the container: its spec differs, or it stopped answering MCP.
     Recreate {
         server: String,
         id: String,
-        old_hash: String,
-        new_hash: String,
+        reason: RecreateReason,
     },
     /// The container exists with the right spec but is not running.
     Start {
@@ -32,6 +31,26 @@ pub enum Change {
         id: String,
         reason: RemoveReason,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecreateReason {
+    SpecChanged { old_hash: String, new_hash: String },
+    /// The gateway's MCP session to it failed (handshake or ping).
+    Unhealthy { message: String },
+}
+
+impl fmt::Display for RecreateReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecreateReason::SpecChanged { old_hash, new_hash } => write!(
+                f,
+                "spec changed (hash {} -> {new_hash})",
+                if old_hash.is_empty() { "none" } else { old_hash }
+            ),
+            RecreateReason::Unhealthy { message } => write!(f, "not answering MCP ({message})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,21 +78,9 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::Create { server, image } => write!(f, "create   {server}: image {image}"),
-            Change::Recreate {
-                server,
-                id,
-                old_hash,
-                new_hash,
-            } => write!(
-                f,
-                "recreate {server}: spec changed (hash {} -> {new_hash}), replaces {}",
-                if old_hash.is_empty() {
-                    "none"
-                } else {
-                    old_hash
-                },
-                short(id)
-            ),
+            Change::Recreate { server, id, reason } => {
+                write!(f, "recreate {server}: {reason}, replaces {}", short(id))
+            }
             Change::Start { server, id, state } => {
                 let why = match state {
                     State::Exited(Some(code)) => format!("exited with code {code}"),
@@ -118,7 +125,7 @@ impl Plan {
         let mut plan = Plan::default();
         for name in names {
             let containers = by_server.get(name).map(Vec::as_slice).unwrap_or_default();
-            let changes = plan_server(fleet, name, desired.servers.get(name), containers);
+            let changes = plan_server(fleet, name, desired.servers.get(name), containers, None);
             if changes.is_empty() && desired.servers.contains_key(name) {
                 plan.in_sync.push(name.to_string());
             }
@@ -145,12 +152,14 @@ impl fmt::Display for Plan {
 }
 
 /// One server's changes, removals first. `fleet` decides which of several
-/// good containers to keep (the one with the canonical name).
+/// good containers to keep (the one with the canonical name); `unhealthy` is
+/// the id of a container the gateway found not answering, if any.
 pub fn plan_server(
     fleet: &str,
     server: &str,
     desired: Option<&Desired>,
     containers: &[Container],
+    unhealthy: Option<&UnhealthyReport>,
 ) -> Vec<Change> {
     let remove_all = |reason| {
         containers
@@ -169,8 +178,17 @@ pub fn plan_server(
         }
         // An unusable entry leaves whatever runs alone.
         Some(Desired::Invalid { .. }) => Vec::new(),
-        Some(Desired::Container(want)) => plan_container(fleet, server, want, containers),
+        Some(Desired::Container(want)) => {
+            plan_container(fleet, server, want, containers, unhealthy)
+        }
     }
+}
+
+/// The gateway's word that a container does not answer MCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnhealthyReport {
+    pub container_id: String,
+    pub message: String,
 }
 
 fn plan_container(
@@ -178,6 +196,7 @@ fn plan_container(
     server: &str,
     want: &ContainerServer,
     containers: &[Container],
+    unhealthy: Option<&UnhealthyReport>,
 ) -> Vec<Change> {
     let canonical = container_name(fleet, server);
     // Best first: right spec, running, canonical name, newest.
@@ -208,8 +227,18 @@ fn plan_container(
         changes.push(Change::Recreate {
             server: server.to_string(),
             id: keep.id.clone(),
-            old_hash: keep.hash.clone(),
-            new_hash: want.hash.clone(),
+            reason: RecreateReason::SpecChanged {
+                old_hash: keep.hash.clone(),
+                new_hash: want.hash.clone(),
+            },
+        });
+    } else if let Some(u) = unhealthy.filter(|u| u.container_id == keep.id && keep.state.is_running()) {
+        changes.push(Change::Recreate {
+            server: server.to_string(),
+            id: keep.id.clone(),
+            reason: RecreateReason::Unhealthy {
+                message: u.message.clone(),
+            },
         });
     } else if !keep.state.is_running() {
         changes.push(Change::Start {
@@ -240,6 +269,7 @@ mod tests {
             },
             hash: hash.into(),
             warnings: vec![],
+            prefix: None,
         })
     }
 
@@ -261,6 +291,7 @@ mod tests {
                 .map(|(n, d)| (n.to_string(), d.clone()))
                 .collect(),
             warnings: vec![],
+            catalog: vec![],
         }
     }
 
@@ -300,8 +331,10 @@ mod tests {
             vec![Change::Recreate {
                 server: "fetch".into(),
                 id: "a".into(),
-                old_hash: "h1".into(),
-                new_hash: "h2".into()
+                reason: RecreateReason::SpecChanged {
+                    old_hash: "h1".into(),
+                    new_hash: "h2".into()
+                }
             }]
         );
         assert!(p.to_string().contains("h1 -> h2"));
@@ -338,7 +371,7 @@ mod tests {
         let good = ctr("a", "t", "h", State::Running);
         let mut other = ctr("c", "t", "h", State::Exited(Some(0)));
         other.name = "someone-else".into();
-        let changes = plan_server("f", "t", Some(&want("h")), &[stale, good, other]);
+        let changes = plan_server("f", "t", Some(&want("h")), &[stale, good, other], None);
         assert_eq!(changes.len(), 2);
         assert!(changes.iter().all(|c| matches!(
             c,
@@ -362,12 +395,15 @@ mod tests {
         let remote = Desired::Remote {
             url: "u".into(),
             transport: "sse".into(),
+            headers: Default::default(),
+            prefix: None,
         };
         let changes = plan_server(
             "f",
             "t",
             Some(&remote),
             &[ctr("a", "t", "h", State::Running)],
+            None,
         );
         assert!(matches!(
             &changes[..],
@@ -376,5 +412,22 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn unhealthy_running_container_is_recreated_only_if_it_is_the_reported_one() {
+        let c = ctr("a", "t", "h", State::Running);
+        let report = |id: &str| UnhealthyReport {
+            container_id: id.into(),
+            message: "handshake timed out".into(),
+        };
+        let changes = plan_server("f", "t", Some(&want("h")), &[c.clone()], Some(&report("a")));
+        assert!(matches!(
+            &changes[..],
+            [Change::Recreate { reason: RecreateReason::Unhealthy { .. }, .. }]
+        ));
+        assert!(changes[0].to_string().contains("not answering MCP"));
+        // A report about an older container does not touch the new one.
+        assert!(plan_server("f", "t", Some(&want("h")), &[c], Some(&report("old"))).is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -59,6 +59,19 @@ pub struct ServerStatus {
     pub spec_hash: Option<String>,
     /// RFC 3339; changes only when the phase does.
     pub last_transition_time: String,
+    /// Whether the gateway has a working MCP session to the server; absent
+    /// until the gateway has tried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Condition>,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    pub status: bool,
+    pub message: String,
+    pub last_transition_time: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +88,9 @@ pub struct FleetStatus {
     pub fleet: String,
     pub catalog: CatalogStatus,
     pub servers: BTreeMap<String, ServerStatus>,
+    /// Tool, prompt or resource names offered by more than one server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clashes: Vec<String>,
 }
 
 /// What a reconcile reports about one server. `None` fields keep their value.
@@ -112,7 +128,8 @@ impl Update {
 #[derive(Clone)]
 pub struct StatusStore {
     inner: Arc<Mutex<FleetStatus>>,
-    changed: Arc<Notify>,
+    /// Bumped on every change; each consumer holds its own receiver.
+    changed: Arc<watch::Sender<u64>>,
 }
 
 impl StatusStore {
@@ -122,8 +139,17 @@ impl StatusStore {
                 fleet: fleet.to_string(),
                 ..Default::default()
             })),
-            changed: Arc::new(Notify::new()),
+            changed: Arc::new(watch::Sender::new(0)),
         }
+    }
+
+    /// A receiver that sees every later change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     pub fn snapshot(&self) -> FleetStatus {
@@ -152,6 +178,7 @@ impl StatusStore {
                 container_id: None,
                 spec_hash: None,
                 last_transition_time: now(),
+                ready: None,
             });
         let before = entry.clone();
         if let Some(p) = u.phase {
@@ -180,7 +207,7 @@ impl StatusStore {
             } else {
                 tracing::info!(server = name, phase = ?e.phase, restarts = e.restart_count, "{}", e.message);
             }
-            self.changed.notify_one();
+            self.notify();
         }
     }
 
@@ -194,7 +221,46 @@ impl StatusStore {
             .is_some()
         {
             tracing::info!(server = name, "removed");
-            self.changed.notify_one();
+            self.notify();
+        }
+    }
+
+    /// Records whether the gateway can talk to `server` (`None`: not tried,
+    /// or not applicable). Ignored for servers the controller does not know.
+    pub fn set_ready(&self, server: &str, ready: Option<(bool, String)>) {
+        let mut st = self.inner.lock().expect("status lock");
+        let Some(entry) = st.servers.get_mut(server) else {
+            return;
+        };
+        let next = ready.map(|(status, message)| Condition {
+            last_transition_time: match &entry.ready {
+                Some(c) if c.status == status => c.last_transition_time.clone(),
+                _ => now(),
+            },
+            status,
+            message,
+        });
+        if entry.ready != next {
+            entry.ready = next.clone();
+            drop(st);
+            match next {
+                Some(c) if c.status => tracing::info!(server, "ready: {}", c.message),
+                Some(c) => tracing::warn!(server, "not ready: {}", c.message),
+                None => {}
+            }
+            self.notify();
+        }
+    }
+
+    pub fn set_clashes(&self, clashes: Vec<String>) {
+        let mut st = self.inner.lock().expect("status lock");
+        if st.clashes != clashes {
+            for c in clashes.iter().filter(|c| !st.clashes.contains(c)) {
+                tracing::warn!("name clash: {c}");
+            }
+            st.clashes = clashes;
+            drop(st);
+            self.notify();
         }
     }
 
@@ -202,7 +268,7 @@ impl StatusStore {
         let mut st = self.inner.lock().expect("status lock");
         if st.catalog != catalog {
             st.catalog = catalog;
-            self.changed.notify_one();
+            self.notify();
         }
     }
 
@@ -211,6 +277,7 @@ impl StatusStore {
     pub async fn write_loop(self, path: PathBuf) {
         let mut reported = false;
         let mut last = String::new();
+        let mut changed = self.subscribe();
         loop {
             let json = serde_json::to_string_pretty(&self.snapshot()).expect("status serialises");
             if json != last {
@@ -227,7 +294,9 @@ impl StatusStore {
                     Err(_) => {}
                 }
             }
-            self.changed.notified().await;
+            if changed.changed().await.is_err() {
+                return;
+            }
         }
     }
 }

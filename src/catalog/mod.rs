@@ -86,18 +86,36 @@ impl ApprovalMode {
 pub enum Desired {
     /// A container server, fully rendered.
     Container(ContainerServer),
-    /// Reached over HTTP by the gateway; no container.
-    Remote { url: String, transport: String },
+    /// Reached over HTTP by the gateway; no container. Header values may
+    /// hold secrets (expanded from the secrets file).
+    Remote {
+        url: String,
+        transport: String,
+        headers: BTreeMap<String, String>,
+        prefix: Option<String>,
+    },
     /// Recognised but not run by mcp-fleet (e.g. `poci` tool groups).
     Unsupported { reason: String },
     /// The entry cannot be used; `error` says where and why.
     Invalid { error: String },
 }
 
+/// What `mcp-find` searches: every catalog entry, approved or not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub tools: Vec<String>,
+}
+
 /// Everything the config directory asks for, as plain data.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub servers: BTreeMap<String, Desired>,
+    /// Every usable catalog entry, in file order.
+    pub catalog: Vec<Summary>,
     /// Findings that concern no approved server (e.g. an approved name that is
     /// not in the catalog, an invalid entry nobody approved).
     pub warnings: Vec<String>,
@@ -164,6 +182,16 @@ pub fn resolve(
             ));
             continue;
         }
+        if let Ok(raw) = &e.entry {
+            let meta = raw.metadata.clone().unwrap_or_default();
+            state.catalog.push(Summary {
+                name: e.name.clone(),
+                title: raw.title.clone(),
+                description: raw.description.clone(),
+                tags: meta.tags.into_iter().chain(meta.category).collect(),
+                tools: raw.tools.iter().map(|t| t.name.clone()).collect(),
+            });
+        }
         let desired = match &e.entry {
             Err(err) => Desired::Invalid {
                 error: format!("{}: server `{}`: {err}", e.pos, e.name),
@@ -207,15 +235,26 @@ fn classify(
 ) -> Result<Desired, String> {
     if let Some(image) = raw.image.as_deref().filter(|i| !i.trim().is_empty()) {
         return spec::normalise(name, raw, image.trim(), config, secrets, limits)
-            .map(Desired::Container);
+            .map(|c| Desired::Container(ContainerServer { prefix: raw.prefix.clone(), ..c }));
     }
     let remote_url = raw.remote.as_ref().and_then(|r| r.url.clone());
     if let Some(url) = remote_url.or_else(|| raw.sse_endpoint.clone()) {
-        let transport = match (&raw.remote, &raw.sse_endpoint) {
-            (Some(r), _) => r.transport_type.clone().unwrap_or_else(|| "sse".into()),
-            (None, _) => "sse".into(),
+        let (transport, headers) = match &raw.remote {
+            Some(r) if r.url.is_some() => (
+                r.transport_type.clone().unwrap_or_else(|| "sse".into()),
+                r.headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), spec::expand_secrets(v, secrets)))
+                    .collect(),
+            ),
+            _ => ("sse".to_string(), BTreeMap::new()),
         };
-        return Ok(Desired::Remote { url, transport });
+        return Ok(Desired::Remote {
+            url,
+            transport,
+            headers,
+            prefix: raw.prefix.clone(),
+        });
     }
     Ok(Desired::Unsupported {
         reason: "poci tool groups (a container per tool call) are not supported by mcp-fleet"

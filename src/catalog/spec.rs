@@ -81,6 +81,8 @@ pub struct ContainerServer {
     pub hash: String,
     /// Non-fatal findings, e.g. a secret that is not set (named, never shown).
     pub warnings: Vec<String>,
+    /// The catalog's tool-name prefix; not part of the spec (no container change).
+    pub prefix: Option<String>,
 }
 
 /// Builds the spec of a container entry, or says why it cannot be built.
@@ -160,6 +162,7 @@ pub fn normalise(
         hash: spec.hash(),
         spec,
         warnings,
+        prefix: None,
     })
 }
 
@@ -186,6 +189,11 @@ fn render_list(
         }
     }
     Ok(out)
+}
+
+/// `$NAME` references in a remote entry's header values, from the secrets file.
+pub fn expand_secrets(text: &str, secrets: &Secrets) -> String {
+    expand_vars(text, &BTreeMap::new(), secrets)
 }
 
 /// Replaces `$NAME` / `${NAME}` with the server's secret (or another value of

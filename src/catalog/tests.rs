@@ -133,13 +133,13 @@ fn remote_entries_are_not_containers() {
         &Secrets::default(),
         Limits::default(),
     );
-    assert_eq!(
-        state.servers["r"],
-        Desired::Remote {
-            url: "https://x/mcp".into(),
-            transport: "streamable-http".into()
+    match &state.servers["r"] {
+        Desired::Remote { url, transport, .. } => {
+            assert_eq!(url, "https://x/mcp");
+            assert_eq!(transport, "streamable-http");
         }
-    );
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(state.servers["s"], Desired::Remote { .. }));
 }
 

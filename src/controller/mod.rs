@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, ContainerServer, Desired, DesiredState, LoadOptions};
-use crate::plan::{Change, RemoveReason, plan_server};
+use crate::plan::{Change, RecreateReason, RemoveReason, UnhealthyReport, plan_server};
 use crate::runtime::{PullPolicy, Runtime, State, docker::short};
 use crate::status::{CatalogStatus, Phase, StatusStore, Update};
 use crate::{Error, Result};
@@ -45,6 +45,8 @@ pub struct Context {
     pub status: StatusStore,
     desired: RwLock<Option<Arc<DesiredState>>>,
     crashes: Mutex<HashMap<String, CrashState>>,
+    /// Containers the gateway found not answering MCP, by server.
+    unhealthy: Mutex<HashMap<String, UnhealthyReport>>,
     queue: WorkQueue,
 }
 
@@ -64,12 +66,27 @@ impl Context {
             settings,
             desired: RwLock::new(None),
             crashes: Mutex::new(HashMap::new()),
+            unhealthy: Mutex::new(HashMap::new()),
             queue: WorkQueue::default(),
         })
     }
 
-    fn desired(&self) -> Option<Arc<DesiredState>> {
+    /// The desired state in force (`None` before the first good read).
+    pub fn desired(&self) -> Option<Arc<DesiredState>> {
         self.desired.read().expect("desired lock").clone()
+    }
+
+    /// Health feeds back into the loop: the gateway could not talk MCP to
+    /// this container, so the next reconcile replaces it (with back-off).
+    pub fn report_unhealthy(&self, server: &str, container_id: &str, message: &str) {
+        self.unhealthy.lock().expect("unhealthy lock").insert(
+            server.to_string(),
+            UnhealthyReport {
+                container_id: container_id.to_string(),
+                message: message.to_string(),
+            },
+        );
+        self.queue.add(server);
     }
 
     fn crash<T>(&self, server: &str, f: impl FnOnce(&mut CrashState) -> T) -> T {
@@ -235,7 +252,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
             server,
             Update::phase(Phase::Invalid, error).container(running_id, running_hash),
         ),
-        Some(Desired::Remote { url, transport }) => ctx.status.update(
+        Some(Desired::Remote { url, transport, .. }) => ctx.status.update(
             server,
             Update::phase(Phase::Remote, format!("remote {transport} server at {url}"))
                 .container(None, None),
@@ -247,7 +264,8 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         _ => {}
     }
 
-    for change in plan_server(fleet, server, want, &containers) {
+    let unhealthy = ctx.unhealthy.lock().expect("unhealthy lock").get(server).cloned();
+    for change in plan_server(fleet, server, want, &containers, unhealthy.as_ref()) {
         if let Next::RequeueAfter(d) = apply(change, want, ctx).await? {
             return Ok(Next::RequeueAfter(d));
         }
@@ -267,6 +285,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
     if want.is_none() {
         ctx.status.forget(server);
         ctx.crashes.lock().expect("crash lock").remove(server);
+        ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
     }
     Ok(Next::Await)
 }
@@ -297,27 +316,43 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
         }
         Change::Create { server, .. } => {
             let want = want_container.expect("create implies a container spec");
-            create_and_start(&server, want, ctx).await?;
+            create_and_start(&server, want, false, ctx).await?;
         }
-        Change::Recreate {
-            server,
-            id,
-            old_hash,
-            new_hash,
-        } => {
+        Change::Recreate { server, id, reason } => {
             let want = want_container.expect("recreate implies a container spec");
+            if let RecreateReason::Unhealthy { message } = &reason {
+                // A container that does not answer is handled like one that
+                // crashed: replaced after a growing back-off.
+                let wait = ctx.crash(&server, |c| c.on_exited(Instant::now()));
+                if !wait.is_zero() {
+                    let (restarts, delay) = ctx.crash(&server, |c| (c.restarts, c.last_delay));
+                    ctx.status.update(
+                        &server,
+                        Update::phase(
+                            Phase::CrashLoopBackOff,
+                            format!(
+                                "not answering MCP ({message}); back-off {}s before replacing it",
+                                delay.as_secs_f32()
+                            ),
+                        )
+                        .restarts(restarts),
+                    );
+                    return Ok(Next::RequeueAfter(wait));
+                }
+            }
             // Have the new image before the old container goes away.
             ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
             ctx.status.update(
                 &server,
-                Update::phase(
-                    Phase::Creating,
-                    format!("spec changed ({old_hash} -> {new_hash}): recreating"),
-                ),
+                Update::phase(Phase::Creating, format!("{reason}: recreating")),
             );
             ctx.runtime.remove(&id, s.stop_timeout).await?;
-            ctx.crashes.lock().expect("crash lock").remove(&server);
-            create_and_start(&server, want, ctx).await?;
+            ctx.unhealthy.lock().expect("unhealthy lock").remove(&server);
+            if matches!(reason, RecreateReason::SpecChanged { .. }) {
+                ctx.crashes.lock().expect("crash lock").remove(&server);
+            }
+            let restart = matches!(reason, RecreateReason::Unhealthy { .. });
+            create_and_start(&server, want, restart, ctx).await?;
         }
         Change::Start { server, id, state } => {
             let restart = matches!(state, State::Exited(_));
@@ -364,7 +399,12 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
     Ok(Next::Await)
 }
 
-async fn create_and_start(server: &str, want: &ContainerServer, ctx: &Context) -> Result<()> {
+async fn create_and_start(
+    server: &str,
+    want: &ContainerServer,
+    restart: bool,
+    ctx: &Context,
+) -> Result<()> {
     let s = &ctx.settings;
     ctx.status.update(
         server,
@@ -377,7 +417,7 @@ async fn create_and_start(server: &str, want: &ContainerServer, ctx: &Context) -
     let id = ctx.runtime.create(&s.fleet, server, want).await?;
     ctx.runtime.start(&id).await?;
     let restarts = ctx.crash(server, |c| {
-        c.on_started(Instant::now(), false);
+        c.on_started(Instant::now(), restart);
         c.on_success();
         c.restarts
     });

@@ -62,6 +62,9 @@ impl Runtime for Fake {
         self.containers.lock().unwrap().retain(|c| c.id != id);
         Ok(())
     }
+    async fn attach(&self, id: &str) -> Result<crate::runtime::Stdio> {
+        Err(Error::runtime(format!("attach {id}"), "not in the fake"))
+    }
     fn events(&self, _: &str) -> BoxStream<'static, Result<String>> {
         stream::empty().boxed()
     }
@@ -106,11 +109,13 @@ fn ctx(fake: Arc<Fake>, servers: &[&str]) -> Arc<Context> {
                     hash: spec.hash(),
                     spec: spec.clone(),
                     warnings: vec![],
+                    prefix: None,
                 };
                 (s.to_string(), Desired::Container(c))
             })
             .collect(),
         warnings: vec![],
+        catalog: vec![],
     };
     *ctx.desired.write().unwrap() = Some(Arc::new(state));
     ctx

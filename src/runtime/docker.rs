@@ -7,13 +7,16 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
+use bollard::container::LogOutput;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 
-use super::{Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State};
+use super::{
+    Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State, Stdio,
+};
 use crate::catalog::ContainerServer;
 use crate::{Error, Result};
 
@@ -205,6 +208,33 @@ impl Runtime for DockerRuntime {
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(Error::runtime(format!("remove {}", short(id)), e)),
         }
+    }
+
+    async fn attach(&self, id: &str) -> Result<Stdio> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(false)
+            .stream(true)
+            .logs(false)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(|e| Error::runtime(format!("attach {}", short(id)), e))?;
+        // Only stdout frames carry protocol messages; stderr is the server's log.
+        let stdout = attached.output.filter_map(|frame| async move {
+            match frame {
+                Ok(LogOutput::StdOut { message }) => Some(Ok(message)),
+                Ok(_) => None,
+                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+            }
+        });
+        Ok(Stdio {
+            stdout: Box::pin(tokio_util::io::StreamReader::new(Box::pin(stdout))),
+            stdin: attached.input,
+        })
     }
 
     fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>> {

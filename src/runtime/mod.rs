@@ -4,6 +4,7 @@
 pub mod docker;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -78,6 +79,12 @@ pub enum PullPolicy {
     Never,
 }
 
+/// A container's stdio: its stdout (only) to read, its stdin to write.
+pub struct Stdio {
+    pub stdout: Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    pub stdin: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
 /// Every engine call the controller makes. Reads are `list`; all the others
 /// write, which is why a no-op reconcile calls nothing but `list`.
 #[async_trait]
@@ -92,6 +99,8 @@ pub trait Runtime: Send + Sync {
     /// Stops (SIGTERM, then SIGKILL after `timeout`) and removes; a container
     /// that is already gone is not an error.
     async fn remove(&self, id: &str, timeout: Duration) -> Result<()>;
+    /// Attaches to a running container's stdin and stdout.
+    async fn attach(&self, id: &str) -> Result<Stdio>;
     /// Names of servers whose containers changed state, as they change.
     fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>>;
 }

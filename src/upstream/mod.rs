@@ -1,0 +1,7 @@
+//! Upstream sessions: one MCP client session per ready server, kept by the
+//! pool in step with what the controller runs.
+pub mod pool;
+pub mod session;
+
+pub use pool::{Pool, PoolSettings};
+pub use session::{Listing, Session, SessionError};

@@ -11,6 +11,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_env("MCP_FLEET_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     mcp_fleet::cli::Cli::parse().execute().await
 }

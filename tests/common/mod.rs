@@ -94,6 +94,8 @@ impl Fleet {
                 "2",
             ])
             .args(["--backoff-min", "0.5", "--backoff-max", "4"])
+            // A free port per controller: tests run in parallel.
+            .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("MCP_FLEET_LOG", "info,mcp_fleet=debug")
             .env("NO_COLOR", "1")
@@ -119,6 +121,19 @@ impl Fleet {
                 );
             }
         }
+    }
+
+    /// The gateway's base URL (`http://127.0.0.1:PORT`), from the log of the
+    /// running controller.
+    pub async fn gateway_url(&self) -> String {
+        let log = self.path(&format!("controller-{}.log", self.runs));
+        self.until("gateway listening", Duration::from_secs(30), || async {
+            let text = std::fs::read_to_string(&log).ok()?;
+            let rest = text.split("gateway listening on http://").nth(1)?;
+            let addr = rest.split('/').next()?;
+            Some(format!("http://{addr}"))
+        })
+        .await
     }
 
     pub fn controller_pid(&self) -> Option<u32> {

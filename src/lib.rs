@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod controller;
 pub mod error;
+pub mod gateway;
 pub mod plan;
 pub mod runtime;
 pub mod status;

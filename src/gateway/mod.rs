@@ -1,4 +1,13 @@
 //! The MCP endpoint: one server that aggregates every ready upstream.
+//!
+//! - [`http`]: the axum router (`/mcp`, `/sse`, `/health`, `/readyz`, `/status`)
+//!   and its security layer ([`auth`]: bearer token; Host/Origin checks);
+//! - [`sse`]: the legacy HTTP+SSE transport;
+//! - [`handler`]: the aggregating MCP server, over [`aggregate`]'s index;
+//! - [`manage`]: the management tools (`mcp-find`, `mcp-add`, `mcp-remove`).
 pub mod aggregate;
+pub mod auth;
 pub mod handler;
+pub mod http;
 pub mod manage;
+pub mod sse;

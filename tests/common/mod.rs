@@ -2,6 +2,8 @@
 //! directory and name, the real `mcp-fleet` binary, and a real Docker engine
 //! (from DOCKER_HOST; `scripts/test` starts one and builds the test images).
 #![allow(dead_code)]
+pub mod mcp_client;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

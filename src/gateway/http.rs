@@ -1,0 +1,503 @@
+//! The gateway's HTTP server: one axum router with
+//!
+//! - `/mcp`: rmcp's streamable HTTP transport (stateful sessions for the
+//!   initialize-based revisions 2025-03-26..2025-11-25, and the session-less
+//!   2026-07-28 revision, which rmcp serves statelessly on the same path);
+//! - `/sse` + `/message`: the legacy HTTP+SSE transport ([`super::sse`]);
+//! - `/health`: liveness, always 200 `{"status":"ok"}`, no checks at all;
+//! - `/readyz`: 200 or 503 from [`GatewayState::ready`];
+//! - `/status`: [`GatewayState::status_json`].
+//!
+//! Every route but `/health` sits behind one security layer, in this order:
+//! 1. DNS-rebinding protection: the `Host` header (port ignored) must be
+//!    loopback (`localhost`, `127.0.0.1`, `::1`) or one of
+//!    [`HttpConfig::allowed_hosts`]; an `Origin` header, when present, must be
+//!    `http`/`https` with such a host too. Otherwise 403.
+//! 2. With [`Auth::Token`], `Authorization: Bearer <token>`; otherwise 401
+//!    with `WWW-Authenticate: Bearer`. The header is removed once checked, so
+//!    handlers (which can read the HTTP request parts) never see the token.
+//!
+//! Every 4xx this module produces has a JSON body
+//! `{"error": "<kind>", "message": "<why>"}`. rmcp's own Host/Origin checks
+//! are configured with the same lists, so they agree with ours.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+pub use super::auth::Auth;
+
+/// Path of the streamable HTTP transport.
+pub const MCP_PATH: &str = "/mcp";
+/// Hosts always accepted in `Host` and `Origin` (normalized: no brackets).
+pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+/// A streamable HTTP session with no traffic at all for this long is closed.
+/// rmcp's default is 5 minutes, too short for an agent that idles between
+/// tasks; an open GET stream's keep-alives do not count as traffic.
+pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// After shutdown is signalled, streams are ended at once; requests still in
+/// flight get this long before [`serve`] returns anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The HTTP layer's configuration.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub auth: Auth,
+    /// Host names accepted in `Host`/`Origin` besides loopback (a port, if
+    /// given, is ignored; IPv6 literals with or without brackets).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// What the HTTP layer needs from the rest of mcp-fleet.
+pub trait GatewayState: Send + Sync + 'static {
+    /// Body of `GET /status`.
+    fn status_json(&self) -> serde_json::Value;
+    /// `GET /readyz`: 200 if true, else 503 (JSON body both ways).
+    fn ready(&self) -> bool;
+}
+
+/// A JSON error response: `{"error": kind, "message": message}`.
+pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": kind, "message": message})),
+    )
+        .into_response()
+}
+
+/// The gateway's router. `new_handler` makes one handler per MCP session
+/// (streamable HTTP and legacy SSE alike).
+pub fn router<S, F>(new_handler: F, state: Arc<dyn GatewayState>, cfg: HttpConfig) -> Router
+where
+    F: Fn() -> S + Send + Sync + Clone + 'static,
+    S: rmcp::ServerHandler + Send + 'static,
+{
+    let hosts = HostPolicy::new(&cfg.allowed_hosts);
+
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(SESSION_IDLE_TIMEOUT);
+    // legacy_session_mode (the default) keeps stateful sessions for
+    // initialize-based clients; 2026-07-28 requests are served statelessly.
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(true)
+        .with_allowed_hosts(hosts.rmcp_allowed_hosts())
+        .with_allowed_origins(hosts.rmcp_allowed_origins());
+    let mcp_handler = new_handler.clone();
+    let mcp = StreamableHttpService::new(move || Ok(mcp_handler()), Arc::new(sessions), mcp_config);
+
+    let ready_state = state.clone();
+    let status_state = state;
+    let security = Arc::new(Security {
+        auth: cfg.auth,
+        hosts,
+    });
+    let protected = Router::new()
+        .route_service(MCP_PATH, mcp)
+        .merge(super::sse::router(new_handler))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if ready_state.ready() {
+                    (StatusCode::OK, axum::Json(json!({"ready": true})))
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(json!({"ready": false})),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/status",
+            get(move || async move { axum::Json(status_state.status_json()) }),
+        )
+        .layer(middleware::from_fn_with_state(security, guard));
+
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .merge(protected)
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+            )
+        })
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled. Then open
+/// event streams (`/sse`, `/mcp` GET and request streams) are ended, which
+/// closes their sessions, and in-flight requests get [`SHUTDOWN_GRACE`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let stream_end = shutdown.clone();
+    let app = router.layer(middleware::map_response(move |response: Response| {
+        let stream_end = stream_end.clone();
+        async move { end_event_stream_on(stream_end, response) }
+    }));
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tokio::select! {
+        result = server => result,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "gateway: requests still open after the shutdown grace period; closing");
+            Ok(())
+        }
+    }
+}
+
+/// Event streams never end by themselves; a graceful shutdown would wait for
+/// them forever. Cut them when `shutdown` fires.
+fn end_event_stream_on(shutdown: CancellationToken, response: Response) -> Response {
+    let is_event_stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !is_event_stream {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let stream = body
+        .into_data_stream()
+        .take_until(shutdown.cancelled_owned());
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+struct Security {
+    auth: Auth,
+    hosts: HostPolicy,
+}
+
+async fn guard(
+    State(security): State<Arc<Security>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Err(rejection) = security.hosts.check(request.uri(), request.headers()) {
+        tracing::warn!(
+            path = %request.uri().path(),
+            reason = %rejection.message,
+            "gateway: rejected request (possible DNS rebinding or cross-origin attempt)"
+        );
+        return json_error(rejection.status, rejection.kind, &rejection.message);
+    }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    if !security.auth.allows(authorization) {
+        let message = if authorization.is_none() {
+            "missing Authorization: Bearer <token> header"
+        } else {
+            "invalid bearer token"
+        };
+        tracing::debug!(path = %request.uri().path(), reason = message, "gateway: unauthorized");
+        let mut response = json_error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"mcp-fleet\""),
+        );
+        return response;
+    }
+    // Handlers can read the request's parts; they need not see the token.
+    request.headers_mut().remove(header::AUTHORIZATION);
+    next.run(request).await
+}
+
+/// Why a request was refused by [`HostPolicy::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    fn forbidden(message: String) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            kind: "forbidden",
+            message,
+        }
+    }
+}
+
+/// Which `Host` and `Origin` hosts are accepted: loopback plus the
+/// configured names, compared case-insensitively, ports ignored.
+#[derive(Debug, Clone)]
+pub struct HostPolicy {
+    hosts: Vec<String>,
+}
+
+impl HostPolicy {
+    pub fn new(allowed_hosts: &[String]) -> Self {
+        let mut hosts: Vec<String> = LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect();
+        for entry in allowed_hosts {
+            if let Some(host) = normalize_configured_host(entry)
+                && !hosts.contains(&host)
+            {
+                hosts.push(host);
+            }
+        }
+        Self { hosts }
+    }
+
+    /// The accepted hosts, normalized (lowercase, IPv6 without brackets).
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// Whether a `Host` header value (or request authority) is accepted.
+    pub fn host_allowed(&self, authority: &str) -> bool {
+        authority_host(authority).is_some_and(|h| self.hosts.contains(&h))
+    }
+
+    /// Whether an `Origin` header value is accepted: `http` or `https` with an
+    /// accepted host (`null` and other schemes are refused).
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        let Ok(uri) = origin.trim().parse::<Uri>() else {
+            return false;
+        };
+        let scheme_ok = matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+        scheme_ok
+            && uri
+                .authority()
+                .is_some_and(|a| self.hosts.contains(&normalize_host(a.host())))
+    }
+
+    /// Checks a request's `Host` (or, for HTTP/2, its `:authority`) and `Origin`.
+    pub fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Rejection> {
+        let host = match headers.get(header::HOST) {
+            Some(value) => value.to_str().ok().map(str::to_owned),
+            None => uri.authority().map(|a| a.as_str().to_owned()),
+        };
+        let Some(host) = host else {
+            return Err(Rejection {
+                status: StatusCode::BAD_REQUEST,
+                kind: "bad_request",
+                message: "missing or unreadable Host header".into(),
+            });
+        };
+        if !self.host_allowed(&host) {
+            return Err(Rejection::forbidden(format!(
+                "Host {host:?} is not allowed: use a loopback address or a host in the \
+                 gateway's allowed hosts"
+            )));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("<not text>");
+            if !self.origin_allowed(origin) {
+                return Err(Rejection::forbidden(format!(
+                    "Origin {origin:?} is not allowed: only http(s) origins on a loopback \
+                     address or an allowed host may call the gateway"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The same hosts for rmcp's own `Host` check (portless entries match any port).
+    pub fn rmcp_allowed_hosts(&self) -> Vec<String> {
+        self.hosts.clone()
+    }
+
+    /// The same hosts for rmcp's own `Origin` check: `http`/`https`, any port.
+    pub fn rmcp_allowed_origins(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .flat_map(|h| {
+                let h = if h.contains(':') {
+                    format!("[{h}]")
+                } else {
+                    h.clone()
+                };
+                [format!("http://{h}:*"), format!("https://{h}:*")]
+            })
+            .collect()
+    }
+}
+
+fn normalize_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
+}
+
+/// The host part of a `host[:port]` authority, normalized.
+fn authority_host(authority: &str) -> Option<String> {
+    let authority: axum::http::uri::Authority = authority.trim().parse().ok()?;
+    // Userinfo has no place in a Host header.
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    Some(normalize_host(authority.host()))
+}
+
+/// A configured allowed host: `name`, `name:port`, `[v6]`, `[v6]:port` or a bare `v6`.
+fn normalize_configured_host(entry: &str) -> Option<String> {
+    let entry = entry.trim();
+    if entry.is_empty() {
+        return None;
+    }
+    if entry.matches(':').count() > 1 && !entry.starts_with('[') {
+        return Some(entry.to_ascii_lowercase()); // bare IPv6 literal
+    }
+    authority_host(entry).or_else(|| Some(normalize_host(entry)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(extra: &[&str]) -> HostPolicy {
+        HostPolicy::new(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn loopback_hosts_with_and_without_ports() {
+        let p = policy(&[]);
+        for host in [
+            "localhost",
+            "localhost:8811",
+            "LOCALHOST:1",
+            "127.0.0.1",
+            "127.0.0.1:8811",
+            "[::1]",
+            "[::1]:8811",
+        ] {
+            assert!(p.host_allowed(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8811",
+            "localhost.evil.example",
+            "127.0.0.2",
+            "0.0.0.0:8811",
+            "user@localhost",
+            "",
+            "[::2]:80",
+        ] {
+            assert!(!p.host_allowed(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn configured_hosts_ignore_ports_and_case() {
+        let p = policy(&[
+            "mcp-fleet",
+            "Gateway.Example:8443",
+            "[fd00::1]",
+            "fd00::2",
+            " ",
+        ]);
+        assert!(p.host_allowed("mcp-fleet:8811"));
+        assert!(p.host_allowed("gateway.example"));
+        assert!(p.host_allowed("gateway.example:1234"));
+        assert!(p.host_allowed("[fd00::1]:8811"));
+        assert!(p.host_allowed("[FD00::2]"));
+        assert!(!p.host_allowed("other"));
+        assert_eq!(
+            p.hosts(),
+            [
+                "localhost",
+                "127.0.0.1",
+                "::1",
+                "mcp-fleet",
+                "gateway.example",
+                "fd00::1",
+                "fd00::2"
+            ]
+        );
+    }
+
+    #[test]
+    fn origins() {
+        let p = policy(&["mcp-fleet"]);
+        for origin in [
+            "http://localhost",
+            "http://localhost:6274",
+            "https://127.0.0.1:8443",
+            "http://[::1]:3000",
+            "http://mcp-fleet:8811",
+            "HTTP://LOCALHOST",
+        ] {
+            assert!(p.origin_allowed(origin), "{origin}");
+        }
+        for origin in [
+            "http://evil.example",
+            "https://localhost.evil.example",
+            "null",
+            "file://localhost",
+            "chrome-extension://abcdef",
+            "localhost",
+            "",
+        ] {
+            assert!(!p.origin_allowed(origin), "{origin}");
+        }
+    }
+
+    #[test]
+    fn check_host_then_origin() {
+        let p = policy(&[]);
+        let uri: Uri = "/mcp".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            p.check(&uri, &headers).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        // HTTP/2: no Host header, the authority is in the URI.
+        let h2: Uri = "http://127.0.0.1:8811/mcp".parse().unwrap();
+        assert!(p.check(&h2, &headers).is_ok());
+        headers.insert(header::HOST, HeaderValue::from_static("localhost:8811"));
+        assert!(p.check(&uri, &headers).is_ok());
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        let r = p.check(&uri, &headers).unwrap_err();
+        assert_eq!((r.status, r.kind), (StatusCode::FORBIDDEN, "forbidden"));
+        assert!(r.message.contains("Origin"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://localhost:5173"),
+        );
+        assert!(p.check(&uri, &headers).is_ok());
+        headers.insert(header::HOST, HeaderValue::from_static("attacker.example"));
+        let r = p.check(&uri, &headers).unwrap_err();
+        assert!(r.message.contains("Host"));
+    }
+
+    #[test]
+    fn rmcp_lists_match_ours() {
+        let p = policy(&["mcp-fleet", "[fd00::1]"]);
+        assert_eq!(
+            p.rmcp_allowed_hosts(),
+            ["localhost", "127.0.0.1", "::1", "mcp-fleet", "fd00::1"]
+        );
+        let origins = p.rmcp_allowed_origins();
+        assert!(origins.contains(&"http://[::1]:*".to_string()));
+        assert!(origins.contains(&"https://mcp-fleet:*".to_string()));
+        assert!(origins.contains(&"http://[fd00::1]:*".to_string()));
+        assert_eq!(origins.len(), 10);
+    }
+}

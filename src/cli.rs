@@ -13,9 +13,9 @@ use crate::gateway::aggregate::ToolNames;
 use crate::gateway::handler::{Gateway, GatewaySettings};
 use crate::gateway::manage::{self, AddPolicy};
 use crate::gateway::{auth, http};
-use crate::upstream::{Pool, PoolSettings};
 use crate::plan::Plan;
 use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
+use crate::upstream::{Pool, PoolSettings};
 use crate::{Error, Result};
 
 #[derive(Debug, Parser)]
@@ -247,8 +247,10 @@ async fn run(args: RunArgs) -> Result<()> {
         ctx.clone(),
         PoolSettings {
             handshake_timeout: secs(g.handshake_timeout, "handshake-timeout")?,
-            health_interval: secs(g.health_interval, "health-interval")?.max(Duration::from_millis(100)),
-            ping_timeout: secs(g.handshake_timeout, "handshake-timeout")?.min(Duration::from_secs(10)),
+            health_interval: secs(g.health_interval, "health-interval")?
+                .max(Duration::from_millis(100)),
+            ping_timeout: secs(g.handshake_timeout, "handshake-timeout")?
+                .min(Duration::from_secs(10)),
             tool_names: g.tool_names,
             reserved: manage::NAMES.to_vec(),
         },
@@ -264,7 +266,9 @@ async fn run(args: RunArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(g.listen)
         .await
         .map_err(|e| Error::Usage(format!("--listen {}: {e}", g.listen)))?;
-    let addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     tracing::info!(%addr, "gateway listening on http://{addr}/mcp (and /sse)");
     let router = http::router(
         {

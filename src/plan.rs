@@ -35,9 +35,14 @@ pub enum Change {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecreateReason {
-    SpecChanged { old_hash: String, new_hash: String },
+    SpecChanged {
+        old_hash: String,
+        new_hash: String,
+    },
     /// The gateway's MCP session to it failed (handshake or ping).
-    Unhealthy { message: String },
+    Unhealthy {
+        message: String,
+    },
 }
 
 impl fmt::Display for RecreateReason {
@@ -46,7 +51,11 @@ impl fmt::Display for RecreateReason {
             RecreateReason::SpecChanged { old_hash, new_hash } => write!(
                 f,
                 "spec changed (hash {} -> {new_hash})",
-                if old_hash.is_empty() { "none" } else { old_hash }
+                if old_hash.is_empty() {
+                    "none"
+                } else {
+                    old_hash
+                }
             ),
             RecreateReason::Unhealthy { message } => write!(f, "not answering MCP ({message})"),
         }
@@ -232,7 +241,9 @@ fn plan_container(
                 new_hash: want.hash.clone(),
             },
         });
-    } else if let Some(u) = unhealthy.filter(|u| u.container_id == keep.id && keep.state.is_running()) {
+    } else if let Some(u) =
+        unhealthy.filter(|u| u.container_id == keep.id && keep.state.is_running())
+    {
         changes.push(Change::Recreate {
             server: server.to_string(),
             id: keep.id.clone(),
@@ -424,7 +435,10 @@ mod tests {
         let changes = plan_server("f", "t", Some(&want("h")), &[c.clone()], Some(&report("a")));
         assert!(matches!(
             &changes[..],
-            [Change::Recreate { reason: RecreateReason::Unhealthy { .. }, .. }]
+            [Change::Recreate {
+                reason: RecreateReason::Unhealthy { .. },
+                ..
+            }]
         ));
         assert!(changes[0].to_string().contains("not answering MCP"));
         // A report about an older container does not touch the new one.

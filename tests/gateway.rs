@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 const MIN: Duration = Duration::from_secs(60);
 
-const FETCH_DESC: &str = "description: Fetches a URL from the internet and extracts its contents as markdown.";
+const FETCH_DESC: &str =
+    "description: Fetches a URL from the internet and extracts its contents as markdown.";
 
 impl Fleet {
     /// Waits until the gateway has an MCP session to `server`.
@@ -37,23 +38,44 @@ impl Fleet {
 
 async fn client(f: &Fleet, transport: McpTransport) -> McpClient {
     let base = f.gateway_url().await;
-    let path = if transport == McpTransport::Sse { "/sse" } else { "/mcp" };
+    let path = if transport == McpTransport::Sse {
+        "/sse"
+    } else {
+        "/mcp"
+    };
     McpClient::connect(&format!("{base}{path}"), transport, None).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_servers_over_mcp_and_sse() {
     let mut f = Fleet::new("gw-serve").await;
-    f.catalog(&catalog_of(&[entry("fetch", FETCH, FETCH_DESC), entry("time", TIME, "")]));
+    f.catalog(&catalog_of(&[
+        entry("fetch", FETCH, FETCH_DESC),
+        entry("time", TIME, ""),
+    ]));
     f.start(&["--no-auth"]);
     f.ready("fetch").await;
     f.ready("time").await;
 
-    for transport in [McpTransport::Http, McpTransport::Sse, McpTransport::HttpDiscover] {
+    for transport in [
+        McpTransport::Http,
+        McpTransport::Sse,
+        McpTransport::HttpDiscover,
+    ] {
         let mut c = client(&f, transport).await;
         let names = c.tool_names().await;
-        for want in ["fetch", "get_current_time", "convert_time", "mcp-find", "mcp-add", "mcp-remove"] {
-            assert!(names.contains(&want.to_string()), "{transport:?}: {want} in {names:?}");
+        for want in [
+            "fetch",
+            "get_current_time",
+            "convert_time",
+            "mcp-find",
+            "mcp-add",
+            "mcp-remove",
+        ] {
+            assert!(
+                names.contains(&want.to_string()),
+                "{transport:?}: {want} in {names:?}"
+            );
         }
         let (is_error, text) = c.call("get_current_time", json!({"timezone": "UTC"})).await;
         assert!(!is_error, "{transport:?}: {text}");
@@ -65,7 +87,10 @@ async fn real_servers_over_mcp_and_sse() {
 #[tokio::test(flavor = "multi_thread")]
 async fn approval_reaches_an_open_session_and_revocation_removes_the_tool() {
     let mut f = Fleet::new("gw-live").await;
-    f.catalog(&catalog_of(&[entry("time", TIME, ""), entry("test", TESTSERVER, "")]));
+    f.catalog(&catalog_of(&[
+        entry("time", TIME, ""),
+        entry("test", TESTSERVER, ""),
+    ]));
     f.registry(&["time"]);
     f.start(&["--no-auth"]);
     f.ready("time").await;
@@ -77,32 +102,59 @@ async fn approval_reaches_an_open_session_and_revocation_removes_the_tool() {
 
     let approved = Instant::now();
     f.registry(&["time", "test"]);
-    assert!(c.wait_list_changed("tools", MIN).await, "no tools/list_changed after approval");
-    eprintln!("approval -> list_changed at the client: {:?}", approved.elapsed());
+    assert!(
+        c.wait_list_changed("tools", MIN).await,
+        "no tools/list_changed after approval"
+    );
+    eprintln!(
+        "approval -> list_changed at the client: {:?}",
+        approved.elapsed()
+    );
     let names = c.tool_names().await;
     assert!(names.contains(&"echo".to_string()), "{names:?}");
-    assert_eq!(c.call("echo", json!({"text": "hello"})).await, (false, "hello".to_string()));
+    assert_eq!(
+        c.call("echo", json!({"text": "hello"})).await,
+        (false, "hello".to_string())
+    );
 
     f.registry(&["time"]);
-    assert!(c.wait_list_changed("tools", MIN).await, "no tools/list_changed after revocation");
+    assert!(
+        c.wait_list_changed("tools", MIN).await,
+        "no tools/list_changed after revocation"
+    );
     let names = c.tool_names().await;
     assert!(!names.contains(&"echo".to_string()), "{names:?}");
-    let answer = c.send(json!({"cmd": "call", "name": "echo", "arguments": {"text": "x"}})).await;
+    let answer = c
+        .send(json!({"cmd": "call", "name": "echo", "arguments": {"text": "x"}}))
+        .await;
     let refused = answer["ok"] == json!(false) || answer["is_error"] == json!(true);
     assert!(refused, "a revoked tool must not answer: {answer}");
     f.gone("test").await;
 
     // Same session, same gateway process.
-    assert!(c.tool_names().await.contains(&"get_current_time".to_string()));
+    assert!(
+        c.tool_names()
+            .await
+            .contains(&"get_current_time".to_string())
+    );
     assert_eq!(f.controller_pid(), Some(pid));
-    assert!(std::process::Command::new("kill").args(["-0", &pid.to_string()]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     c.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clashing_tool_names_are_prefixed_and_both_reachable() {
     let mut f = Fleet::new("gw-clash").await;
-    f.catalog(&catalog_of(&[entry("one", TESTSERVER, ""), entry("two", TESTSERVER, "")]));
+    f.catalog(&catalog_of(&[
+        entry("one", TESTSERVER, ""),
+        entry("two", TESTSERVER, ""),
+    ]));
     f.start(&["--no-auth"]);
     f.ready("one").await;
     f.ready("two").await;
@@ -112,7 +164,10 @@ async fn clashing_tool_names_are_prefixed_and_both_reachable() {
         assert!(names.contains(&want.to_string()), "{want} in {names:?}");
     }
     assert!(!names.contains(&"echo".to_string()));
-    assert_eq!(c.call("one__echo", json!({"text": "a"})).await, (false, "a".to_string()));
+    assert_eq!(
+        c.call("one__echo", json!({"text": "a"})).await,
+        (false, "a".to_string())
+    );
     assert_eq!(c.call("two__add", json!({"a": 2, "b": 3})).await.1, "5");
     let clashes = f.status().unwrap()["clashes"].to_string();
     assert!(clashes.contains("one__echo, two__echo"), "{clashes}");
@@ -143,11 +198,20 @@ async fn a_killed_server_heals_under_an_open_session() {
 }
 
 /// One raw HTTP/1.1 request; returns (status, body).
-fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -156,7 +220,11 @@ fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &s
     s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
     (status, body)
 }
@@ -170,7 +238,10 @@ async fn the_endpoint_requires_a_token_and_rejects_foreign_origins() {
     f.start(&["--auth-token-file", token_file.to_str().unwrap()]);
     let base = f.gateway_url().await;
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let mcp = [("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")];
+    let mcp = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+    ];
 
     let (code, body) = http(&base, "GET", "/health", &[], "");
     assert_eq!(code, 200, "{body}");
@@ -187,14 +258,31 @@ async fn the_endpoint_requires_a_token_and_rejects_foreign_origins() {
     let (code, _) = http(&base, "GET", "/sse", &[], "");
     assert_eq!(code, 401);
     let good = ("Authorization", "Bearer s3cret-token-value");
-    let (code, body) = http(&base, "POST", "/mcp", &[mcp[0], mcp[1], good, ("Origin", "http://evil.example")], init);
+    let (code, body) = http(
+        &base,
+        "POST",
+        "/mcp",
+        &[mcp[0], mcp[1], good, ("Origin", "http://evil.example")],
+        init,
+    );
     assert_eq!(code, 403, "{body}");
-    assert!(serde_json::from_str::<Value>(&body).is_ok(), "JSON body: {body}");
+    assert!(
+        serde_json::from_str::<Value>(&body).is_ok(),
+        "JSON body: {body}"
+    );
     let (code, body) = http(&base, "GET", "/status", &[good], "");
     assert_eq!(code, 200);
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["fleet"], f.name.as_str());
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["fleet"],
+        f.name.as_str()
+    );
     // An authenticated client works, and the token is not in the logs.
-    let mut c = McpClient::connect(&format!("{base}/mcp"), McpTransport::Http, Some("s3cret-token-value")).await;
+    let mut c = McpClient::connect(
+        &format!("{base}/mcp"),
+        McpTransport::Http,
+        Some("s3cret-token-value"),
+    )
+    .await;
     assert!(c.tool_names().await.contains(&"mcp-find".to_string()));
     c.close().await;
     assert!(!f.logs().contains("s3cret-token-value"));
@@ -228,14 +316,26 @@ async fn mcp_find_and_mcp_add_request_policy() {
     let (is_error, text) = c.call("mcp-add", json!({"name": "nope"})).await;
     assert!(is_error && text.contains("not in the catalog"), "{text}");
 
-    let (is_error, text) = c.call("mcp-add", json!({"name": "fetch", "reason": "read docs"})).await;
+    let (is_error, text) = c
+        .call("mcp-add", json!({"name": "fetch", "reason": "read docs"}))
+        .await;
     assert!(!is_error && text.contains("pending"), "{text}");
     let requests = std::fs::read_to_string(f.path("requests.yaml")).unwrap();
-    assert!(requests.contains("\"fetch\"") && requests.contains("read docs"), "{requests}");
+    assert!(
+        requests.contains("\"fetch\"") && requests.contains("read docs"),
+        "{requests}"
+    );
     let (_, text) = c.call("mcp-find", json!({"query": "fetch"})).await;
     assert!(text.contains("\"pending\""), "{text}");
-    assert!(f.container("fetch").await.is_none(), "a request starts nothing");
-    assert!(!std::fs::read_to_string(f.path("registry.yaml")).unwrap().contains("fetch"));
+    assert!(
+        f.container("fetch").await.is_none(),
+        "a request starts nothing"
+    );
+    assert!(
+        !std::fs::read_to_string(f.path("registry.yaml"))
+            .unwrap()
+            .contains("fetch")
+    );
     c.close().await;
 }
 
@@ -246,14 +346,21 @@ async fn mcp_add_and_remove_approve_policy() {
     assert!(!is_error, "{text}");
     let answer: Value = serde_json::from_str(&text).expect(&text);
     assert_eq!(answer["tools"], json!(["add", "echo"]), "{text}");
-    assert!(std::fs::read_to_string(f.path("registry.yaml")).unwrap().contains("test:"));
+    assert!(
+        std::fs::read_to_string(f.path("registry.yaml"))
+            .unwrap()
+            .contains("test:")
+    );
     assert_eq!(f.running("test").await.server, "test");
 
     let (is_error, text) = c.call("mcp-remove", json!({"name": "test"})).await;
     assert!(!is_error, "{text}");
     f.gone("test").await;
     let registry = std::fs::read_to_string(f.path("registry.yaml")).unwrap();
-    assert!(!registry.contains("test:") && registry.contains("time:"), "{registry}");
+    assert!(
+        !registry.contains("test:") && registry.contains("time:"),
+        "{registry}"
+    );
     c.close().await;
 }
 

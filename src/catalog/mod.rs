@@ -234,8 +234,12 @@ fn classify(
     limits: Limits,
 ) -> Result<Desired, String> {
     if let Some(image) = raw.image.as_deref().filter(|i| !i.trim().is_empty()) {
-        return spec::normalise(name, raw, image.trim(), config, secrets, limits)
-            .map(|c| Desired::Container(ContainerServer { prefix: raw.prefix.clone(), ..c }));
+        return spec::normalise(name, raw, image.trim(), config, secrets, limits).map(|c| {
+            Desired::Container(ContainerServer {
+                prefix: raw.prefix.clone(),
+                ..c
+            })
+        });
     }
     let remote_url = raw.remote.as_ref().and_then(|r| r.url.clone());
     if let Some(url) = remote_url.or_else(|| raw.sse_endpoint.clone()) {

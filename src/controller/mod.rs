@@ -264,7 +264,12 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         _ => {}
     }
 
-    let unhealthy = ctx.unhealthy.lock().expect("unhealthy lock").get(server).cloned();
+    let unhealthy = ctx
+        .unhealthy
+        .lock()
+        .expect("unhealthy lock")
+        .get(server)
+        .cloned();
     for change in plan_server(fleet, server, want, &containers, unhealthy.as_ref()) {
         if let Next::RequeueAfter(d) = apply(change, want, ctx).await? {
             return Ok(Next::RequeueAfter(d));
@@ -347,7 +352,10 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
                 Update::phase(Phase::Creating, format!("{reason}: recreating")),
             );
             ctx.runtime.remove(&id, s.stop_timeout).await?;
-            ctx.unhealthy.lock().expect("unhealthy lock").remove(&server);
+            ctx.unhealthy
+                .lock()
+                .expect("unhealthy lock")
+                .remove(&server);
             if matches!(reason, RecreateReason::SpecChanged { .. }) {
                 ctx.crashes.lock().expect("crash lock").remove(&server);
             }

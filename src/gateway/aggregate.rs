@@ -62,7 +62,12 @@ impl Index {
         };
         let tools = expose(
             sources,
-            |s| s.listing.tools.iter().map(|t| (t.name.to_string(), t.clone())),
+            |s| {
+                s.listing
+                    .tools
+                    .iter()
+                    .map(|t| (t.name.to_string(), t.clone()))
+            },
             names,
             reserved,
             "tool",
@@ -75,7 +80,12 @@ impl Index {
         }
         let prompts = expose(
             sources,
-            |s| s.listing.prompts.iter().map(|p| (p.name.clone(), p.clone())),
+            |s| {
+                s.listing
+                    .prompts
+                    .iter()
+                    .map(|p| (p.name.clone(), p.clone()))
+            },
             names,
             &[],
             "prompt",
@@ -95,13 +105,20 @@ impl Index {
                         r.uri, s.server
                     )),
                     None => {
-                        index.resource_routes.insert(r.uri.clone(), s.server.to_string());
+                        index
+                            .resource_routes
+                            .insert(r.uri.clone(), s.server.to_string());
                         index.resources.push(r.clone());
                     }
                 }
             }
             for t in &s.listing.resource_templates {
-                let fixed = t.uri_template.split('{').next().unwrap_or_default().to_string();
+                let fixed = t
+                    .uri_template
+                    .split('{')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 index.template_routes.push((fixed, s.server.to_string()));
                 index.resource_templates.push(t.clone());
             }
@@ -115,12 +132,15 @@ impl Index {
 
     /// The server that serves `uri`: an exact resource, else a template.
     pub fn resource_server(&self, uri: &str) -> Option<&str> {
-        self.resource_routes.get(uri).map(String::as_str).or_else(|| {
-            self.template_routes
-                .iter()
-                .find(|(prefix, _)| uri.starts_with(prefix.as_str()))
-                .map(|(_, s)| s.as_str())
-        })
+        self.resource_routes
+            .get(uri)
+            .map(String::as_str)
+            .or_else(|| {
+                self.template_routes
+                    .iter()
+                    .find(|(prefix, _)| uri.starts_with(prefix.as_str()))
+                    .map(|(_, s)| s.as_str())
+            })
     }
 }
 
@@ -150,7 +170,10 @@ where
     }
     for (name, who) in &owners {
         if who.len() > 1 || reserved.contains(&name.as_str()) {
-            let mut all: Vec<String> = who.iter().map(|s| format!("{s}{SEPARATOR}{name}")).collect();
+            let mut all: Vec<String> = who
+                .iter()
+                .map(|s| format!("{s}{SEPARATOR}{name}"))
+                .collect();
             let with = if reserved.contains(&name.as_str()) {
                 " and mcp-fleet".to_string()
             } else {
@@ -210,8 +233,16 @@ mod tests {
         let (a, b) = (listing(&["fetch"]), listing(&["get_current_time"]));
         let i = Index::build(
             &[
-                Source { server: "fetch", prefix: None, listing: &a },
-                Source { server: "time", prefix: None, listing: &b },
+                Source {
+                    server: "fetch",
+                    prefix: None,
+                    listing: &a,
+                },
+                Source {
+                    server: "time",
+                    prefix: None,
+                    listing: &b,
+                },
             ],
             ToolNames::AsGiven,
             &["mcp-find"],
@@ -219,7 +250,10 @@ mod tests {
         assert_eq!(names(&i), vec!["fetch", "get_current_time"]);
         assert_eq!(
             i.tool_routes["get_current_time"],
-            Route { server: "time".into(), name: "get_current_time".into() }
+            Route {
+                server: "time".into(),
+                name: "get_current_time".into()
+            }
         );
         assert!(i.clashes.is_empty());
     }
@@ -229,8 +263,16 @@ mod tests {
         let (a, b) = (listing(&["echo", "add"]), listing(&["echo"]));
         let i = Index::build(
             &[
-                Source { server: "one", prefix: None, listing: &a },
-                Source { server: "two", prefix: None, listing: &b },
+                Source {
+                    server: "one",
+                    prefix: None,
+                    listing: &a,
+                },
+                Source {
+                    server: "two",
+                    prefix: None,
+                    listing: &b,
+                },
             ],
             ToolNames::AsGiven,
             &[],
@@ -239,14 +281,22 @@ mod tests {
         assert_eq!(i.tool_routes["two__echo"].server, "two");
         assert_eq!(i.tool_routes["two__echo"].name, "echo");
         assert_eq!(i.clashes.len(), 1);
-        assert!(i.clashes[0].contains("one__echo, two__echo"), "{:?}", i.clashes);
+        assert!(
+            i.clashes[0].contains("one__echo, two__echo"),
+            "{:?}",
+            i.clashes
+        );
     }
 
     #[test]
     fn management_tool_names_are_reserved() {
         let a = listing(&["mcp-find"]);
         let i = Index::build(
-            &[Source { server: "x", prefix: None, listing: &a }],
+            &[Source {
+                server: "x",
+                prefix: None,
+                listing: &a,
+            }],
             ToolNames::AsGiven,
             &["mcp-find"],
         );
@@ -258,14 +308,22 @@ mod tests {
     fn catalog_prefix_and_prefixed_mode() {
         let a = listing(&["search"]);
         let with_prefix = Index::build(
-            &[Source { server: "gh", prefix: Some("github"), listing: &a }],
+            &[Source {
+                server: "gh",
+                prefix: Some("github"),
+                listing: &a,
+            }],
             ToolNames::AsGiven,
             &[],
         );
         assert_eq!(names(&with_prefix), vec!["github__search"]);
         assert_eq!(with_prefix.tool_routes["github__search"].name, "search");
         let prefixed = Index::build(
-            &[Source { server: "gh", prefix: Some("github"), listing: &a }],
+            &[Source {
+                server: "gh",
+                prefix: Some("github"),
+                listing: &a,
+            }],
             ToolNames::Prefixed,
             &[],
         );
@@ -282,8 +340,16 @@ mod tests {
         b.resources.push(Resource::new("file:///a", "a-again"));
         let i = Index::build(
             &[
-                Source { server: "one", prefix: None, listing: &a },
-                Source { server: "two", prefix: None, listing: &b },
+                Source {
+                    server: "one",
+                    prefix: None,
+                    listing: &a,
+                },
+                Source {
+                    server: "two",
+                    prefix: None,
+                    listing: &b,
+                },
             ],
             ToolNames::AsGiven,
             &[],

@@ -11,9 +11,11 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
     GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ServerCapabilities, ServerConfig, SubscriptionFilter,
+    ReadResourceResponse, ResultType, ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
-use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext, SubscriptionSink};
+use rmcp::service::{
+    NotificationContext, RequestContext, RoleServer, SubscriptionContext, SubscriptionSink,
+};
 use rmcp::{ErrorData as McpError, Peer, ServerHandler};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -54,11 +56,15 @@ struct Shared {
 }
 
 fn text_error(message: impl Into<String>) -> CallToolResponse {
-    CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(message.into())]))
+    CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(
+        message.into(),
+    )]))
 }
 
 fn text_ok(message: impl Into<String>) -> CallToolResponse {
-    CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text(message.into())]))
+    CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text(
+        message.into(),
+    )]))
 }
 
 impl Gateway {
@@ -95,8 +101,8 @@ impl Gateway {
             self.remember_routes(&next);
             let tools = last.tools != next.tools;
             let prompts = last.prompts != next.prompts;
-            let resources =
-                last.resources != next.resources || last.resource_templates != next.resource_templates;
+            let resources = last.resources != next.resources
+                || last.resource_templates != next.resource_templates;
             last = next;
             if tools || prompts || resources {
                 self.broadcast(tools, prompts, resources).await;
@@ -107,8 +113,17 @@ impl Gateway {
     fn remember_routes(&self, index: &Index) {
         let desired = self.ctx().desired();
         let mut known = self.0.known_routes.lock().expect("routes lock");
-        known.retain(|_, r| desired.as_ref().is_some_and(|d| d.servers.contains_key(&r.server)));
-        known.extend(index.tool_routes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        known.retain(|_, r| {
+            desired
+                .as_ref()
+                .is_some_and(|d| d.servers.contains_key(&r.server))
+        });
+        known.extend(
+            index
+                .tool_routes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
     }
 
     async fn broadcast(&self, tools: bool, prompts: bool, resources: bool) {
@@ -142,14 +157,30 @@ impl Gateway {
             if resources && sink.accepted().resources_list_changed == Some(true) {
                 results.push(sink.notify_resource_list_changed().await);
             }
-            if results.iter().any(|r| matches!(r, Err(rmcp::service::SubscriptionSendError::SubscriptionClosed))) {
+            if results.iter().any(|r| {
+                matches!(
+                    r,
+                    Err(rmcp::service::SubscriptionSendError::SubscriptionClosed)
+                )
+            }) {
                 closed.push(sink.id().clone());
             }
         }
         if !closed.is_empty() {
-            self.0.sinks.lock().expect("sinks lock").retain(|s| !closed.contains(s.id()));
+            self.0
+                .sinks
+                .lock()
+                .expect("sinks lock")
+                .retain(|s| !closed.contains(s.id()));
         }
-        tracing::debug!(sessions = peers.len(), subscriptions = sinks.len(), tools, prompts, resources, "list_changed sent");
+        tracing::debug!(
+            sessions = peers.len(),
+            subscriptions = sinks.len(),
+            tools,
+            prompts,
+            resources,
+            "list_changed sent"
+        );
     }
 
     /// Waits (bounded) until `server` is in the index.
@@ -171,24 +202,39 @@ impl Gateway {
     fn describe(&self, server: &str) -> String {
         match self.ctx().status.server(server) {
             Some(s) => {
-                let ready = s.ready.map(|c| format!("; session: {}", c.message)).unwrap_or_default();
+                let ready = s
+                    .ready
+                    .map(|c| format!("; session: {}", c.message))
+                    .unwrap_or_default();
                 format!("phase {:?}: {}{ready}", s.phase, s.message)
             }
             None => "not running".to_string(),
         }
     }
 
-    async fn call_upstream(&self, params: CallToolRequestParams) -> Result<CallToolResponse, McpError> {
+    async fn call_upstream(
+        &self,
+        params: CallToolRequestParams,
+    ) -> Result<CallToolResponse, McpError> {
         let name = params.name.to_string();
         let route = self
             .index()
             .tool_routes
             .get(&name)
             .cloned()
-            .or_else(|| self.0.known_routes.lock().expect("routes lock").get(&name).cloned())
+            .or_else(|| {
+                self.0
+                    .known_routes
+                    .lock()
+                    .expect("routes lock")
+                    .get(&name)
+                    .cloned()
+            })
             .ok_or_else(|| McpError::invalid_params(format!("unknown tool `{name}`"), None))?;
         if !self.index().servers.contains(&route.server)
-            && !self.wait_ready(&route.server, self.0.settings.call_wait).await
+            && !self
+                .wait_ready(&route.server, self.0.settings.call_wait)
+                .await
         {
             return Ok(text_error(format!(
                 "tool `{name}` belongs to server `{}`, which did not become ready within {:?} ({}); the call was not made",
@@ -198,13 +244,20 @@ impl Gateway {
             )));
         }
         let Some(live) = self.0.pool.session(&route.server) else {
-            return Ok(text_error(format!("server `{}` went away; the call was not made", route.server)));
+            return Ok(text_error(format!(
+                "server `{}` went away; the call was not made",
+                route.server
+            )));
         };
         let mut upstream = CallToolRequestParams::new(route.name.clone());
         upstream.arguments = params.arguments;
         upstream.meta = params.meta;
         match live.session.call_tool(upstream).await {
-            Ok(r) => Ok(r),
+            Ok(CallToolResponse::Complete(mut r)) => {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(CallToolResponse::Complete(r))
+            }
+            Ok(other) => Ok(other),
             Err(e) => Ok(text_error(format!(
                 "server `{}` failed during the call: {e}",
                 route.server
@@ -268,15 +321,33 @@ impl Gateway {
     }
 
     fn find(&self, a: &FindArgs) -> Result<CallToolResponse, String> {
-        let desired = self.ctx().desired().ok_or("the catalog has not been loaded yet")?;
+        let desired = self
+            .ctx()
+            .desired()
+            .ok_or("the catalog has not been loaded yet")?;
         let pending = manage::pending(self.read(REQUESTS_FILE)?.as_deref());
-        let matches = manage::find(&a.query, a.limit.unwrap_or(10), &desired, &self.ctx().status.snapshot(), &pending);
+        let matches = manage::find(
+            &a.query,
+            a.limit.unwrap_or(10),
+            &desired,
+            &self.ctx().status.snapshot(),
+            &pending,
+        );
         let text = serde_json::to_string_pretty(&json!({"matches": matches})).expect("json");
-        Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text(text)])))
+        Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+            ContentBlock::text(text),
+        ])))
     }
 
-    async fn add(&self, a: &AddArgs, context: &RequestContext<RoleServer>) -> Result<CallToolResponse, String> {
-        let desired = self.ctx().desired().ok_or("the catalog has not been loaded yet")?;
+    async fn add(
+        &self,
+        a: &AddArgs,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, String> {
+        let desired = self
+            .ctx()
+            .desired()
+            .ok_or("the catalog has not been loaded yet")?;
         let mode = self.ctx().settings.load.approval;
         if manage::check_add(&a.name, &desired, mode)? {
             return Ok(self.ready_answer(&a.name, "is already approved").await);
@@ -287,21 +358,30 @@ impl Gateway {
                 a.name
             )),
             AddPolicy::Request => {
-                self.record_request(&a.name, "add", a.reason.clone(), context).await?;
+                self.record_request(&a.name, "add", a.reason.clone(), context)
+                    .await?;
                 Ok(text_ok(format!(
                     "approval for `{}` is pending: the request is recorded for an operator to decide",
                     a.name
                 )))
             }
             AddPolicy::Approve => {
-                self.edit_registry(|text| manage::registry_add(text, &a.name)).await?;
+                self.edit_registry(|text| manage::registry_add(text, &a.name))
+                    .await?;
                 Ok(self.ready_answer(&a.name, "was approved").await)
             }
         }
     }
 
-    async fn remove(&self, a: &RemoveArgs, context: &RequestContext<RoleServer>) -> Result<CallToolResponse, String> {
-        let desired = self.ctx().desired().ok_or("the catalog has not been loaded yet")?;
+    async fn remove(
+        &self,
+        a: &RemoveArgs,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, String> {
+        let desired = self
+            .ctx()
+            .desired()
+            .ok_or("the catalog has not been loaded yet")?;
         if !desired.servers.contains_key(&a.name) {
             return Err(format!("`{}` is not approved; nothing to remove", a.name));
         }
@@ -317,17 +397,28 @@ impl Gateway {
                 a.name
             )),
             AddPolicy::Request => {
-                self.record_request(&a.name, "remove", None, context).await?;
-                Ok(text_ok(format!("removal of `{}` is pending an operator's decision", a.name)))
+                self.record_request(&a.name, "remove", None, context)
+                    .await?;
+                Ok(text_ok(format!(
+                    "removal of `{}` is pending an operator's decision",
+                    a.name
+                )))
             }
             AddPolicy::Approve => {
-                self.edit_registry(|text| manage::registry_remove(text.unwrap_or(""), &a.name)).await?;
-                Ok(text_ok(format!("`{}` was removed from {REGISTRY_FILE}; its container is being removed", a.name)))
+                self.edit_registry(|text| manage::registry_remove(text.unwrap_or(""), &a.name))
+                    .await?;
+                Ok(text_ok(format!(
+                    "`{}` was removed from {REGISTRY_FILE}; its container is being removed",
+                    a.name
+                )))
             }
         }
     }
 
-    async fn edit_registry(&self, edit: impl FnOnce(Option<&str>) -> Result<String, String>) -> Result<(), String> {
+    async fn edit_registry(
+        &self,
+        edit: impl FnOnce(Option<&str>) -> Result<String, String>,
+    ) -> Result<(), String> {
         let _guard = self.0.edits.lock().await;
         let text = self.read(REGISTRY_FILE)?;
         let next = edit(text.as_deref())?;
@@ -376,12 +467,24 @@ impl Gateway {
                 .map(|(exposed, _)| exposed)
                 .collect();
             tools.sort();
-            let text = json!({"server": server, "status": format!("{what} and ready"), "tools": tools});
+            let text =
+                json!({"server": server, "status": format!("{what} and ready"), "tools": tools});
             return text_ok(text.to_string());
         }
-        let failing = self.ctx().status.server(server).is_some_and(|s| s.phase.is_failing() || s.phase == Phase::Unsupported);
-        let text = format!("`{server}` {what} but is not ready yet ({})", self.describe(server));
-        if failing { text_error(text) } else { text_ok(text) }
+        let failing = self
+            .ctx()
+            .status
+            .server(server)
+            .is_some_and(|s| s.phase.is_failing() || s.phase == Phase::Unsupported);
+        let text = format!(
+            "`{server}` {what} but is not ready yet ({})",
+            self.describe(server)
+        );
+        if failing {
+            text_error(text)
+        } else {
+            text_ok(text)
+        }
     }
 }
 
@@ -407,7 +510,10 @@ impl ServerHandler for Gateway {
         self.0.peers.lock().expect("peers lock").push(context.peer);
     }
 
-    fn accepted_subscription_filter(&self, _requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
         let mut f = SubscriptionFilter::new();
         f.tools_list_changed = Some(true);
         f.prompts_list_changed = Some(true);
@@ -416,10 +522,18 @@ impl ServerHandler for Gateway {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        self.0.sinks.lock().expect("sinks lock").push(context.sink().clone());
+        self.0
+            .sinks
+            .lock()
+            .expect("sinks lock")
+            .push(context.sink().clone());
         context.cancelled().await;
         let id = context.sink().id().clone();
-        self.0.sinks.lock().expect("sinks lock").retain(|s| s.id() != &id);
+        self.0
+            .sinks
+            .lock()
+            .expect("sinks lock")
+            .retain(|s| s.id() != &id);
         Ok(())
     }
 
@@ -450,7 +564,9 @@ impl ServerHandler for Gateway {
         _: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        Ok(ListPromptsResult::with_all_items(self.index().prompts.clone()))
+        Ok(ListPromptsResult::with_all_items(
+            self.index().prompts.clone(),
+        ))
     }
 
     async fn get_prompt(
@@ -463,18 +579,25 @@ impl ServerHandler for Gateway {
             .prompt_routes
             .get(&params.name)
             .cloned()
-            .ok_or_else(|| McpError::invalid_params(format!("unknown prompt `{}`", params.name), None))?;
-        let live = self
-            .0
-            .pool
-            .session(&route.server)
-            .ok_or_else(|| McpError::internal_error(format!("server `{}` is not ready", route.server), None))?;
+            .ok_or_else(|| {
+                McpError::invalid_params(format!("unknown prompt `{}`", params.name), None)
+            })?;
+        let live = self.0.pool.session(&route.server).ok_or_else(|| {
+            McpError::internal_error(format!("server `{}` is not ready", route.server), None)
+        })?;
         let mut upstream = params;
         upstream.name = route.name;
-        live.session
-            .get_prompt(upstream)
-            .await
-            .map_err(|e| McpError::internal_error(format!("server `{}`: {e}", route.server), None))
+        match live.session.get_prompt(upstream).await {
+            Ok(GetPromptResponse::Complete(mut r)) => {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(GetPromptResponse::Complete(r))
+            }
+            Ok(other) => Ok(other),
+            Err(e) => Err(McpError::internal_error(
+                format!("server `{}`: {e}", route.server),
+                None,
+            )),
+        }
     }
 
     async fn list_resources(
@@ -482,7 +605,9 @@ impl ServerHandler for Gateway {
         _: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        Ok(ListResourcesResult::with_all_items(self.index().resources.clone()))
+        Ok(ListResourcesResult::with_all_items(
+            self.index().resources.clone(),
+        ))
     }
 
     async fn list_resource_templates(
@@ -503,17 +628,24 @@ impl ServerHandler for Gateway {
         let index = self.index();
         let server = index
             .resource_server(&params.uri)
-            .ok_or_else(|| McpError::resource_not_found(format!("no server offers `{}`", params.uri), None))?
+            .ok_or_else(|| {
+                McpError::resource_not_found(format!("no server offers `{}`", params.uri), None)
+            })?
             .to_string();
-        let live = self
-            .0
-            .pool
-            .session(&server)
-            .ok_or_else(|| McpError::internal_error(format!("server `{server}` is not ready"), None))?;
-        live.session
-            .read_resource(params)
-            .await
-            .map_err(|e| McpError::internal_error(format!("server `{server}`: {e}"), None))
+        let live = self.0.pool.session(&server).ok_or_else(|| {
+            McpError::internal_error(format!("server `{server}` is not ready"), None)
+        })?;
+        match live.session.read_resource(params).await {
+            Ok(ReadResourceResponse::Complete(mut r)) => {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+                Ok(ReadResourceResponse::Complete(r))
+            }
+            Ok(other) => Ok(other),
+            Err(e) => Err(McpError::internal_error(
+                format!("server `{server}`: {e}"),
+                None,
+            )),
+        }
     }
 }
 

@@ -165,7 +165,11 @@ pub fn find(
         })
         .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.name.cmp(&b.1.name)));
-    scored.into_iter().take(limit.clamp(1, 50)).map(|(_, m)| m).collect()
+    scored
+        .into_iter()
+        .take(limit.clamp(1, 50))
+        .map(|(_, m)| m)
+        .collect()
 }
 
 /// What `mcp-add` can do in this approval mode for `name`.
@@ -238,7 +242,12 @@ pub fn registry_remove(text: &str, name: &str) -> Result<String, String> {
     let key = |l: &str| {
         let t = l.trim_start();
         let indent = l.len() - t.len();
-        let k = t.split(':').next().unwrap_or_default().trim().trim_matches(['"', '\'']);
+        let k = t
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches(['"', '\'']);
         (indent, k == name && t.contains(':'))
     };
     let start = (header + 1..lines.len())
@@ -316,8 +325,7 @@ pub fn request_append(text: Option<&str>, r: &Request) -> Result<String, String>
     }
     out.push_str(&format!("    client: {}\n", q(&r.client)));
     out.push_str(&format!("    time: {}\n", q(&r.time)));
-    let parsed: Value =
-        serde_saphyr::from_str(&out).map_err(|e| format!("requests.yaml: {e}"))?;
+    let parsed: Value = serde_saphyr::from_str(&out).map_err(|e| format!("requests.yaml: {e}"))?;
     match parsed.get("requests") {
         Some(Value::Array(_)) => Ok(out),
         _ => Err("requests.yaml has no `requests:` list; fix it by hand".into()),
@@ -351,7 +359,10 @@ mod tests {
         let mut args = JsonObject::new();
         args.insert("server".into(), json!("fetch"));
         let err = parse_args::<AddArgs>(ADD, Some(&args)).unwrap_err();
-        assert!(err.contains("`name`") || err.contains("name (string, required)"), "{err}");
+        assert!(
+            err.contains("`name`") || err.contains("name (string, required)"),
+            "{err}"
+        );
         assert!(err.contains("Expected arguments: name"), "{err}");
         let err = parse_args::<FindArgs>(FIND, None).unwrap_err();
         assert!(err.contains("query"), "{err}");
@@ -361,10 +372,20 @@ mod tests {
     fn registry_add_keeps_comments_and_other_entries() {
         let text = "# approved by ops\nregistry:\n  time:\n    ref: \"\"\n# trailing\n";
         let out = registry_add(Some(text), "fetch").unwrap();
-        assert!(out.starts_with("# approved by ops\nregistry:\n  fetch:\n    ref: \"\"\n  time:"), "{out}");
+        assert!(
+            out.starts_with("# approved by ops\nregistry:\n  fetch:\n    ref: \"\"\n  time:"),
+            "{out}"
+        );
         assert!(out.contains("# trailing"));
-        assert_eq!(registry_add(Some(&out), "fetch").unwrap(), out, "idempotent");
-        assert_eq!(registry_add(None, "fetch").unwrap(), "registry:\n  fetch:\n    ref: \"\"\n");
+        assert_eq!(
+            registry_add(Some(&out), "fetch").unwrap(),
+            out,
+            "idempotent"
+        );
+        assert_eq!(
+            registry_add(None, "fetch").unwrap(),
+            "registry:\n  fetch:\n    ref: \"\"\n"
+        );
         assert_eq!(
             registry_add(Some("registry: {}\n"), "a").unwrap(),
             "registry:\n  a:\n    ref: \"\"\n"
@@ -382,7 +403,10 @@ mod tests {
         let out = registry_remove(&out, "time").unwrap();
         assert_eq!(registry_keys(&out).unwrap(), BTreeSet::new());
         assert!(out.contains("other: 1"));
-        assert_eq!(registry_remove("registry:\n  a: {}\n", "b").unwrap(), "registry:\n  a: {}\n");
+        assert_eq!(
+            registry_remove("registry:\n  a: {}\n", "b").unwrap(),
+            "registry:\n  a: {}\n"
+        );
     }
 
     #[test]
@@ -395,9 +419,27 @@ mod tests {
             time: "2026-11-22T00:00:00Z".into(),
         };
         let once = request_append(None, &r).unwrap();
-        let twice = request_append(Some(&once), &Request { server: "time".into(), ..r.clone() }).unwrap();
-        assert_eq!(pending(Some(&twice)), BTreeSet::from(["fetch".to_string(), "time".to_string()]));
-        let removal = request_append(Some(&twice), &Request { server: "x".into(), action: "remove", ..r }).unwrap();
+        let twice = request_append(
+            Some(&once),
+            &Request {
+                server: "time".into(),
+                ..r.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            pending(Some(&twice)),
+            BTreeSet::from(["fetch".to_string(), "time".to_string()])
+        );
+        let removal = request_append(
+            Some(&twice),
+            &Request {
+                server: "x".into(),
+                action: "remove",
+                ..r
+            },
+        )
+        .unwrap();
         assert!(!pending(Some(&removal)).contains("x"));
     }
 
@@ -405,18 +447,49 @@ mod tests {
     fn find_ranks_by_name_then_words_and_reports_approval() {
         let desired = DesiredState {
             catalog: vec![
-                Summary { name: "fetch".into(), description: Some("Fetches a URL from the internet".into()), ..Default::default() },
-                Summary { name: "time".into(), description: Some("Time and timezone conversion".into()), tools: vec!["get_current_time".into()], ..Default::default() },
-                Summary { name: "web".into(), title: Some("Fetch helper".into()), ..Default::default() },
+                Summary {
+                    name: "fetch".into(),
+                    description: Some("Fetches a URL from the internet".into()),
+                    ..Default::default()
+                },
+                Summary {
+                    name: "time".into(),
+                    description: Some("Time and timezone conversion".into()),
+                    tools: vec!["get_current_time".into()],
+                    ..Default::default()
+                },
+                Summary {
+                    name: "web".into(),
+                    title: Some("Fetch helper".into()),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
-        let hits = find("internet", 10, &desired, &FleetStatus::default(), &BTreeSet::new());
-        assert_eq!(hits.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["fetch"]);
-        let hits = find("fetch", 10, &desired, &FleetStatus::default(), &BTreeSet::from(["web".to_string()]));
+        let hits = find(
+            "internet",
+            10,
+            &desired,
+            &FleetStatus::default(),
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            hits.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            vec!["fetch"]
+        );
+        let hits = find(
+            "fetch",
+            10,
+            &desired,
+            &FleetStatus::default(),
+            &BTreeSet::from(["web".to_string()]),
+        );
         assert_eq!(hits[0].name, "fetch");
         assert_eq!(hits[1].name, "web");
         assert_eq!(hits[1].approval, "pending");
-        assert_eq!(find("", 2, &desired, &FleetStatus::default(), &BTreeSet::new()).len(), 2);
+        assert_eq!(
+            find("", 2, &desired, &FleetStatus::default(), &BTreeSet::new()).len(),
+            2
+        );
     }
 }

@@ -5,18 +5,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
-use bollard::container::LogOutput;
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 
-use super::{
-    Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State, Stdio,
-};
+use super::{Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State, Stdio};
 use crate::catalog::ContainerServer;
 use crate::{Error, Result};
 

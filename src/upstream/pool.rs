@@ -145,9 +145,12 @@ impl Pool {
         for (name, d) in &desired.servers {
             match d {
                 Desired::Container(c) => {
-                    let Some(s) = status.servers.get(name) else { continue };
+                    let Some(s) = status.servers.get(name) else {
+                        continue;
+                    };
                     // Only a running container with the wanted spec.
-                    if s.phase == Phase::Running && s.spec_hash.as_deref() == Some(c.hash.as_str()) {
+                    if s.phase == Phase::Running && s.spec_hash.as_deref() == Some(c.hash.as_str())
+                    {
                         if let Some(id) = &s.container_id {
                             wanted.insert(name.clone(), Key::Container(id.clone()));
                         }
@@ -203,9 +206,10 @@ impl Pool {
         }
         let live = self.live.read().expect("pool lock");
         for (name, key) in wanted {
-            let blocked = attempts.failed.get(&name).is_some_and(|(k, retry)| {
-                *k == key && retry.is_none_or(|at| Instant::now() < at)
-            });
+            let blocked = attempts
+                .failed
+                .get(&name)
+                .is_some_and(|(k, retry)| *k == key && retry.is_none_or(|at| Instant::now() < at));
             if blocked
                 || live.get(&name).is_some_and(|l| l.key == key)
                 || attempts.connecting.get(&name) == Some(&key)
@@ -242,9 +246,10 @@ impl Pool {
                         listing: RwLock::new(listing),
                     }),
                 );
-                self.ctx
-                    .status
-                    .set_ready(&server, Some((true, format!("MCP session open, {tools} tools"))));
+                self.ctx.status.set_ready(
+                    &server,
+                    Some((true, format!("MCP session open, {tools} tools"))),
+                );
                 self.publish();
             }
         }
@@ -264,7 +269,9 @@ impl Pool {
     }
 
     async fn relist(&self, server: &str) {
-        let Some(live) = self.session(server) else { return };
+        let Some(live) = self.session(server) else {
+            return;
+        };
         match live.session.list(self.settings.handshake_timeout).await {
             Ok(listing) => {
                 *live.listing.write().expect("listing lock") = listing;
@@ -288,7 +295,10 @@ impl Pool {
             if l.session.is_closed() {
                 return Err("the session closed".to_string());
             }
-            l.session.ping(timeout).await.map_err(|e| format!("ping: {e}"))
+            l.session
+                .ping(timeout)
+                .await
+                .map_err(|e| format!("ping: {e}"))
         }))
         .await;
         let mut failed = Vec::new();
@@ -368,6 +378,9 @@ async fn connect(
         } => Session::remote(url, transport, headers, handler, timeout).await,
     }
     .map_err(|e| e.to_string())?;
-    let listing = session.list(timeout).await.map_err(|e| format!("listing: {e}"))?;
+    let listing = session
+        .list(timeout)
+        .await
+        .map_err(|e| format!("listing: {e}"))?;
     Ok((session, listing))
 }

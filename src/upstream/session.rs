@@ -7,8 +7,8 @@ use std::time::Duration;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, ClientRequest,
     GetPromptRequestParams, GetPromptResponse, Implementation, PingRequest, Prompt,
-    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, Resource,
-    ResourceTemplate, Tool,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, Resource, ResourceTemplate,
+    Tool,
 };
 use rmcp::service::{NotificationContext, RoleClient, RunningService, ServiceExt};
 use rmcp::{ClientHandler, Peer};
@@ -101,7 +101,11 @@ pub enum SessionError {
 
 impl Session {
     /// Performs the handshake over a container's stdio.
-    pub async fn stdio(stdio: Stdio, handler: Handler, timeout: Duration) -> Result<Self, SessionError> {
+    pub async fn stdio(
+        stdio: Stdio,
+        handler: Handler,
+        timeout: Duration,
+    ) -> Result<Self, SessionError> {
         Self::handshake(handler, (stdio.stdout, stdio.stdin), timeout).await
     }
 
@@ -122,7 +126,9 @@ impl Session {
         }
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
         for (k, v) in headers {
-            let name = k.parse().map_err(|_| SessionError::Handshake(format!("bad header name {k}")))?;
+            let name = k
+                .parse()
+                .map_err(|_| SessionError::Handshake(format!("bad header name {k}")))?;
             // The value may hold a secret: never echo it in the error.
             let value = v
                 .parse()

@@ -159,6 +159,7 @@ impl Gateway {
             .expect("serve() did not return after shutdown")
             .expect("serve task")
             .expect("serve() result");
+        eprintln!("serve() stopped {:?} after shutdown", started.elapsed());
         assert!(
             started.elapsed() < SHUTDOWN_GRACE,
             "serve() took {:?} to stop: open streams were not ended by the shutdown",

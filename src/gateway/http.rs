@@ -141,18 +141,29 @@ where
         })
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled. Then open
-/// event streams (`/sse`, `/mcp` GET and request streams) are ended, which
-/// closes their sessions, and in-flight requests get [`SHUTDOWN_GRACE`].
+/// Serves `router` on `listener` until `shutdown` is cancelled. Then the
+/// open-ended event streams (`GET /sse`, `GET /mcp`) are ended, which closes
+/// legacy SSE sessions, and in-flight requests get [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let stream_end = shutdown.clone();
-    let app = router.layer(middleware::map_response(move |response: Response| {
+    let app = router.layer(middleware::from_fn(move |request: Request, next: Next| {
         let stream_end = stream_end.clone();
-        async move { end_event_stream_on(stream_end, response) }
+        async move {
+            // Only GET streams are open-ended (`/sse`, the `/mcp` standalone
+            // stream); a POST's event stream ends with its response, so an
+            // in-flight tool call gets the grace period.
+            let open_ended = request.method() == axum::http::Method::GET;
+            let response = next.run(request).await;
+            if open_ended {
+                end_event_stream_on(stream_end, response)
+            } else {
+                response
+            }
+        }
     }));
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -372,3 +372,98 @@ async fn mcp_add_deny_policy_explains() {
     assert!(!f.path("requests.yaml").exists());
     c.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_answers_is_not_ready_and_gets_replaced() {
+    let mut f = Fleet::new("gw-mute").await;
+    f.catalog(&catalog_of(&[
+        entry("mute", TESTSERVER, "command: ['--never-answer']"),
+        entry("time", TIME, ""),
+    ]));
+    f.start(&["--no-auth", "--handshake-timeout", "2"]);
+    f.ready("time").await;
+    let first = f.running("mute").await;
+    f.until("mute replaced after a failed handshake", MIN, || async {
+        let s = f.status()?;
+        (s["servers"]["mute"]["restartCount"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    let logs = f.logs();
+    assert!(
+        logs.contains("not ready: MCP handshake did not finish within 2s"),
+        "{logs}"
+    );
+    let now = f.container("mute").await.map(|c| c.id);
+    assert_ne!(now.as_deref(), Some(first.id.as_str()), "a fresh container");
+    // The healthy server is unaffected, and the mute one's tools never appear.
+    let mut c = client(&f, McpTransport::Http).await;
+    let names = c.tool_names().await;
+    assert!(names.contains(&"get_current_time".to_string()));
+    assert!(!names.contains(&"echo".to_string()), "{names:?}");
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_gateway_restart_every_server_serves_again() {
+    let mut f = Fleet::new("gw-restart").await;
+    f.catalog(&catalog_of(&[
+        entry("time", TIME, ""),
+        entry("test", TESTSERVER, ""),
+    ]));
+    f.start(&["--no-auth"]);
+    f.ready("time").await;
+    f.ready("test").await;
+    let ids = (
+        f.container("time").await.unwrap().id,
+        f.container("test").await.unwrap().id,
+    );
+    f.stop("-TERM");
+    std::fs::remove_file(f.status_path()).unwrap();
+
+    f.start(&["--no-auth"]);
+    f.ready("time").await;
+    f.ready("test").await;
+    let mut c = client(&f, McpTransport::Sse).await;
+    assert_eq!(
+        c.call("echo", json!({"text": "again"})).await,
+        (false, "again".to_string())
+    );
+    let (is_error, text) = c.call("get_current_time", json!({"timezone": "UTC"})).await;
+    assert!(!is_error, "{text}");
+    // The same containers answered a second handshake: nothing was replaced.
+    assert_eq!(f.container("time").await.unwrap().id, ids.0);
+    assert_eq!(f.container("test").await.unwrap().id, ids.1);
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_entry_is_served_over_streamable_http_with_its_headers() {
+    // The remote server is a real streamable-HTTP MCP server: a second
+    // mcp-fleet gateway, with a token, serving the test server.
+    let mut upstream = Fleet::new("gw-remote-up").await;
+    upstream.catalog(&catalog_of(&[entry("test", TESTSERVER, "")]));
+    upstream.write("token", "remote-t0ken\n");
+    let token_file = upstream.path("token");
+    upstream.start(&["--auth-token-file", token_file.to_str().unwrap()]);
+    upstream.ready("test").await;
+    let url = format!("{}/mcp", upstream.gateway_url().await);
+
+    let mut f = Fleet::new("gw-remote").await;
+    f.write_atomic("mcp.env", "REMOTE_TOKEN=remote-t0ken\n");
+    f.catalog(&format!(
+        "registry:\n  far:\n    type: remote\n    prefix: far\n    remote:\n      url: {url}\n      transport_type: streamable-http\n      headers:\n        Authorization: Bearer $REMOTE_TOKEN\n"
+    ));
+    f.start(&["--no-auth"]);
+    f.ready("far").await;
+    assert_eq!(f.status().unwrap()["servers"]["far"]["phase"], "Remote");
+    let mut c = client(&f, McpTransport::Http).await;
+    let names = c.tool_names().await;
+    assert!(names.contains(&"far__echo".to_string()), "{names:?}");
+    assert_eq!(
+        c.call("far__echo", json!({"text": "far away"})).await,
+        (false, "far away".to_string())
+    );
+    c.close().await;
+    let status = std::fs::read_to_string(f.status_path()).unwrap();
+    assert!(!status.contains("remote-t0ken") && !f.logs().contains("remote-t0ken"));
+}

@@ -467,3 +467,25 @@ async fn a_remote_entry_is_served_over_streamable_http_with_its_headers() {
     let status = std::fs::read_to_string(f.status_path()).unwrap();
     assert!(!status.contains("remote-t0ken") && !f.logs().contains("remote-t0ken"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prompts_and_resources_are_aggregated_and_routed() {
+    let mut f = Fleet::new("gw-prompts").await;
+    f.catalog(&catalog_of(&[entry("one", TESTSERVER, ""), entry("two", TESTSERVER, "")]));
+    f.start(&["--no-auth"]);
+    f.ready("one").await;
+    f.ready("two").await;
+    let mut c = client(&f, McpTransport::Http).await;
+    let prompts = c.ok(json!({"cmd": "list_prompts"})).await;
+    assert_eq!(prompts["prompts"], json!(["one__greet", "two__greet"]), "{prompts}");
+    let greeting = c
+        .ok(json!({"cmd": "get_prompt", "name": "two__greet", "arguments": {"name": "Ada"}}))
+        .await;
+    assert!(greeting["text"].as_str().unwrap().contains("Hello, Ada!"), "{greeting}");
+    // Both serve the same URI: it is listed once and read from one of them.
+    let resources = c.ok(json!({"cmd": "list_resources"})).await;
+    assert_eq!(resources["resources"], json!(["test://info"]), "{resources}");
+    let info = c.ok(json!({"cmd": "read_resource", "uri": "test://info"})).await;
+    assert_eq!(info["text"], "mcp-fleet test server");
+    c.close().await;
+}

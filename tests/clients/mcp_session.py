@@ -11,6 +11,9 @@ per line on stdin and answers each with one JSON line on stdout:
     {"cmd": "list_tools"}                 -> {"ok": true, "tools": [names]}
     {"cmd": "list_prompts"}               -> {"ok": true, "prompts": [names]}
     {"cmd": "list_resources"}             -> {"ok": true, "resources": [uris]}
+    {"cmd": "get_prompt", "name": N, "arguments": {...}}
+                                          -> {"ok": true, "text": "..."} (the messages' text)
+    {"cmd": "read_resource", "uri": U}    -> {"ok": true, "text": "..."}
     {"cmd": "call", "name": N, "arguments": {...}}
                                           -> {"ok": true, "is_error": bool, "text": "..."}
     {"cmd": "wait_list_changed", "timeout": secs, "kind": "tools"|"prompts"|"resources"}
@@ -107,6 +110,13 @@ async def run_commands(session: ClientSession, changes: ListChanged) -> None:
             elif cmd == "list_resources":
                 result = await session.list_resources()
                 emit({"ok": True, "resources": [str(r.uri) for r in result.resources]})
+            elif cmd == "get_prompt":
+                result = await session.get_prompt(command["name"], command.get("arguments") or {})
+                texts = [getattr(m.content, "text", "") for m in result.messages]
+                emit({"ok": True, "text": "\n".join(texts)})
+            elif cmd == "read_resource":
+                result = await session.read_resource(command["uri"])
+                emit({"ok": True, "text": "\n".join(getattr(c, "text", "") for c in result.contents)})
             elif cmd == "call":
                 result = await session.call_tool(command["name"], command.get("arguments") or {})
                 emit({"ok": True, "is_error": bool(result.is_error), "text": text_of(result)})

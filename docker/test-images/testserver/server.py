@@ -4,6 +4,7 @@
 Tools:
   echo {text: str}       -> text
   add  {a: int, b: int}  -> a + b
+Prompt: greet {name}; resource: test://info (text).
 
 Fault switches (a command-line flag wins over its environment variable):
   --exit-after SECS   / TESTSERVER_EXIT_AFTER    exit with --exit-code SECS seconds after process start
@@ -92,6 +93,14 @@ def main(argv: list[str]) -> None:
     @server.tool(description="Return the sum of two integers")
     def add(a: int, b: int) -> int:
         return a + b
+
+    @server.prompt(description="Greet someone by name")
+    def greet(name: str) -> str:
+        return f"Hello, {name}!"
+
+    @server.resource("test://info", description="What this server is")
+    def info() -> str:
+        return "mcp-fleet test server"
 
     log("ready on stdio")
     server.run("stdio")

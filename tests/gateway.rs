@@ -437,7 +437,7 @@ async fn after_a_gateway_restart_every_server_serves_again() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_remote_entry_is_served_over_streamable_http_with_its_headers() {
+async fn remote_entries_are_served_over_streamable_http_and_sse_with_their_headers() {
     // The remote server is a real streamable-HTTP MCP server: a second
     // mcp-fleet gateway, with a token, serving the test server.
     let mut upstream = Fleet::new("gw-remote-up").await;
@@ -446,22 +446,35 @@ async fn a_remote_entry_is_served_over_streamable_http_with_its_headers() {
     let token_file = upstream.path("token");
     upstream.start(&["--auth-token-file", token_file.to_str().unwrap()]);
     upstream.ready("test").await;
-    let url = format!("{}/mcp", upstream.gateway_url().await);
+    let base = upstream.gateway_url().await;
 
     let mut f = Fleet::new("gw-remote").await;
     f.write_atomic("mcp.env", "REMOTE_TOKEN=remote-t0ken\n");
+    let remote = |name: &str, path: &str, transport: &str| {
+        format!(
+            "  {name}:\n    type: remote\n    prefix: {name}\n    remote:\n      url: {base}{path}\n      transport_type: {transport}\n      headers:\n        Authorization: Bearer $REMOTE_TOKEN\n"
+        )
+    };
     f.catalog(&format!(
-        "registry:\n  far:\n    type: remote\n    prefix: far\n    remote:\n      url: {url}\n      transport_type: streamable-http\n      headers:\n        Authorization: Bearer $REMOTE_TOKEN\n"
+        "registry:\n{}{}",
+        remote("far", "/mcp", "streamable-http"),
+        remote("old", "/sse", "sse")
     ));
     f.start(&["--no-auth"]);
     f.ready("far").await;
+    f.ready("old").await;
     assert_eq!(f.status().unwrap()["servers"]["far"]["phase"], "Remote");
     let mut c = client(&f, McpTransport::Http).await;
     let names = c.tool_names().await;
     assert!(names.contains(&"far__echo".to_string()), "{names:?}");
+    assert!(names.contains(&"old__echo".to_string()), "{names:?}");
     assert_eq!(
         c.call("far__echo", json!({"text": "far away"})).await,
         (false, "far away".to_string())
+    );
+    assert_eq!(
+        c.call("old__add", json!({"a": 1, "b": 2})).await,
+        (false, "3".to_string())
     );
     c.close().await;
     let status = std::fs::read_to_string(f.status_path()).unwrap();
@@ -471,21 +484,37 @@ async fn a_remote_entry_is_served_over_streamable_http_with_its_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn prompts_and_resources_are_aggregated_and_routed() {
     let mut f = Fleet::new("gw-prompts").await;
-    f.catalog(&catalog_of(&[entry("one", TESTSERVER, ""), entry("two", TESTSERVER, "")]));
+    f.catalog(&catalog_of(&[
+        entry("one", TESTSERVER, ""),
+        entry("two", TESTSERVER, ""),
+    ]));
     f.start(&["--no-auth"]);
     f.ready("one").await;
     f.ready("two").await;
     let mut c = client(&f, McpTransport::Http).await;
     let prompts = c.ok(json!({"cmd": "list_prompts"})).await;
-    assert_eq!(prompts["prompts"], json!(["one__greet", "two__greet"]), "{prompts}");
+    assert_eq!(
+        prompts["prompts"],
+        json!(["one__greet", "two__greet"]),
+        "{prompts}"
+    );
     let greeting = c
         .ok(json!({"cmd": "get_prompt", "name": "two__greet", "arguments": {"name": "Ada"}}))
         .await;
-    assert!(greeting["text"].as_str().unwrap().contains("Hello, Ada!"), "{greeting}");
+    assert!(
+        greeting["text"].as_str().unwrap().contains("Hello, Ada!"),
+        "{greeting}"
+    );
     // Both serve the same URI: it is listed once and read from one of them.
     let resources = c.ok(json!({"cmd": "list_resources"})).await;
-    assert_eq!(resources["resources"], json!(["test://info"]), "{resources}");
-    let info = c.ok(json!({"cmd": "read_resource", "uri": "test://info"})).await;
+    assert_eq!(
+        resources["resources"],
+        json!(["test://info"]),
+        "{resources}"
+    );
+    let info = c
+        .ok(json!({"cmd": "read_resource", "uri": "test://info"}))
+        .await;
     assert_eq!(info["text"], "mcp-fleet test server");
     c.close().await;
 }

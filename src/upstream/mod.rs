@@ -2,6 +2,7 @@
 //! pool in step with what the controller runs.
 pub mod pool;
 pub mod session;
+pub mod sse_client;
 
 pub use pool::{Pool, PoolSettings};
 pub use session::{Listing, Session, SessionError};

@@ -95,8 +95,6 @@ pub enum SessionError {
     Call(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 impl Session {
@@ -119,10 +117,11 @@ impl Session {
     ) -> Result<Self, SessionError> {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-        if matches!(transport, "sse") {
-            return Err(SessionError::Unsupported(
-                "remote servers over legacy SSE are not supported yet; use streamable HTTP".into(),
-            ));
+        if transport == "sse" {
+            let (tx, rx) = super::sse_client::connect(url, headers)
+                .await
+                .map_err(SessionError::Handshake)?;
+            return Self::handshake(handler, (tx, rx), timeout).await;
         }
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
         for (k, v) in headers {

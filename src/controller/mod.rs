@@ -169,8 +169,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
     );
 
     // Nothing is reconciled before the first catalog read and container list.
+    // An engine that is not up yet (a host booting) is waited for, not fatal.
     ctx.reload(&tx);
-    ctx.enqueue_all().await?;
+    let mut delay = Duration::from_millis(500);
+    while let Err(e) = ctx.enqueue_all().await {
+        tracing::warn!(error = %e, "cannot list containers; retrying in {delay:?}");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..ctx.settings.concurrency.max(1) {

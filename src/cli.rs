@@ -36,6 +36,18 @@ pub enum Command {
     /// Print what `run` would do now; touches nothing.
     /// Exit 0 when in sync, 2 when changes are pending, 1 on error.
     Plan(FleetArgs),
+    /// Print the fleet's status (from the status file `run` writes).
+    /// Exit 0 when every server is running (and ready, if a gateway saw it), 2 otherwise.
+    Status {
+        #[arg(long, env = "MCP_FLEET_CONFIG_DIR")]
+        config_dir: PathBuf,
+        /// The status file [default: CONFIG_DIR/mcp-status.json].
+        #[arg(long)]
+        status_file: Option<PathBuf>,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check catalog files; errors name file, line and column. Exit 1 on error.
     Validate {
         #[arg(required = true)]
@@ -204,6 +216,14 @@ impl Cli {
             Command::Run(args) => run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Plan(args) => plan(args).await,
             Command::Validate { files } => Ok(validate(&files)),
+            Command::Status {
+                config_dir,
+                status_file,
+                json,
+            } => status(
+                &status_file.unwrap_or_else(|| config_dir.join("mcp-status.json")),
+                json,
+            ),
         };
         result.unwrap_or_else(|e| {
             eprintln!("mcp-fleet: {e}");
@@ -320,6 +340,54 @@ async fn plan(args: FleetArgs) -> Result<ExitCode> {
     let plan = Plan::compute(&args.fleet, &desired, &actual);
     print!("{plan}");
     Ok(if plan.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn status(path: &Path, json: bool) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let st: crate::status::FleetStatus =
+        serde_json::from_str(&text).map_err(|e| Error::Config {
+            pos: catalog::SourcePos::file(path),
+            message: format!("not a status file: {e}"),
+        })?;
+    if json {
+        println!("{text}");
+    } else {
+        println!("fleet {}", st.fleet);
+        if let Some(e) = &st.catalog.error {
+            println!("catalog error (last good state in force): {e}");
+        }
+        for w in st.catalog.warnings.iter().chain(&st.clashes) {
+            println!("warning: {w}");
+        }
+        println!(
+            "{:<24} {:<17} {:<6} {:>8}  MESSAGE",
+            "SERVER", "PHASE", "READY", "RESTARTS"
+        );
+        for (name, s) in &st.servers {
+            let ready = match &s.ready {
+                Some(c) if c.status => "yes",
+                Some(_) => "no",
+                None => "-",
+            };
+            println!(
+                "{name:<24} {:<17} {ready:<6} {:>8}  {}",
+                format!("{:?}", s.phase),
+                s.restart_count,
+                s.message
+            );
+        }
+    }
+    let healthy = st.catalog.error.is_none()
+        && st.servers.values().all(|s| {
+            s.phase.is_running() && s.ready.as_ref().is_none_or(|c| c.status)
+                || matches!(s.phase, crate::status::Phase::Remote)
+                    && s.ready.as_ref().is_some_and(|c| c.status)
+        });
+    Ok(if healthy {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

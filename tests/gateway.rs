@@ -82,6 +82,21 @@ async fn real_servers_over_mcp_and_sse() {
         assert!(text.contains("UTC"), "{transport:?}: {text}");
         c.close().await;
     }
+
+    // `mcp-fleet status` reads the same status: all running and ready.
+    let out = f.cli(&["status", "--config-dir", f.dir.path().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let table = stdout(&out);
+    for server in ["fetch", "time"] {
+        let line = table.lines().find(|l| l.starts_with(server)).expect(&table);
+        assert!(line.contains("Running") && line.contains("yes"), "{table}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,6 +26,7 @@ use crate::catalog::{ApprovalMode, REGISTRY_FILE};
 use crate::controller::Context;
 use crate::status::{Phase, write_atomic};
 use crate::upstream::Pool;
+use crate::upstream::pool::Live;
 
 pub const REQUESTS_FILE: &str = "requests.yaml";
 
@@ -197,6 +198,13 @@ impl Gateway {
             }
         };
         tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
+    /// The ready session of `server`, or the protocol error a client gets.
+    fn live(&self, server: &str) -> Result<Arc<Live>, McpError> {
+        self.0.pool.session(server).ok_or_else(|| {
+            McpError::internal_error(format!("server `{server}` is not ready"), None)
+        })
     }
 
     fn describe(&self, server: &str) -> String {
@@ -582,9 +590,7 @@ impl ServerHandler for Gateway {
             .ok_or_else(|| {
                 McpError::invalid_params(format!("unknown prompt `{}`", params.name), None)
             })?;
-        let live = self.0.pool.session(&route.server).ok_or_else(|| {
-            McpError::internal_error(format!("server `{}` is not ready", route.server), None)
-        })?;
+        let live = self.live(&route.server)?;
         let mut upstream = params;
         upstream.name = route.name;
         match live.session.get_prompt(upstream).await {
@@ -632,9 +638,7 @@ impl ServerHandler for Gateway {
                 McpError::resource_not_found(format!("no server offers `{}`", params.uri), None)
             })?
             .to_string();
-        let live = self.0.pool.session(&server).ok_or_else(|| {
-            McpError::internal_error(format!("server `{server}` is not ready"), None)
-        })?;
+        let live = self.live(&server)?;
         match live.session.read_resource(params).await {
             Ok(ReadResourceResponse::Complete(mut r)) => {
                 r.result_type.get_or_insert(ResultType::COMPLETE);

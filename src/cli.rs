@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller until SIGINT/SIGTERM (containers are left running).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print what `run` would do now; touches nothing.
     /// Exit 0 when in sync, 2 when changes are pending, 1 on error.
     Plan(FleetArgs),
@@ -192,7 +192,7 @@ impl FleetArgs {
                 self.config_dir.display()
             )));
         }
-        if !(self.cpus > 0.0) {
+        if self.cpus.is_nan() || self.cpus <= 0.0 {
             return Err(Error::Usage("--cpus must be above 0".into()));
         }
         Ok(LoadOptions {
@@ -213,7 +213,7 @@ impl FleetArgs {
 impl Cli {
     pub async fn execute(self) -> ExitCode {
         let result = match self.command {
-            Command::Run(args) => run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Run(args) => run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Plan(args) => plan(args).await,
             Command::Validate { files } => Ok(validate(&files)),
             Command::Status {

@@ -432,7 +432,13 @@ mod tests {
             container_id: id.into(),
             message: "handshake timed out".into(),
         };
-        let changes = plan_server("f", "t", Some(&want("h")), &[c.clone()], Some(&report("a")));
+        let changes = plan_server(
+            "f",
+            "t",
+            Some(&want("h")),
+            std::slice::from_ref(&c),
+            Some(&report("a")),
+        );
         assert!(matches!(
             &changes[..],
             [Change::Recreate {

@@ -285,16 +285,16 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         }
     }
 
-    if let (Some(Desired::Container(c)), Some(r)) = (want, running) {
-        if r.hash == c.hash {
-            let restarts = ctx.crash(server, |s| s.restarts);
-            ctx.status.update(
-                server,
-                Update::phase(Phase::Running, running_message(c))
-                    .container(Some(&r.id), Some(&r.hash))
-                    .restarts(restarts),
-            );
-        }
+    if let (Some(Desired::Container(c)), Some(r)) = (want, running)
+        && r.hash == c.hash
+    {
+        let restarts = ctx.crash(server, |s| s.restarts);
+        ctx.status.update(
+            server,
+            Update::phase(Phase::Running, running_message(c))
+                .container(Some(&r.id), Some(&r.hash))
+                .restarts(restarts),
+        );
     }
     if want.is_none() {
         ctx.status.forget(server);

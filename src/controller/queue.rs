@@ -89,9 +89,10 @@ mod tests {
         assert_eq!(q.next().await, "a");
         q.add("a"); // while active: remembered, not queued
         assert_eq!(q.next().await, "b");
-        let st = q.state.lock().unwrap();
-        assert!(st.queue.is_empty() && st.dirty.contains("a"));
-        drop(st);
+        {
+            let st = q.state.lock().unwrap();
+            assert!(st.queue.is_empty() && st.dirty.contains("a"));
+        }
         q.done("a");
         assert_eq!(q.next().await, "a");
     }

@@ -149,11 +149,11 @@ impl Pool {
                         continue;
                     };
                     // Only a running container with the wanted spec.
-                    if s.phase == Phase::Running && s.spec_hash.as_deref() == Some(c.hash.as_str())
+                    if s.phase == Phase::Running
+                        && s.spec_hash.as_deref() == Some(c.hash.as_str())
+                        && let Some(id) = &s.container_id
                     {
-                        if let Some(id) = &s.container_id {
-                            wanted.insert(name.clone(), Key::Container(id.clone()));
-                        }
+                        wanted.insert(name.clone(), Key::Container(id.clone()));
                     }
                 }
                 Desired::Remote {

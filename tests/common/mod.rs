@@ -23,12 +23,11 @@ pub fn bin() -> &'static str {
 }
 
 pub async fn docker() -> Docker {
-    let d = Docker::connect_with_defaults()
+    Docker::connect_with_defaults()
         .expect("DOCKER_HOST")
         .negotiate_version()
         .await
-        .expect("a Docker engine must answer at DOCKER_HOST: run the tests with scripts/test");
-    d
+        .expect("a Docker engine must answer at DOCKER_HOST: run the tests with scripts/test")
 }
 
 /// One test's fleet: a unique name, a config directory, and a controller.

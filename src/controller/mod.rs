@@ -263,7 +263,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         ),
         Some(Desired::Remote { url, transport, .. }) => ctx.status.update(
             server,
-            Update::phase(Phase::Remote, format!("remote {transport} server at {url}"))
+            Update::phase(Phase::Remote, format!("remote {transport} server at {}", redact_url(url)))
                 .container(None, None),
         ),
         Some(Desired::Unsupported { reason }) => ctx.status.update(
@@ -302,6 +302,20 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
     }
     Ok(Next::Await)
+}
+
+/// A URL for the status: no user info, query or fragment (they may hold tokens).
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable url)".to_string(),
+    }
 }
 
 fn running_message(c: &ContainerServer) -> String {

@@ -187,3 +187,12 @@ async fn image_failure_is_image_pull_backoff_with_growing_retries() {
     );
     assert_eq!(fake.writes.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn remote_urls_in_status_lose_their_credentials() {
+    assert_eq!(
+        redact_url("https://user:pw@example.com/mcp?token=abc#x"),
+        "https://example.com/mcp"
+    );
+    assert_eq!(redact_url("not a url"), "(unparsable url)");
+}

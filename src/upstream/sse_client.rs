@@ -9,8 +9,8 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use sse_stream::SseStream;
 
-/// Opens the event stream and waits for the endpoint. Header values may hold
-/// secrets: errors name headers, never values.
+/// Opens the event stream and waits for the endpoint. Header values and URLs
+/// may hold secrets: errors name neither.
 pub async fn connect(
     url: &str,
     headers: &HashMap<String, String>,
@@ -35,9 +35,9 @@ pub async fn connect(
         .header(ACCEPT, "text/event-stream")
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("opening the event stream: {}", e.without_url()))?;
     if !response.status().is_success() {
-        return Err(format!("GET {url}: HTTP {}", response.status()));
+        return Err(format!("opening the event stream: HTTP {}", response.status()));
     }
     let mut events = Box::pin(SseStream::from_bytes_stream(response.bytes_stream()));
     let endpoint = loop {
@@ -77,7 +77,7 @@ pub async fn connect(
                 .body(body)
                 .send()
                 .await
-                .map_err(std::io::Error::other)?;
+                .map_err(|e| std::io::Error::other(e.without_url()))?;
             if !r.status().is_success() {
                 return Err(std::io::Error::other(format!("POST: HTTP {}", r.status())));
             }

@@ -263,8 +263,11 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         ),
         Some(Desired::Remote { url, transport, .. }) => ctx.status.update(
             server,
-            Update::phase(Phase::Remote, format!("remote {transport} server at {}", redact_url(url)))
-                .container(None, None),
+            Update::phase(
+                Phase::Remote,
+                format!("remote {transport} server at {}", redact_url(url)),
+            )
+            .container(None, None),
         ),
         Some(Desired::Unsupported { reason }) => ctx.status.update(
             server,
@@ -416,6 +419,10 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
                 c.on_success();
                 c.restarts
             });
+            ctx.unhealthy
+                .lock()
+                .expect("unhealthy lock")
+                .remove(&server);
             tracing::info!(server, container = short(&id), restart, "container started");
             if let Some(want) = want_container {
                 ctx.status.update(
@@ -452,6 +459,8 @@ async fn create_and_start(
         c.on_success();
         c.restarts
     });
+    // A report about the previous incarnation says nothing about this one.
+    ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
     tracing::info!(server, container = short(&id), hash = %want.hash, "container created and started");
     ctx.status.update(
         server,

@@ -32,7 +32,8 @@ pub struct PoolSettings {
 /// What a session is connected to; a different key means a new session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Key {
-    Container(String),
+    /// A container incarnation: a restart (same id) is a new session.
+    Container { id: String, restarts: u32 },
     Remote {
         url: String,
         transport: String,
@@ -153,7 +154,13 @@ impl Pool {
                         && s.spec_hash.as_deref() == Some(c.hash.as_str())
                         && let Some(id) = &s.container_id
                     {
-                        wanted.insert(name.clone(), Key::Container(id.clone()));
+                        wanted.insert(
+                            name.clone(),
+                            Key::Container {
+                                id: id.clone(),
+                                restarts: s.restart_count,
+                            },
+                        );
                     }
                 }
                 Desired::Remote {
@@ -262,7 +269,7 @@ impl Pool {
             .status
             .set_ready(server, Some((false, message.to_string())));
         match key {
-            Key::Container(id) => self.ctx.report_unhealthy(server, id, message),
+            Key::Container { id, .. } => self.ctx.report_unhealthy(server, id, message),
             // A remote server is retried at the next health tick.
             Key::Remote { .. } => {}
         }
@@ -367,7 +374,7 @@ async fn connect(
     timeout: Duration,
 ) -> Result<(Session, Listing), String> {
     let session = match key {
-        Key::Container(id) => {
+        Key::Container { id, .. } => {
             let stdio = runtime.attach(id).await.map_err(|e| e.to_string())?;
             Session::stdio(stdio, handler, timeout).await
         }

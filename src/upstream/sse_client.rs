@@ -37,7 +37,10 @@ pub async fn connect(
         .await
         .map_err(|e| format!("opening the event stream: {}", e.without_url()))?;
     if !response.status().is_success() {
-        return Err(format!("opening the event stream: HTTP {}", response.status()));
+        return Err(format!(
+            "opening the event stream: HTTP {}",
+            response.status()
+        ));
     }
     let mut events = Box::pin(SseStream::from_bytes_stream(response.bytes_stream()));
     let endpoint = loop {

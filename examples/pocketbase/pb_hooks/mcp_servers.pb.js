@@ -95,12 +95,13 @@ onRecordAfterDeleteSuccess((e) => {
   }
 }, "mcp_servers");
 
-// After a (re)start of PocketBase the volume is brought in line with the database.
-onBootstrap((e) => {
-  e.next();
+// When PocketBase starts serving (after its migrations ran), the volume is brought in
+// line with the database: a fresh install renders an empty catalog (`registry: {}`).
+$app.onServe().bindFunc((e) => {
   try {
     require(`${__hooks}/render.js`).render(e.app);
   } catch (err) {
     e.app.logger().error("mcp render failed", "error", String(err));
   }
+  return e.next();
 });

@@ -1,0 +1,182 @@
+/// <reference path="../pb_data/types.d.ts" />
+// Renders the approved `mcp_servers` records into the shared volume that mcp-fleet
+// watches (MCP_CONFIG_DIR):
+//
+//   docker-mcp.yaml  the catalog, approved servers only (Docker's catalog format)
+//   mcp.env          secrets, KEY=value a line
+//
+// Each file is written to a temp file in the same directory and renamed over the old
+// one, so mcp-fleet never sees a half-written file. A file whose content would not
+// change is not touched. Nothing is restarted: mcp-fleet converges containers and keeps
+// every MCP client session open.
+//
+// A record's `config` (JSON object):
+//   "network": false          -> disableNetwork: true (the container gets --network none)
+//   "FETCH_TOKEN": "value"    -> an UPPER_CASE key with a string value is a secret: the
+//                                entry gets `secrets: [{name: <server>.FETCH_TOKEN,
+//                                env: FETCH_TOKEN}]` and mcp.env gets
+//                                `<server>.FETCH_TOKEN="value"`, so two servers' secrets
+//                                never clash. Values must be one line.
+// Other keys are ignored.
+
+const CATALOG = "docker-mcp.yaml";
+const SECRETS = "mcp.env";
+const SECRET_KEY = /^[A-Z][A-Z0-9_]*$/;
+
+function configDir() {
+  return $os.getenv("MCP_CONFIG_DIR");
+}
+
+// JSON strings are valid YAML double-quoted scalars.
+function q(s) {
+  return JSON.stringify(String(s));
+}
+
+function configOf(record) {
+  const raw = record.getString("config");
+  if (!raw || raw === "null") return {};
+  const c = JSON.parse(raw);
+  return c && typeof c === "object" && !Array.isArray(c) ? c : {};
+}
+
+function secretsOf(config) {
+  const out = [];
+  for (const k of Object.keys(config).sort()) {
+    const v = config[k];
+    if (!SECRET_KEY.test(k) || typeof v !== "string") continue;
+    if (/[\r\n]/.test(v)) throw new Error("secret " + k + " must be one line");
+    out.push({ env: k, value: v });
+  }
+  return out;
+}
+
+// The two files' text for the approved records (sorted by name).
+function renderFiles(records) {
+  let yaml = "# Rendered by PocketBase (pb_hooks/render.js) from the approved mcp_servers records.\n";
+  yaml += "name: docker-mcp\ndisplayName: PocketCoder Dynamic Catalog\n";
+  let env = "# Rendered by PocketBase (pb_hooks/render.js): secrets of the approved MCP servers.\n";
+  if (records.length === 0) {
+    yaml += "registry: {}\n";
+  } else {
+    yaml += "registry:\n";
+  }
+  for (const r of records) {
+    const name = r.getString("name");
+    const config = configOf(r);
+    const secrets = secretsOf(config);
+    const image = r.getString("image") || "mcp/" + name + ":latest";
+    yaml += "  " + name + ":\n";
+    yaml += "    title: " + q(name) + "\n";
+    yaml += "    description: \"Approved by user for PocketCoder\"\n";
+    yaml += "    type: server\n";
+    yaml += "    image: " + q(image) + "\n";
+    yaml += "    longLived: false\n";
+    if (config.network === false) yaml += "    disableNetwork: true\n";
+    if (secrets.length > 0) {
+      yaml += "    secrets:\n";
+      for (const s of secrets) {
+        yaml += "      - name: " + q(name + "." + s.env) + "\n";
+        yaml += "        env: " + q(s.env) + "\n";
+        // mcp-fleet strips one layer of matching quotes and nothing else.
+        env += name + "." + s.env + "=\"" + s.value + "\"\n";
+      }
+    }
+  }
+  return { yaml: yaml, env: env };
+}
+
+function readOr(path, dflt) {
+  try {
+    return toString($os.readFile(path));
+  } catch (_) {
+    return dflt;
+  }
+}
+
+// Writes dir/file atomically (temp file in the same directory, then rename) unless it
+// already holds `text`. Returns whether it wrote.
+function writeAtomic(dir, file, text, mode) {
+  const path = dir + "/" + file;
+  if (readOr(path, null) === text) return false;
+  const tmp = dir + "/." + file + ".pocketbase-" + $security.randomString(8) + ".tmp";
+  try {
+    $os.writeFile(tmp, text, mode);
+    $os.rename(tmp, path);
+  } catch (err) {
+    try { $os.remove(tmp); } catch (_) {}
+    throw err;
+  }
+  return true;
+}
+
+function envKeys(text) {
+  return (text || "").split("\n").filter((l) => l && l[0] !== "#").map((l) => l.split("=")[0]);
+}
+
+// Renders the shared volume from the database. Safe to call on any change: unchanged
+// files are left alone.
+function render(app) {
+  const dir = configDir();
+  if (!dir) {
+    app.logger().warn("mcp render: MCP_CONFIG_DIR is not set; nothing rendered");
+    return { wrote: [] };
+  }
+  const records = app.findRecordsByFilter("mcp_servers", "status = 'approved'", "name", 0, 0);
+  const files = renderFiles(records);
+  // New secrets must exist before the catalog names them; dropped secrets go after the
+  // catalog stops naming them.
+  const oldKeys = envKeys(readOr(dir + "/" + SECRETS, ""));
+  const newKeys = envKeys(files.env);
+  const envFirst = oldKeys.every((k) => newKeys.indexOf(k) >= 0);
+  const wrote = [];
+  const writeEnv = () => writeAtomic(dir, SECRETS, files.env, 384 /* 0600 */) && wrote.push(SECRETS);
+  const writeCatalog = () => writeAtomic(dir, CATALOG, files.yaml, 420 /* 0644 */) && wrote.push(CATALOG);
+  if (envFirst) { writeEnv(); writeCatalog(); } else { writeCatalog(); writeEnv(); }
+  if (wrote.length > 0) {
+    app.logger().info("mcp render", "dir", dir, "wrote", wrote.join(","), "approved",
+      records.map((r) => r.getString("name")).join(","));
+  }
+  return { wrote: wrote };
+}
+
+// What the application tells the agent about `name`, from the record and mcp-fleet's
+// status file (MCP_CONFIG_DIR/mcp-status.json, or MCP_STATUS_FILE):
+//   pending | denied | revoked   the request as the admin left it
+//   starting                     approved; mcp-fleet has not got it running and ready yet
+//   ready                        the container runs and the gateway serves its tools
+//   failing                      CrashLoopBackOff, ImagePullBackOff, Invalid, Unsupported
+function serverState(app, name) {
+  let record = null;
+  try {
+    record = app.findFirstRecordByData("mcp_servers", "name", name);
+  } catch (_) {}
+  if (!record) return { server_name: name, state: "unknown", message: "no request for this server" };
+  const status = record.getString("status");
+  const out = { server_name: name, request: status, state: status, phase: null, message: "", ready: null };
+  if (status !== "approved") return out;
+  const path = $os.getenv("MCP_STATUS_FILE") || (configDir() + "/mcp-status.json");
+  let fleet = null;
+  try {
+    fleet = JSON.parse(readOr(path, "null"));
+  } catch (_) {}
+  const s = fleet && fleet.servers ? fleet.servers[name] : null;
+  if (!s) {
+    out.state = "starting";
+    out.message = "approved; waiting for mcp-fleet to pick it up";
+    return out;
+  }
+  out.phase = s.phase;
+  out.message = s.message || "";
+  out.ready = s.ready ? !!s.ready.status : false;
+  if (["CrashLoopBackOff", "ImagePullBackOff", "Invalid", "Unsupported"].indexOf(s.phase) >= 0) {
+    out.state = "failing";
+  } else if ((s.phase === "Running" || s.phase === "Remote") && out.ready) {
+    out.state = "ready";
+  } else {
+    out.state = "starting";
+    if (s.ready && s.ready.message) out.message = s.ready.message;
+  }
+  return out;
+}
+
+module.exports = { render: render, renderFiles: renderFiles, serverState: serverState };

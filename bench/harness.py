@@ -668,7 +668,10 @@ def fig3_steady(a) -> dict:
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     proxy = EngineProxy(host.removeprefix("unix://"))
     resync = 1.0
-    fl = Fleet(a.binary, "f3", ["--resync", str(resync), "--concurrency", str(a.concurrency)],
+    # A long handshake timeout: on 2 cores, 200 Python servers starting at once take longer than
+    # the default 30 s to answer, and the gateway then replaces them (a thrash, not a figure).
+    fl = Fleet(a.binary, "f3", ["--resync", str(resync), "--concurrency", str(a.concurrency),
+                                "--handshake-timeout", "600"],
                docker_host=f"unix://{proxy.path}")
     out: dict = {"servers": a.scale, "resync_interval_s": resync}
     try:
@@ -705,13 +708,21 @@ def fig3_steady(a) -> dict:
         })
         big = [f"s{i}" for i in range(a.scale_big)]
         fl.set_servers(big)
-        fl.wait_ready(big, 900)
+        # Capped wait: RSS is taken when all are ready or after big_wait, with the count said.
+        deadline = time.time() + a.big_wait
+        while time.time() < deadline:
+            st = fl.status().get("servers", {})
+            n_ready = sum(1 for v in st.values() if (v.get("ready") or {}).get("status") is True)
+            if n_ready >= len(big):
+                break
+            time.sleep(1)
         time.sleep(a.settle)
+        st = fl.status().get("servers", {})
+        out["big_ready"] = sum(1 for v in st.values() if (v.get("ready") or {}).get("status") is True)
+        out["big_running"] = sum(1 for v in st.values() if v.get("phase") == "Running")
         rss[a.scale_big] = proc_rss_mb(fl.proc.pid)
         out["rss_mb"] = {str(k): v for k, v in rss.items()}
         out["rss_target_mb"] = {str(a.scale): 30}
-        fl.set_servers([])
-        fl.wait_empty(600)
     finally:
         fl.close()
         proxy.close()
@@ -958,7 +969,8 @@ def table(res: dict) -> str:
         c = f3["cpu_ms_per_interval"]
         rows.append(("3 controller CPU per resync interval, ms", f"{fmt(c['median'])} / {fmt(c['p99'])}",
                      "", "", ""))
-        rows.append(("3 controller RSS MB at " + ", ".join(f3["rss_mb"]) + " servers",
+        rows.append(("3 controller RSS MB at " + ", ".join(f3["rss_mb"]) + " servers"
+                     + f" ({f3.get('big_ready')} of the last ready)",
                      ", ".join(fmt(v) for v in f3["rss_mb"].values()), "", "", f"< 30 at {f3['servers']}"))
     if "4" in F:
         add("4 approve -> list_changed, ms (vs own start->initialize)", F["4"]["fleet"], F["4"]["baseline"],
@@ -1029,6 +1041,7 @@ def main() -> None:
     a.call_windows = 1 if q else 3
     a.sessions = 20 if q else 1000      # figure 6
     a.list_calls = 10 if q else 200
+    a.big_wait = 30 if q else 90        # figure 3: cap on waiting for the 200
     a.settle = 0.5 if q else 3.0        # figure 3: pause before RSS/idle measurements
     only = set(a.only.split(","))
     t_all = time.time()

@@ -398,7 +398,8 @@ async def load(target: dict, conns: int, seconds: float) -> dict:
         n = 0
         while time.perf_counter() < stop:
             t = time.perf_counter()
-            res = await c.call("tools/call", {"name": "echo", "arguments": {"text": f"x{k}"}})
+            res = await asyncio.wait_for(
+                c.call("tools/call", {"name": "echo", "arguments": {"text": f"x{k}"}}), 30)
             lat.append(time.perf_counter() - t)
             if res.get("content", [{}])[0].get("text") != f"x{k}":
                 raise HttpError(f"bad echo result {res}")
@@ -874,7 +875,11 @@ def fig5_toolcall(a) -> dict:
             wait_port(port, 30)
             out["targets"][kind] = measure({"kind": "http", "url": ("127.0.0.1", port, cmd[1])})
         except Exception as e:  # report, do not hide
-            err = p.stderr.read1(2000).decode(errors="replace") if p.poll() is not None else ""
+            try:  # its children (docker run -i) hold stderr too, and ignore SIGTERM
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            err = p.stderr.read1(2000).decode(errors="replace")
             out["skipped"][kind] = f"failed: {e!r} {err}"
             log(f"fig5: {kind} FAILED: {e!r} {err}")
         finally:

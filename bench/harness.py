@@ -70,7 +70,7 @@ def docker(*args: str, check: bool = True) -> str:
 
 
 class Events:
-    """The engine's container events, stamped by the engine (bench/reconcile_latency.py)."""
+    """The engine's container events, stamped by the engine."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(

@@ -1,12 +1,16 @@
-//! What wakes the controller: changes in the config directory (debounced, so
-//! both in-place writes and write-then-rename land as one reload), the
-//! engine's events for this fleet's containers, and a periodic resync.
+//! What wakes the controller: changes in the config directory, the engine's
+//! events for this fleet's containers, and a periodic resync.
+//!
+//! A file renamed into place (write-then-rename) is complete by construction,
+//! so it is read at once. Anything else (an in-place write, which a reader can
+//! see half-done) is read after 200 ms without further changes.
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use notify::RecursiveMode;
+use notify::event::{ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -29,19 +33,44 @@ pub enum Trigger {
 
 const INPUTS: [&str; 4] = [CATALOG_FILE, REGISTRY_FILE, CONFIG_FILE, SECRETS_FILE];
 
-pub type DirWatcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
+/// Both watchers of the config directory; events stop when it is dropped.
+pub struct DirWatcher {
+    _debounced: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    _renames: notify::RecommendedWatcher,
+}
+
+fn is_input(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| INPUTS.contains(&n))
+}
 
 /// Watches `dir` (not the files: a rename replaces the file's inode) and sends
 /// `ConfigChanged` when one of the input files was touched. Keep the returned
 /// watcher alive for as long as events are wanted.
 pub fn config_dir(dir: &Path, tx: UnboundedSender<Trigger>) -> Result<DirWatcher> {
+    let fast = tx.clone();
+    let mut renames = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(e) = res {
+            let renamed_in = matches!(
+                e.kind,
+                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            );
+            if renamed_in && e.paths.iter().any(|p| is_input(p)) {
+                let _ = fast.send(Trigger::ConfigChanged);
+            }
+        }
+    })
+    .map_err(|e| Error::runtime("watch config directory", e))?;
+    renames
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| Error::io(dir, std::io::Error::other(e.to_string())))?;
     let handler = move |res: DebounceEventResult| match res {
         Ok(events) => {
-            let relevant = events.iter().flat_map(|e| e.paths.iter()).any(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| INPUTS.contains(&n))
-            });
+            let relevant = events
+                .iter()
+                .flat_map(|e| e.paths.iter())
+                .any(|p| is_input(p));
             if relevant {
                 let _ = tx.send(Trigger::ConfigChanged);
             }
@@ -59,7 +88,10 @@ pub fn config_dir(dir: &Path, tx: UnboundedSender<Trigger>) -> Result<DirWatcher
     debouncer
         .watch(dir, RecursiveMode::NonRecursive)
         .map_err(|e| Error::io(dir, std::io::Error::other(e.to_string())))?;
-    Ok(debouncer)
+    Ok(DirWatcher {
+        _debounced: debouncer,
+        _renames: renames,
+    })
 }
 
 /// Forwards engine events for this fleet as `Server` triggers, reconnecting

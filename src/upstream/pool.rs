@@ -64,6 +64,10 @@ struct Attempts {
     connecting: HashMap<String, Key>,
     /// Keys that failed, with when they may be tried again (`None`: never).
     failed: HashMap<String, (Key, Option<Instant>)>,
+    /// Failed handshakes in a row, by server. Each doubles the next one's
+    /// time limit (up to 16x): on a starved machine, replacing servers that
+    /// were merely slow would only add load.
+    strikes: HashMap<String, u32>,
 }
 
 pub struct Pool {
@@ -115,6 +119,7 @@ impl Pool {
                     attempts.connecting.remove(&server);
                     match result {
                         Err(e) => {
+                            *attempts.strikes.entry(server.clone()).or_default() += 1;
                             attempts.failed.insert(server.clone(), (key.clone(), retry_at(&key)));
                             if self.wanted().get(&server) == Some(&key) {
                                 self.failed(&server, &key, &e);
@@ -122,6 +127,7 @@ impl Pool {
                         }
                         Ok((session, listing)) => {
                             attempts.failed.remove(&server);
+                            attempts.strikes.remove(&server);
                             self.connected(server, key, session, listing);
                         }
                     }
@@ -230,7 +236,8 @@ impl Pool {
             let runtime = self.ctx.runtime.clone();
             let handler = Handler::new(&name, changed_tx.clone());
             let done = done_tx.clone();
-            let timeout = self.settings.handshake_timeout;
+            let strikes = attempts.strikes.get(&name).copied().unwrap_or(0).min(4);
+            let timeout = self.settings.handshake_timeout * 2u32.pow(strikes);
             tokio::spawn(async move {
                 let result = connect(runtime.as_ref(), &key, handler, timeout).await;
                 let _ = done.send((name, key, result));

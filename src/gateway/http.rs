@@ -91,8 +91,11 @@ where
     sessions.session_config.keep_alive = Some(SESSION_IDLE_TIMEOUT);
     // legacy_session_mode (the default) keeps stateful sessions for
     // initialize-based clients; 2026-07-28 requests are served statelessly.
+    // Plain JSON answers where a request has nothing to stream (rmcp falls
+    // back to an event stream when it does): one write, no SSE framing.
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(true)
+        .with_json_response(true)
         .with_allowed_hosts(hosts.rmcp_allowed_hosts())
         .with_allowed_origins(hosts.rmcp_allowed_origins());
     let mcp_handler = new_handler.clone();

@@ -360,7 +360,7 @@ async fn mcp_add_and_remove_approve_policy() {
     let (is_error, text) = c.call("mcp-add", json!({"name": "test"})).await;
     assert!(!is_error, "{text}");
     let answer: Value = serde_json::from_str(&text).expect(&text);
-    assert_eq!(answer["tools"], json!(["add", "echo"]), "{text}");
+    assert_eq!(answer["tools"], json!(["add", "echo", "grow"]), "{text}");
     assert!(
         std::fs::read_to_string(f.path("registry.yaml"))
             .unwrap()
@@ -531,5 +531,30 @@ async fn prompts_and_resources_are_aggregated_and_routed() {
         .ok(json!({"cmd": "read_resource", "uri": "test://info"}))
         .await;
     assert_eq!(info["text"], "mcp-fleet test server");
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstreams_own_list_changed_reaches_the_client() {
+    let mut f = Fleet::new("gw-grow").await;
+    f.catalog(&catalog_of(&[entry("test", TESTSERVER, "")]));
+    f.start(&["--no-auth"]);
+    f.ready("test").await;
+    let mut c = client(&f, McpTransport::Http).await;
+    assert!(!c.tool_names().await.contains(&"late".to_string()));
+    // `grow` makes the server add a tool and send its own tools/list_changed.
+    assert_eq!(
+        c.call("grow", json!({})).await,
+        (false, "grown".to_string())
+    );
+    assert!(
+        c.wait_list_changed("tools", MIN).await,
+        "no list_changed relayed"
+    );
+    assert!(c.tool_names().await.contains(&"late".to_string()));
+    assert_eq!(
+        c.call("late", json!({})).await,
+        (false, "I was added later".to_string())
+    );
     c.close().await;
 }

@@ -4,6 +4,7 @@
 Tools:
   echo {text: str}       -> text
   add  {a: int, b: int}  -> a + b
+  grow {}                -> adds the tool `late` and sends notifications/tools/list_changed
 Prompt: greet {name}; resource: test://info (text).
 
 Fault switches (a command-line flag wins over its environment variable):
@@ -22,6 +23,10 @@ import signal
 import sys
 import threading
 import time
+
+# At module level: `from __future__ import annotations` makes the tools'
+# annotations strings, resolved against this module's globals.
+from mcp.server.mcpserver import Context
 
 START = time.monotonic()
 
@@ -93,6 +98,16 @@ def main(argv: list[str]) -> None:
     @server.tool(description="Return the sum of two integers")
     def add(a: int, b: int) -> int:
         return a + b
+
+    def late() -> str:
+        return "I was added later"
+
+    @server.tool(description="Add a tool named `late` and announce it with tools/list_changed")
+    async def grow(ctx: Context) -> str:
+        if "late" not in {t.name for t in await server.list_tools()}:
+            server.add_tool(late, name="late", description="Added at run time by grow")
+        await ctx.session.send_tool_list_changed()
+        return "grown"
 
     @server.prompt(description="Greet someone by name")
     def greet(name: str) -> str:

@@ -541,7 +541,15 @@ async fn an_upstreams_own_list_changed_reaches_the_client() {
     f.start(&["--no-auth"]);
     f.ready("test").await;
     let mut c = client(&f, McpTransport::Http).await;
+    // A 2026-07-28 client, whose changes come over `subscriptions/listen`.
+    let mut modern = client(&f, McpTransport::HttpDiscover).await;
     assert!(!c.tool_names().await.contains(&"late".to_string()));
+    assert!(
+        !modern
+            .wait_list_changed("tools", Duration::from_millis(500))
+            .await
+    );
+
     // `grow` makes the server add a tool and send its own tools/list_changed.
     assert_eq!(
         c.call("grow", json!({})).await,
@@ -551,10 +559,16 @@ async fn an_upstreams_own_list_changed_reaches_the_client() {
         c.wait_list_changed("tools", MIN).await,
         "no list_changed relayed"
     );
+    assert!(
+        modern.wait_list_changed("tools", MIN).await,
+        "none on the listen stream"
+    );
     assert!(c.tool_names().await.contains(&"late".to_string()));
+    assert!(modern.tool_names().await.contains(&"late".to_string()));
     assert_eq!(
         c.call("late", json!({})).await,
         (false, "I was added later".to_string())
     );
     c.close().await;
+    modern.close().await;
 }

@@ -23,7 +23,8 @@ per line on stdin and answers each with one JSON line on stdout:
     {"cmd": "close"}                      -> {"ok": true}, then the session is closed
 
 Any failure answers {"ok": false, "error": "..."}. `--mode discover` (http
-only) uses the 2026-07-28 `server/discover` lifecycle instead of `initialize`.
+only) uses the 2026-07-28 `server/discover` lifecycle instead of `initialize`,
+and takes list changes from a `subscriptions/listen` stream.
 Diagnostics go to stderr.
 """
 
@@ -39,6 +40,8 @@ import anyio
 from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import listen
+from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 KINDS = ("tools", "prompts", "resources")
@@ -173,9 +176,30 @@ async def main() -> int:
                 else:
                     result = await session.initialize()
                 version = session.protocol_version or getattr(result, "protocol_version", None)
-                emit({"ready": True, "protocol_version": version})
-                ready = True
-                await run_commands(session, changes)
+                if args.mode == "discover":
+                    # 2026-07-28 has no unsolicited notifications: changes
+                    # arrive on a `subscriptions/listen` stream.
+                    async with listen(
+                        session, tools_list_changed=True, prompts_list_changed=True,
+                        resources_list_changed=True,
+                    ) as subscription, anyio.create_task_group() as tg:
+                        async def pump() -> None:
+                            names = {ToolsListChanged: "tools", PromptsListChanged: "prompts",
+                                     ResourcesListChanged: "resources"}
+                            async for event in subscription:
+                                kind = names.get(type(event))
+                                if kind:
+                                    changes.note(f"notifications/{kind}/list_changed")
+
+                        tg.start_soon(pump)
+                        emit({"ready": True, "protocol_version": version})
+                        ready = True
+                        await run_commands(session, changes)
+                        tg.cancel_scope.cancel()
+                else:
+                    emit({"ready": True, "protocol_version": version})
+                    ready = True
+                    await run_commands(session, changes)
     except BaseException as exc:  # noqa: BLE001 - report everything, incl. exception groups
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise

@@ -41,6 +41,7 @@ from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import listen
+from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -178,11 +179,18 @@ async def main() -> int:
                 version = session.protocol_version or getattr(result, "protocol_version", None)
                 if args.mode == "discover":
                     # 2026-07-28 has no unsolicited notifications: changes
-                    # arrive on a `subscriptions/listen` stream.
-                    async with listen(
-                        session, tools_list_changed=True, prompts_list_changed=True,
-                        resources_list_changed=True,
-                    ) as subscription, anyio.create_task_group() as tg:
+                    # arrive on a `subscriptions/listen` stream, where the
+                    # server offers one.
+                    try:
+                        subscribing = listen(
+                            session, tools_list_changed=True, prompts_list_changed=True,
+                            resources_list_changed=True,
+                        )
+                        subscription = await subscribing.__aenter__()
+                    except MCPError as exc:
+                        print(f"mcp_session: no subscriptions/listen: {exc!r}", file=sys.stderr)
+                        subscribing = None
+                    async with anyio.create_task_group() as tg:
                         async def pump() -> None:
                             names = {ToolsListChanged: "tools", PromptsListChanged: "prompts",
                                      ResourcesListChanged: "resources"}
@@ -191,11 +199,14 @@ async def main() -> int:
                                 if kind:
                                     changes.note(f"notifications/{kind}/list_changed")
 
-                        tg.start_soon(pump)
+                        if subscribing is not None:
+                            tg.start_soon(pump)
                         emit({"ready": True, "protocol_version": version})
                         ready = True
                         await run_commands(session, changes)
                         tg.cancel_scope.cancel()
+                    if subscribing is not None:
+                        await subscribing.__aexit__(None, None, None)
                 else:
                     emit({"ready": True, "protocol_version": version})
                     ready = True

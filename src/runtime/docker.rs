@@ -35,10 +35,6 @@ impl DockerRuntime {
             .map_err(|e| Error::runtime("connect (is the engine running? DOCKER_HOST?)", e))?;
         Ok(DockerRuntime { docker })
     }
-
-    pub fn client(&self) -> &Docker {
-        &self.docker
-    }
 }
 
 fn status_of(e: &DockerError) -> Option<u16> {

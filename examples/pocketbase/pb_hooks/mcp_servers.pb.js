@@ -70,38 +70,22 @@ routerAdd("GET", "/api/pocketcoder/mcp_status", (e) => {
 
 onRecordAfterCreateSuccess((e) => {
   e.next();
-  try {
-    require(`${__hooks}/render.js`).render(e.app);
-  } catch (err) {
-    e.app.logger().error("mcp render failed", "error", String(err));
-  }
+  require(`${__hooks}/render.js`).renderLogged(e.app);
 }, "mcp_servers");
 
 onRecordAfterUpdateSuccess((e) => {
   e.next();
-  try {
-    require(`${__hooks}/render.js`).render(e.app);
-  } catch (err) {
-    e.app.logger().error("mcp render failed", "error", String(err));
-  }
+  require(`${__hooks}/render.js`).renderLogged(e.app);
 }, "mcp_servers");
 
 onRecordAfterDeleteSuccess((e) => {
   e.next();
-  try {
-    require(`${__hooks}/render.js`).render(e.app);
-  } catch (err) {
-    e.app.logger().error("mcp render failed", "error", String(err));
-  }
+  require(`${__hooks}/render.js`).renderLogged(e.app);
 }, "mcp_servers");
 
 // When PocketBase starts serving (after its migrations ran), the volume is brought in
 // line with the database: a fresh install renders an empty catalog (`registry: {}`).
 $app.onServe().bindFunc((e) => {
-  try {
-    require(`${__hooks}/render.js`).render(e.app);
-  } catch (err) {
-    e.app.logger().error("mcp render failed", "error", String(err));
-  }
+  require(`${__hooks}/render.js`).renderLogged(e.app);
   return e.next();
 });

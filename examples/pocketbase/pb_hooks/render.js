@@ -179,4 +179,19 @@ function serverState(app, name) {
   return out;
 }
 
-module.exports = { render: render, renderFiles: renderFiles, serverState: serverState };
+// For hooks: a failed render is logged and does not fail the request that
+// triggered it (the next change renders again).
+function renderLogged(app) {
+  try {
+    render(app);
+  } catch (err) {
+    app.logger().error("mcp render failed", "error", String(err));
+  }
+}
+
+module.exports = {
+  render: render,
+  renderLogged: renderLogged,
+  renderFiles: renderFiles,
+  serverState: serverState,
+};

@@ -264,20 +264,11 @@ fn plan_container(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Limits, ServerSpec};
+    use crate::catalog::ServerSpec;
 
     fn want(hash: &str) -> Desired {
         Desired::Container(ContainerServer {
-            spec: ServerSpec {
-                image: "img".into(),
-                command: vec![],
-                env: Default::default(),
-                volumes: vec![],
-                user: None,
-                network: false,
-                extra_hosts: vec![],
-                limits: Limits::default(),
-            },
+            spec: ServerSpec::of_image("img"),
             hash: hash.into(),
             warnings: vec![],
             prefix: None,

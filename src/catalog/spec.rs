@@ -74,6 +74,23 @@ impl ServerSpec {
     }
 }
 
+#[cfg(test)]
+impl ServerSpec {
+    /// The smallest spec: an image and the default limits (for tests).
+    pub fn of_image(image: &str) -> Self {
+        ServerSpec {
+            image: image.into(),
+            command: vec![],
+            env: Default::default(),
+            volumes: vec![],
+            user: None,
+            network: false,
+            extra_hosts: vec![],
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// A normalised container server, with what the user should know about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerServer {

@@ -91,16 +91,7 @@ fn ctx(fake: Arc<Fake>, servers: &[&str]) -> Arc<Context> {
         status_file: PathBuf::from("/nonexistent/status.json"),
     };
     let ctx = Context::new(fake, settings);
-    let spec = ServerSpec {
-        image: "img".into(),
-        command: vec![],
-        env: Default::default(),
-        volumes: vec![],
-        user: None,
-        network: false,
-        extra_hosts: vec![],
-        limits: Limits::default(),
-    };
+    let spec = ServerSpec::of_image("img");
     let state = DesiredState {
         servers: servers
             .iter()

@@ -224,6 +224,14 @@ mod tests {
         }
     }
 
+    fn src<'a>(server: &'a str, listing: &'a Listing) -> Source<'a> {
+        Source {
+            server,
+            prefix: None,
+            listing,
+        }
+    }
+
     fn names(i: &Index) -> Vec<String> {
         i.tools.iter().map(|t| t.name.to_string()).collect()
     }
@@ -232,18 +240,7 @@ mod tests {
     fn names_stay_as_given_without_clashes() {
         let (a, b) = (listing(&["fetch"]), listing(&["get_current_time"]));
         let i = Index::build(
-            &[
-                Source {
-                    server: "fetch",
-                    prefix: None,
-                    listing: &a,
-                },
-                Source {
-                    server: "time",
-                    prefix: None,
-                    listing: &b,
-                },
-            ],
+            &[src("fetch", &a), src("time", &b)],
             ToolNames::AsGiven,
             &["mcp-find"],
         );
@@ -261,22 +258,7 @@ mod tests {
     #[test]
     fn clashing_names_are_prefixed_with_their_server_and_reported() {
         let (a, b) = (listing(&["echo", "add"]), listing(&["echo"]));
-        let i = Index::build(
-            &[
-                Source {
-                    server: "one",
-                    prefix: None,
-                    listing: &a,
-                },
-                Source {
-                    server: "two",
-                    prefix: None,
-                    listing: &b,
-                },
-            ],
-            ToolNames::AsGiven,
-            &[],
-        );
+        let i = Index::build(&[src("one", &a), src("two", &b)], ToolNames::AsGiven, &[]);
         assert_eq!(names(&i), vec!["add", "one__echo", "two__echo"]);
         assert_eq!(i.tool_routes["two__echo"].server, "two");
         assert_eq!(i.tool_routes["two__echo"].name, "echo");
@@ -291,15 +273,7 @@ mod tests {
     #[test]
     fn management_tool_names_are_reserved() {
         let a = listing(&["mcp-find"]);
-        let i = Index::build(
-            &[Source {
-                server: "x",
-                prefix: None,
-                listing: &a,
-            }],
-            ToolNames::AsGiven,
-            &["mcp-find"],
-        );
+        let i = Index::build(&[src("x", &a)], ToolNames::AsGiven, &["mcp-find"]);
         assert_eq!(names(&i), vec!["x__mcp-find"]);
         assert_eq!(i.clashes.len(), 1);
     }
@@ -338,22 +312,7 @@ mod tests {
             .push(ResourceTemplate::new("repo://{owner}/{name}", "repo"));
         let mut b = Listing::default();
         b.resources.push(Resource::new("file:///a", "a-again"));
-        let i = Index::build(
-            &[
-                Source {
-                    server: "one",
-                    prefix: None,
-                    listing: &a,
-                },
-                Source {
-                    server: "two",
-                    prefix: None,
-                    listing: &b,
-                },
-            ],
-            ToolNames::AsGiven,
-            &[],
-        );
+        let i = Index::build(&[src("one", &a), src("two", &b)], ToolNames::AsGiven, &[]);
         assert_eq!(i.resources.len(), 1);
         assert_eq!(i.resource_server("file:///a"), Some("one"));
         assert_eq!(i.resource_server("repo://me/x"), Some("one"));

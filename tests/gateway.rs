@@ -36,6 +36,18 @@ impl Fleet {
     }
 }
 
+/// A fleet of `entries`, started with `args`, once each of `ready` has an MCP
+/// session in the gateway.
+async fn serving(test: &str, entries: &[String], args: &[&str], ready: &[&str]) -> Fleet {
+    let mut f = Fleet::new(test).await;
+    f.catalog(&catalog_of(entries));
+    f.start(args);
+    for server in ready {
+        f.ready(server).await;
+    }
+    f
+}
+
 async fn client(f: &Fleet, transport: McpTransport) -> McpClient {
     let base = f.gateway_url().await;
     let path = if transport == McpTransport::Sse {
@@ -48,14 +60,13 @@ async fn client(f: &Fleet, transport: McpTransport) -> McpClient {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_servers_over_mcp_and_sse() {
-    let mut f = Fleet::new("gw-serve").await;
-    f.catalog(&catalog_of(&[
-        entry("fetch", FETCH, FETCH_DESC),
-        entry("time", TIME, ""),
-    ]));
-    f.start(&["--no-auth"]);
-    f.ready("fetch").await;
-    f.ready("time").await;
+    let f = serving(
+        "gw-serve",
+        &[entry("fetch", FETCH, FETCH_DESC), entry("time", TIME, "")],
+        &["--no-auth"],
+        &["fetch", "time"],
+    )
+    .await;
 
     for transport in [
         McpTransport::Http,
@@ -165,14 +176,13 @@ async fn approval_reaches_an_open_session_and_revocation_removes_the_tool() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clashing_tool_names_are_prefixed_and_both_reachable() {
-    let mut f = Fleet::new("gw-clash").await;
-    f.catalog(&catalog_of(&[
-        entry("one", TESTSERVER, ""),
-        entry("two", TESTSERVER, ""),
-    ]));
-    f.start(&["--no-auth"]);
-    f.ready("one").await;
-    f.ready("two").await;
+    let f = serving(
+        "gw-clash",
+        &[entry("one", TESTSERVER, ""), entry("two", TESTSERVER, "")],
+        &["--no-auth"],
+        &["one", "two"],
+    )
+    .await;
     let mut c = client(&f, McpTransport::Http).await;
     let names = c.tool_names().await;
     for want in ["one__echo", "two__echo", "one__add", "two__add"] {
@@ -191,10 +201,13 @@ async fn clashing_tool_names_are_prefixed_and_both_reachable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_server_heals_under_an_open_session() {
-    let mut f = Fleet::new("gw-heal").await;
-    f.catalog(&catalog_of(&[entry("time", TIME, "")]));
-    f.start(&["--no-auth"]);
-    f.ready("time").await;
+    let f = serving(
+        "gw-heal",
+        &[entry("time", TIME, "")],
+        &["--no-auth"],
+        &["time"],
+    )
+    .await;
     let mut c = client(&f, McpTransport::Http).await;
     let before = f.container("time").await.unwrap();
 
@@ -390,13 +403,16 @@ async fn mcp_add_deny_policy_explains() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_never_answers_is_not_ready_and_gets_replaced() {
-    let mut f = Fleet::new("gw-mute").await;
-    f.catalog(&catalog_of(&[
-        entry("mute", TESTSERVER, "command: ['--never-answer']"),
-        entry("time", TIME, ""),
-    ]));
-    f.start(&["--no-auth", "--handshake-timeout", "2"]);
-    f.ready("time").await;
+    let f = serving(
+        "gw-mute",
+        &[
+            entry("mute", TESTSERVER, "command: ['--never-answer']"),
+            entry("time", TIME, ""),
+        ],
+        &["--no-auth", "--handshake-timeout", "2"],
+        &["time"],
+    )
+    .await;
     let first = f.running("mute").await;
     f.until("mute replaced after a failed handshake", MIN, || async {
         let s = f.status()?;
@@ -420,14 +436,13 @@ async fn a_server_that_never_answers_is_not_ready_and_gets_replaced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_gateway_restart_every_server_serves_again() {
-    let mut f = Fleet::new("gw-restart").await;
-    f.catalog(&catalog_of(&[
-        entry("time", TIME, ""),
-        entry("test", TESTSERVER, ""),
-    ]));
-    f.start(&["--no-auth"]);
-    f.ready("time").await;
-    f.ready("test").await;
+    let mut f = serving(
+        "gw-restart",
+        &[entry("time", TIME, ""), entry("test", TESTSERVER, "")],
+        &["--no-auth"],
+        &["time", "test"],
+    )
+    .await;
     let ids = (
         f.container("time").await.unwrap().id,
         f.container("test").await.unwrap().id,
@@ -498,14 +513,13 @@ async fn remote_entries_are_served_over_streamable_http_and_sse_with_their_heade
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prompts_and_resources_are_aggregated_and_routed() {
-    let mut f = Fleet::new("gw-prompts").await;
-    f.catalog(&catalog_of(&[
-        entry("one", TESTSERVER, ""),
-        entry("two", TESTSERVER, ""),
-    ]));
-    f.start(&["--no-auth"]);
-    f.ready("one").await;
-    f.ready("two").await;
+    let f = serving(
+        "gw-prompts",
+        &[entry("one", TESTSERVER, ""), entry("two", TESTSERVER, "")],
+        &["--no-auth"],
+        &["one", "two"],
+    )
+    .await;
     let mut c = client(&f, McpTransport::Http).await;
     let prompts = c.ok(json!({"cmd": "list_prompts"})).await;
     assert_eq!(
@@ -536,10 +550,13 @@ async fn prompts_and_resources_are_aggregated_and_routed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstreams_own_list_changed_reaches_the_client() {
-    let mut f = Fleet::new("gw-grow").await;
-    f.catalog(&catalog_of(&[entry("test", TESTSERVER, "")]));
-    f.start(&["--no-auth"]);
-    f.ready("test").await;
+    let f = serving(
+        "gw-grow",
+        &[entry("test", TESTSERVER, "")],
+        &["--no-auth"],
+        &["test"],
+    )
+    .await;
     let mut c = client(&f, McpTransport::Http).await;
     // A 2026-07-28 client, whose changes come over `subscriptions/listen`.
     let mut modern = client(&f, McpTransport::HttpDiscover).await;

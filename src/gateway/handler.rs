@@ -11,7 +11,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
     GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ResultType, ServerCapabilities, ServerConfig, SubscriptionFilter,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
 use rmcp::service::{
     NotificationContext, RequestContext, RoleServer, SubscriptionContext, SubscriptionSink,
@@ -260,17 +260,12 @@ impl Gateway {
         let mut upstream = CallToolRequestParams::new(route.name.clone());
         upstream.arguments = params.arguments;
         upstream.meta = params.meta;
-        match live.session.call_tool(upstream).await {
-            Ok(CallToolResponse::Complete(mut r)) => {
-                r.result_type.get_or_insert(ResultType::COMPLETE);
-                Ok(CallToolResponse::Complete(r))
-            }
-            Ok(other) => Ok(other),
-            Err(e) => Ok(text_error(format!(
+        Ok(live.session.call_tool(upstream).await.unwrap_or_else(|e| {
+            text_error(format!(
                 "server `{}` failed during the call: {e}",
                 route.server
-            ))),
-        }
+            ))
+        }))
     }
 
     fn client_identity(context: &RequestContext<RoleServer>) -> String {
@@ -593,17 +588,10 @@ impl ServerHandler for Gateway {
         let live = self.live(&route.server)?;
         let mut upstream = params;
         upstream.name = route.name;
-        match live.session.get_prompt(upstream).await {
-            Ok(GetPromptResponse::Complete(mut r)) => {
-                r.result_type.get_or_insert(ResultType::COMPLETE);
-                Ok(GetPromptResponse::Complete(r))
-            }
-            Ok(other) => Ok(other),
-            Err(e) => Err(McpError::internal_error(
-                format!("server `{}`: {e}", route.server),
-                None,
-            )),
-        }
+        live.session
+            .get_prompt(upstream)
+            .await
+            .map_err(|e| McpError::internal_error(format!("server `{}`: {e}", route.server), None))
     }
 
     async fn list_resources(
@@ -639,17 +627,10 @@ impl ServerHandler for Gateway {
             })?
             .to_string();
         let live = self.live(&server)?;
-        match live.session.read_resource(params).await {
-            Ok(ReadResourceResponse::Complete(mut r)) => {
-                r.result_type.get_or_insert(ResultType::COMPLETE);
-                Ok(ReadResourceResponse::Complete(r))
-            }
-            Ok(other) => Ok(other),
-            Err(e) => Err(McpError::internal_error(
-                format!("server `{server}`: {e}"),
-                None,
-            )),
-        }
+        live.session
+            .read_resource(params)
+            .await
+            .map_err(|e| McpError::internal_error(format!("server `{server}`: {e}"), None))
     }
 }
 

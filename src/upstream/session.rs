@@ -8,7 +8,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, ClientRequest,
     GetPromptRequestParams, GetPromptResponse, Implementation, PingRequest, Prompt,
     ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, Resource, ResourceTemplate,
-    Tool,
+    ResultType, Tool,
 };
 use rmcp::service::{NotificationContext, RoleClient, RunningService, ServiceExt};
 use rmcp::{ClientHandler, Peer};
@@ -201,29 +201,50 @@ impl Session {
         &self,
         params: CallToolRequestParams,
     ) -> Result<CallToolResponse, SessionError> {
-        self.peer()
-            .call_tool_once(params)
-            .await
-            .map_err(|e| SessionError::Call(e.to_string()))
+        completed(self.peer().call_tool_once(params).await)
     }
 
     pub async fn get_prompt(
         &self,
         params: GetPromptRequestParams,
     ) -> Result<GetPromptResponse, SessionError> {
-        self.peer()
-            .get_prompt_once(params)
-            .await
-            .map_err(|e| SessionError::Call(e.to_string()))
+        completed(self.peer().get_prompt_once(params).await)
     }
 
     pub async fn read_resource(
         &self,
         params: ReadResourceRequestParams,
     ) -> Result<ReadResourceResponse, SessionError> {
-        self.peer()
-            .read_resource_once(params)
-            .await
-            .map_err(|e| SessionError::Call(e.to_string()))
+        completed(self.peer().read_resource_once(params).await)
     }
+}
+
+/// A final result as the newest protocol wants it. Upstreams on older
+/// revisions leave `resultType` out; clients on 2026-07-28 require it (rmcp
+/// strips it again for older clients).
+trait Completed {
+    fn completed(self) -> Self;
+}
+
+macro_rules! completed_for {
+    ($($t:ident),*) => {$(
+        impl Completed for $t {
+            fn completed(self) -> Self {
+                match self {
+                    $t::Complete(mut r) => {
+                        r.result_type.get_or_insert(ResultType::COMPLETE);
+                        $t::Complete(r)
+                    }
+                    other => other,
+                }
+            }
+        }
+    )*};
+}
+
+completed_for!(CallToolResponse, GetPromptResponse, ReadResourceResponse);
+
+fn completed<T: Completed>(r: Result<T, rmcp::ServiceError>) -> Result<T, SessionError> {
+    r.map(Completed::completed)
+        .map_err(|e| SessionError::Call(e.to_string()))
 }

@@ -9,12 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, ApprovalMode, Limits, LoadOptions, parse_catalog};
 use crate::controller::{self, BackoffSettings, Context, Settings};
-use crate::gateway::aggregate::ToolNames;
 use crate::gateway::handler::{Gateway, GatewaySettings};
 use crate::gateway::manage::{self, AddPolicy};
+use crate::gateway::ready::Health;
 use crate::gateway::{auth, http};
 use crate::plan::Plan;
 use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
+use crate::supervise::Supervisor;
+use crate::upstream::index::ToolNames;
 use crate::upstream::{Pool, PoolSettings};
 use crate::{Error, Result};
 
@@ -149,6 +151,10 @@ pub struct GatewayArgs {
     /// Seconds mcp-add (approve policy) waits for the new server to be ready.
     #[arg(long, default_value_t = 60.0)]
     pub add_wait: f64,
+    /// MCP client sessions open at once (/mcp and /sse together); more are
+    /// answered 503 until some close.
+    #[arg(long, default_value_t = http::DEFAULT_MAX_SESSIONS, value_parser = clap::value_parser!(usize))]
+    pub max_sessions: usize,
 }
 
 fn parse_fleet(s: &str) -> Result<String, String> {
@@ -261,8 +267,13 @@ async fn run(args: RunArgs) -> Result<()> {
     );
     let g = &args.gateway;
     let auth = auth::resolve(g.auth_token_file.as_deref(), g.no_auth).map_err(Error::Usage)?;
+    if g.max_sessions == 0 {
+        return Err(Error::Usage("--max-sessions must be at least 1".into()));
+    }
     let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
-    let ctx = Context::new(runtime, settings);
+    let shutdown = CancellationToken::new();
+    let tasks = Supervisor::from_env(shutdown.clone());
+    let ctx = Context::new(runtime, settings, tasks.clone());
     let pool = Pool::new(
         ctx.clone(),
         PoolSettings {
@@ -295,29 +306,45 @@ async fn run(args: RunArgs) -> Result<()> {
             let gateway = gateway.clone();
             move || gateway.clone()
         },
-        Arc::new(gateway.clone()),
+        Arc::new(Health(ctx.clone())),
         http::HttpConfig {
             auth,
             allowed_hosts: g.allowed_hosts.clone(),
+            max_sessions: g.max_sessions,
         },
     );
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
-    tokio::spawn(pool.run(shutdown.clone()));
-    tokio::spawn(gateway.notify_loop(shutdown.clone()));
-    let server = tokio::spawn(http::serve(listener, router, shutdown.clone()));
+    // Services: a death is logged and fails /readyz (see supervise.rs).
+    tasks.spawn("signals", signal_shutdown(shutdown.clone()));
+    tasks.spawn("pool", pool.run(shutdown.clone()));
+    tasks.spawn("notify", gateway.notify_loop(shutdown.clone()));
+    // Without its HTTP server the gateway is of no use: its end stops everything.
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let result = http::serve(listener, router, shutdown.clone()).await;
+            if !shutdown.is_cancelled() {
+                tracing::error!(?result, "the gateway's HTTP server stopped; shutting down");
+                shutdown.cancel();
+            }
+            result
+        }
+    });
     let result = controller::run(ctx, shutdown.clone()).await;
     shutdown.cancel();
-    if let Ok(Err(e)) = server.await {
-        tracing::warn!(error = %e, "gateway server");
+    match server.await {
+        Ok(Ok(())) => result,
+        Ok(Err(e)) => result.and(Err(Error::Usage(format!("gateway server: {e}")))),
+        Err(e) => result.and(Err(Error::Usage(format!("gateway server task: {e}")))),
     }
-    result
 }
 
 async fn signal_shutdown(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        tracing::error!("cannot handle SIGTERM; stop mcp-fleet with SIGINT");
+        return std::future::pending().await;
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),

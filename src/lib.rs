@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod plan;
 pub mod runtime;
 pub mod status;
+pub mod supervise;
 pub mod upstream;
 
 pub use error::{Error, Result};

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::mcp_client::{McpClient, McpTransport};
 use mcp_fleet::gateway::auth::Auth;
-use mcp_fleet::gateway::http::{GatewayState, HttpConfig, SHUTDOWN_GRACE, router, serve};
+use mcp_fleet::gateway::http::{
+    DEFAULT_MAX_SESSIONS, GatewayState, HttpConfig, Readiness, SHUTDOWN_GRACE, router, serve,
+};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -94,8 +96,11 @@ impl GatewayState for TestState {
     fn status_json(&self) -> Value {
         json!({"servers": {"echo": {"phase": "running"}}})
     }
-    fn ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            ready: self.ready.load(Ordering::SeqCst),
+            detail: Default::default(),
+        }
     }
 }
 
@@ -123,6 +128,7 @@ impl Gateway {
             HttpConfig {
                 auth,
                 allowed_hosts: vec![],
+                max_sessions: DEFAULT_MAX_SESSIONS,
             },
         );
         let shutdown = CancellationToken::new();

@@ -4,6 +4,7 @@
 //! server is never reconciled twice at once) and runs with bounded parallelism.
 pub mod crash;
 pub mod queue;
+pub mod view;
 pub mod watch;
 
 use std::collections::{BTreeSet, HashMap};
@@ -18,11 +19,13 @@ use crate::catalog::{self, ContainerServer, Desired, DesiredState, LoadOptions};
 use crate::plan::{Change, RecreateReason, RemoveReason, UnhealthyReport, plan_server};
 use crate::runtime::{PullPolicy, Runtime, State, docker::short};
 use crate::status::{CatalogStatus, Phase, StatusStore, Update};
+use crate::supervise::Supervisor;
 use crate::{Error, Result};
 
 pub use crash::BackoffSettings;
 use crash::CrashState;
 use queue::WorkQueue;
+use view::{Upstream, View};
 use watch::Trigger;
 
 #[derive(Debug, Clone)]
@@ -43,6 +46,10 @@ pub struct Context {
     pub runtime: Arc<dyn Runtime>,
     pub settings: Settings,
     pub status: StatusStore,
+    /// What runs, for the upstream pool.
+    pub view: View,
+    /// Watches every background task.
+    pub tasks: Supervisor,
     desired: RwLock<Option<Arc<DesiredState>>>,
     crashes: Mutex<HashMap<String, CrashState>>,
     /// Containers the gateway found not answering MCP, by server.
@@ -59,10 +66,12 @@ pub enum Next {
 }
 
 impl Context {
-    pub fn new(runtime: Arc<dyn Runtime>, settings: Settings) -> Arc<Self> {
+    pub fn new(runtime: Arc<dyn Runtime>, settings: Settings, tasks: Supervisor) -> Arc<Self> {
         Arc::new(Context {
             runtime,
             status: StatusStore::new(&settings.fleet),
+            view: View::default(),
+            tasks,
             settings,
             desired: RwLock::new(None),
             crashes: Mutex::new(HashMap::new()),
@@ -118,9 +127,15 @@ impl Context {
             Err(Error::Incomplete { path, retry_after }) => {
                 tracing::info!(path = %path.display(), "catalog is being written; reading it again shortly");
                 let tx = tx.clone();
+                // A one-shot: it ends by design, so it is only caught, not a service.
                 tokio::spawn(async move {
-                    tokio::time::sleep(retry_after).await;
-                    let _ = tx.send(Trigger::ConfigChanged);
+                    let sent = crate::supervise::catch(async move {
+                        tokio::time::sleep(retry_after).await;
+                        let _ = tx.send(Trigger::ConfigChanged);
+                    });
+                    if let Err(panic) = sent.await {
+                        tracing::error!(%panic, "the delayed catalog re-read panicked");
+                    }
                 });
                 false
             }
@@ -156,13 +171,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     // Watch before the first read, so that no change falls in between.
     let _watcher = watch::config_dir(&ctx.settings.config_dir, tx.clone())?;
-    tokio::spawn(watch::engine_events(
-        ctx.runtime.clone(),
-        ctx.settings.fleet.clone(),
-        tx.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(
+    ctx.tasks.spawn(
+        "engine-watch",
+        watch::engine_events(
+            ctx.runtime.clone(),
+            ctx.settings.fleet.clone(),
+            tx.clone(),
+            shutdown.clone(),
+        ),
+    );
+    ctx.tasks.spawn(
+        "status-writer",
         ctx.status
             .clone()
             .write_loop(ctx.settings.status_file.clone()),
@@ -183,7 +202,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
 
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..ctx.settings.concurrency.max(1) {
-        workers.spawn(worker(ctx.clone()));
+        workers.spawn(ctx.tasks.guard("reconcile-worker", worker(ctx.clone())));
     }
 
     let mut resync = tokio::time::interval(ctx.settings.resync);
@@ -251,6 +270,9 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
     let running_id = running.map(|c| c.id.as_str());
     let running_hash = running.map(|c| c.hash.as_str());
 
+    if !matches!(want, Some(Desired::Container(_) | Desired::Remote { .. })) {
+        ctx.view.set(server, None);
+    }
     match want {
         None if containers.is_empty() => {
             ctx.status.forget(server);
@@ -261,14 +283,29 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
             server,
             Update::phase(Phase::Invalid, error).container(running_id, running_hash),
         ),
-        Some(Desired::Remote { url, transport, .. }) => ctx.status.update(
-            server,
-            Update::phase(
-                Phase::Remote,
-                format!("remote {transport} server at {}", redact_url(url)),
+        Some(Desired::Remote {
+            url,
+            transport,
+            headers,
+            ..
+        }) => {
+            ctx.view.set(
+                server,
+                Some(Upstream::Remote {
+                    url: url.clone(),
+                    transport: transport.clone(),
+                    headers: headers.clone(),
+                }),
+            );
+            ctx.status.update(
+                server,
+                Update::phase(
+                    Phase::Remote,
+                    format!("remote {transport} server at {}", redact_url(url)),
+                )
+                .container(None, None),
             )
-            .container(None, None),
-        ),
+        }
         Some(Desired::Unsupported { reason }) => ctx.status.update(
             server,
             Update::phase(Phase::Unsupported, reason).container(None, None),
@@ -292,6 +329,8 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         && r.hash == c.hash
     {
         let restarts = ctx.crash(server, |s| s.restarts);
+        ctx.view
+            .set(server, Some(running_upstream(&r.id, restarts, c)));
         ctx.status.update(
             server,
             Update::phase(Phase::Running, running_message(c))
@@ -321,6 +360,14 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+fn running_upstream(id: &str, restarts: u32, c: &ContainerServer) -> Upstream {
+    Upstream::Container {
+        id: id.to_string(),
+        restarts,
+        spec_hash: c.hash.clone(),
+    }
+}
+
 fn running_message(c: &ContainerServer) -> String {
     match c.warnings.as_slice() {
         [] => "running".to_string(),
@@ -336,6 +383,7 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
     };
     match change {
         Change::Remove { server, id, reason } => {
+            ctx.view.remove_container(&server, &id);
             if reason != RemoveReason::Duplicate {
                 ctx.status.update(
                     &server,
@@ -350,6 +398,7 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
             create_and_start(&server, want, false, ctx).await?;
         }
         Change::Recreate { server, id, reason } => {
+            ctx.view.remove_container(&server, &id);
             let want = want_container.expect("recreate implies a container spec");
             if let RecreateReason::Unhealthy { message } = &reason {
                 // A container that does not answer is handled like one that
@@ -389,6 +438,7 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
             create_and_start(&server, want, restart, ctx).await?;
         }
         Change::Start { server, id, state } => {
+            ctx.view.remove_container(&server, &id);
             let restart = matches!(state, State::Exited(_));
             if restart {
                 let wait = ctx.crash(&server, |c| c.on_exited(Instant::now()));
@@ -425,6 +475,8 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
                 .remove(&server);
             tracing::info!(server, container = short(&id), restart, "container started");
             if let Some(want) = want_container {
+                ctx.view
+                    .set(&server, Some(running_upstream(&id, restarts, want)));
                 ctx.status.update(
                     &server,
                     Update::phase(Phase::Running, running_message(want))
@@ -462,6 +514,8 @@ async fn create_and_start(
     // A report about the previous incarnation says nothing about this one.
     ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
     tracing::info!(server, container = short(&id), hash = %want.hash, "container created and started");
+    ctx.view
+        .set(server, Some(running_upstream(&id, restarts, want)));
     ctx.status.update(
         server,
         Update::phase(Phase::Running, running_message(want))

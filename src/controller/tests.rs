@@ -90,7 +90,7 @@ fn ctx(fake: Arc<Fake>, servers: &[&str]) -> Arc<Context> {
         },
         status_file: PathBuf::from("/nonexistent/status.json"),
     };
-    let ctx = Context::new(fake, settings);
+    let ctx = Context::new(fake, settings, crate::supervise::Supervisor::default());
     let spec = ServerSpec::of_image("img");
     let state = DesiredState {
         servers: servers

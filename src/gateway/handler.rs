@@ -20,12 +20,12 @@ use rmcp::{ErrorData as McpError, Peer, ServerHandler};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::aggregate::{Index, Route};
 use super::manage::{self, AddArgs, AddPolicy, FindArgs, RemoveArgs};
 use crate::catalog::{ApprovalMode, REGISTRY_FILE};
 use crate::controller::Context;
 use crate::status::{Phase, write_atomic};
 use crate::upstream::Pool;
+use crate::upstream::index::{Index, Route};
 use crate::upstream::pool::Live;
 
 pub const REQUESTS_FILE: &str = "requests.yaml";
@@ -631,16 +631,5 @@ impl ServerHandler for Gateway {
             .read_resource(params)
             .await
             .map_err(|e| McpError::internal_error(format!("server `{server}`: {e}"), None))
-    }
-}
-
-impl super::http::GatewayState for Gateway {
-    fn status_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.ctx().status.snapshot()).expect("status serialises")
-    }
-
-    /// Ready once the catalog has been read (servers come and go after that).
-    fn ready(&self) -> bool {
-        self.ctx().desired().is_some()
     }
 }

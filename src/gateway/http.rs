@@ -1,12 +1,12 @@
 //! The gateway's HTTP server: one axum router with
 //!
-//! - `/mcp`: rmcp's streamable HTTP transport (stateful sessions for the
-//!   initialize-based revisions 2025-03-26..2025-11-25, and the session-less
-//!   2026-07-28 revision, which rmcp serves statelessly on the same path);
+//! - `/mcp`: the streamable HTTP transport ([`super::mcp`]);
 //! - `/sse` + `/message`: the legacy HTTP+SSE transport ([`super::sse`]);
 //! - `/health`: liveness, always 200 `{"status":"ok"}`, no checks at all;
-//! - `/readyz`: 200 or 503 from [`GatewayState::ready`];
+//! - `/readyz`: 200 or 503 from [`GatewayState::readiness`];
 //! - `/status`: [`GatewayState::status_json`].
+//!
+//! Both transports share one session cap ([`HttpConfig::max_sessions`]).
 //!
 //! Every route but `/health` sits behind one security layer, in this order:
 //! 1. DNS-rebinding protection: the `Host` header (port ignored) must be
@@ -18,8 +18,8 @@
 //!    handlers (which can read the HTTP request parts) never see the token.
 //!
 //! Every 4xx this module produces has a JSON body
-//! `{"error": "<kind>", "message": "<why>"}`. rmcp's own Host/Origin checks
-//! are configured with the same lists, so they agree with ours.
+//! `{"error": "<kind>", "message": "<why>"}` ([`json_error`]). rmcp's own
+//! Host/Origin checks are configured with the same lists, so they agree with ours.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,21 +33,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use futures_util::StreamExt;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub use super::auth::Auth;
+pub use super::mcp::{MCP_PATH, SESSION_IDLE_TIMEOUT};
+pub use super::wire::json_error;
 
-/// Path of the streamable HTTP transport.
-pub const MCP_PATH: &str = "/mcp";
 /// Hosts always accepted in `Host` and `Origin` (normalized: no brackets).
 pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
-/// A streamable HTTP session with no traffic at all for this long is closed.
-/// rmcp's default is 5 minutes, too short for an agent that idles between
-/// tasks; an open GET stream's keep-alives do not count as traffic.
-pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Default of [`HttpConfig::max_sessions`].
+pub const DEFAULT_MAX_SESSIONS: usize = 1024;
 /// After shutdown is signalled, streams are ended at once; requests still in
 /// flight get this long before [`serve`] returns anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -59,23 +55,38 @@ pub struct HttpConfig {
     /// Host names accepted in `Host`/`Origin` besides loopback (a port, if
     /// given, is ignored; IPv6 literals with or without brackets).
     pub allowed_hosts: Vec<String>,
+    /// MCP sessions open at once, `/mcp` and `/sse` together; more get 503.
+    pub max_sessions: usize,
 }
 
 /// What the HTTP layer needs from the rest of mcp-fleet.
 pub trait GatewayState: Send + Sync + 'static {
     /// Body of `GET /status`.
-    fn status_json(&self) -> serde_json::Value;
-    /// `GET /readyz`: 200 if true, else 503 (JSON body both ways).
-    fn ready(&self) -> bool;
+    fn status_json(&self) -> Value;
+    /// `GET /readyz`.
+    fn readiness(&self) -> Readiness;
 }
 
-/// A JSON error response: `{"error": kind, "message": message}`.
-pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": kind, "message": message})),
-    )
-        .into_response()
+/// `GET /readyz`: 200 when `ready`, else 503; the body is
+/// `{"ready": <bool>, ...detail}`.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    pub ready: bool,
+    pub detail: Map<String, Value>,
+}
+
+impl IntoResponse for Readiness {
+    fn into_response(self) -> Response {
+        let status = if self.ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let mut body = Map::new();
+        body.insert("ready".into(), self.ready.into());
+        body.extend(self.detail);
+        (status, axum::Json(Value::Object(body))).into_response()
+    }
 }
 
 /// The gateway's router. `new_handler` makes one handler per MCP session
@@ -86,20 +97,12 @@ where
     S: rmcp::ServerHandler + Send + 'static,
 {
     let hosts = HostPolicy::new(&cfg.allowed_hosts);
-
-    let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(SESSION_IDLE_TIMEOUT);
-    // legacy_session_mode (the default) keeps stateful sessions for
-    // initialize-based clients; 2026-07-28 requests are served statelessly.
-    // Plain JSON answers where a request has nothing to stream (rmcp falls
-    // back to an event stream when it does): one write, no SSE framing.
-    let mcp_config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(true)
-        .with_json_response(true)
-        .with_allowed_hosts(hosts.rmcp_allowed_hosts())
-        .with_allowed_origins(hosts.rmcp_allowed_origins());
-    let mcp_handler = new_handler.clone();
-    let mcp = StreamableHttpService::new(move || Ok(mcp_handler()), Arc::new(sessions), mcp_config);
+    let (mcp, cap) = super::mcp::router(
+        new_handler.clone(),
+        hosts.rmcp_allowed_hosts(),
+        hosts.rmcp_allowed_origins(),
+        cfg.max_sessions,
+    );
 
     let ready_state = state.clone();
     let status_state = state;
@@ -108,20 +111,11 @@ where
         hosts,
     });
     let protected = Router::new()
-        .route_service(MCP_PATH, mcp)
-        .merge(super::sse::router(new_handler))
+        .merge(mcp)
+        .merge(super::sse::router(new_handler, cap))
         .route(
             "/readyz",
-            get(move || async move {
-                if ready_state.ready() {
-                    (StatusCode::OK, axum::Json(json!({"ready": true})))
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        axum::Json(json!({"ready": false})),
-                    )
-                }
-            }),
+            get(move || async move { ready_state.readiness() }),
         )
         .route(
             "/status",

@@ -2,12 +2,17 @@
 //!
 //! - [`http`]: the axum router (`/mcp`, `/sse`, `/health`, `/readyz`, `/status`)
 //!   and its security layer ([`auth`]: bearer token; Host/Origin checks);
-//! - [`sse`]: the legacy HTTP+SSE transport;
-//! - [`handler`]: the aggregating MCP server, over [`aggregate`]'s index;
+//! - [`mcp`]: the streamable HTTP transport; [`sse`]: the legacy HTTP+SSE one;
+//!   [`wire`]: what they share (error bodies, body parsing, the session cap);
+//! - [`ready`]: what `/readyz` and `/status` say;
+//! - [`handler`]: the aggregating MCP server, over the pool's index
+//!   ([`crate::upstream::index`]);
 //! - [`manage`]: the management tools (`mcp-find`, `mcp-add`, `mcp-remove`).
-pub mod aggregate;
 pub mod auth;
 pub mod handler;
 pub mod http;
 pub mod manage;
+pub mod mcp;
+pub mod ready;
 pub mod sse;
+pub mod wire;

@@ -8,6 +8,7 @@
 //! - `POST /message?sessionId=<id>` carries one client->server JSON-RPC
 //!   message (or a batch) and is answered `202 Accepted`; the reply comes on
 //!   the stream. Unknown session: 404; unparsable body: 400 (JSON bodies).
+//!   Opening a stream when the shared session cap is reached: 503.
 //!
 //! Each session runs the handler with rmcp's own server machinery over a pair
 //! of channels, so the handler sees an ordinary session: its `Peer` can send
@@ -34,7 +35,7 @@ use rmcp::transport::Transport;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::http::json_error;
+use super::wire::{self, MAX_BODY_BYTES, SessionCap, json_error};
 
 /// Path of the event stream.
 pub const SSE_PATH: &str = "/sse";
@@ -42,8 +43,6 @@ pub const SSE_PATH: &str = "/sse";
 pub const MESSAGE_PATH: &str = "/message";
 /// Interval of the keep-alive comments on an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Largest accepted POST body, as rmcp's streamable HTTP server.
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Messages buffered per direction before the sender waits.
 const CHANNEL_CAPACITY: usize = 64;
 
@@ -53,6 +52,7 @@ type Factory<S> = Arc<dyn Fn() -> S + Send + Sync>;
 pub struct SseSessions<S> {
     new_handler: Factory<S>,
     sessions: Arc<Mutex<HashMap<String, mpsc::Sender<ClientJsonRpcMessage>>>>,
+    cap: Arc<SessionCap>,
 }
 
 impl<S> Clone for SseSessions<S> {
@@ -60,15 +60,17 @@ impl<S> Clone for SseSessions<S> {
         Self {
             new_handler: self.new_handler.clone(),
             sessions: self.sessions.clone(),
+            cap: self.cap.clone(),
         }
     }
 }
 
 impl<S: rmcp::ServerHandler + Send + 'static> SseSessions<S> {
-    pub fn new(new_handler: impl Fn() -> S + Send + Sync + 'static) -> Self {
+    pub fn new(new_handler: impl Fn() -> S + Send + Sync + 'static, cap: Arc<SessionCap>) -> Self {
         Self {
             new_handler: Arc::new(new_handler),
             sessions: Arc::default(),
+            cap,
         }
     }
 
@@ -98,17 +100,20 @@ impl<S: rmcp::ServerHandler + Send + 'static> SseSessions<S> {
     }
 
     fn remove(&self, id: &str) {
-        self.sessions.lock().expect("sse sessions lock").remove(id);
+        let removed = self.sessions.lock().expect("sse sessions lock").remove(id);
+        if removed.is_some() {
+            self.cap.sse_closed();
+        }
     }
 }
 
 /// Builds the `/sse` + `/message` routes for handlers made by `new_handler`.
-pub fn router<S, F>(new_handler: F) -> Router
+pub fn router<S, F>(new_handler: F, cap: Arc<SessionCap>) -> Router
 where
     F: Fn() -> S + Send + Sync + 'static,
     S: rmcp::ServerHandler + Send + 'static,
 {
-    SseSessions::new(new_handler).router()
+    SseSessions::new(new_handler, cap).router()
 }
 
 /// Cancels the session's service and forgets the session when the event
@@ -139,11 +144,20 @@ async fn open_stream<S: rmcp::ServerHandler + Send + 'static>(
     };
     let (to_server, from_client) = mpsc::channel(CHANNEL_CAPACITY);
     let (to_client, mut from_server) = mpsc::channel(CHANNEL_CAPACITY);
-    sessions
-        .sessions
-        .lock()
-        .expect("sse sessions lock")
-        .insert(id.clone(), to_server);
+    let admitted = sessions
+        .cap
+        .admit(async {
+            sessions
+                .sessions
+                .lock()
+                .expect("sse sessions lock")
+                .insert(id.clone(), to_server);
+            sessions.cap.sse_opened();
+        })
+        .await;
+    if let Err(full) = admitted {
+        return full;
+    }
     let cancel = CancellationToken::new();
     let guard = SessionGuard {
         id: id.clone(),
@@ -159,14 +173,21 @@ async fn open_stream<S: rmcp::ServerHandler + Send + 'static>(
     let task_sessions = sessions.clone();
     let task_id = id.clone();
     tokio::spawn(async move {
-        match serve_server_with_ct(handler, transport, cancel.clone()).await {
-            Ok(running) => {
-                let reason = running.waiting().await;
-                tracing::debug!(session = %task_id, ?reason, "sse session service ended");
+        // A panic ends this one session (its stream closes; the client
+        // reconnects), and is logged as the error it is.
+        let served = crate::supervise::catch(async {
+            match serve_server_with_ct(handler, transport, cancel.clone()).await {
+                Ok(running) => {
+                    let reason = running.waiting().await;
+                    tracing::debug!(session = %task_id, ?reason, "sse session service ended");
+                }
+                Err(e) => {
+                    tracing::debug!(session = %task_id, error = %e, "sse session not initialized")
+                }
             }
-            Err(e) => {
-                tracing::debug!(session = %task_id, error = %e, "sse session not initialized")
-            }
+        });
+        if let Err(panic) = served.await {
+            tracing::error!(session = %task_id, %panic, "sse session task panicked; session ended");
         }
         // The transport (and with it the stream's sender) is gone now, so the
         // stream ends; forget the session for POSTs that still arrive.
@@ -240,14 +261,11 @@ async fn post_message<S: rmcp::ServerHandler + Send + 'static>(
             );
         }
     };
-    let messages = match parse_messages(&bytes) {
-        Ok(messages) => messages,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("not a JSON-RPC message: {e}"),
-            );
+    let messages = match wire::parse_body(&bytes) {
+        Ok(wire::Body::One(message)) => vec![*message],
+        Ok(wire::Body::Batch(items)) => items.into_iter().map(|(_, m)| m).collect(),
+        Err(refusal) => {
+            return json_error(StatusCode::BAD_REQUEST, "bad_request", &refusal.message);
         }
     };
     for mut message in messages {
@@ -270,18 +288,6 @@ fn unknown_session() -> Response {
         "not_found",
         "unknown or closed session; open a new one with GET /sse",
     )
-}
-
-/// One message, or a JSON-RPC batch (allowed by the 2024-11-05 revision).
-fn parse_messages(bytes: &[u8]) -> Result<Vec<ClientJsonRpcMessage>, serde_json::Error> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)?;
-    match value {
-        serde_json::Value::Array(items) if !items.is_empty() => items
-            .into_iter()
-            .map(serde_json::from_value)
-            .collect::<Result<_, _>>(),
-        value => Ok(vec![serde_json::from_value(value)?]),
-    }
 }
 
 /// The session's end of the two channels, as an rmcp transport.
@@ -326,17 +332,5 @@ mod tests {
         assert_eq!(session_id(Some("sessionId=")), None);
         assert_eq!(session_id(Some("session_id=abc")), None);
         assert_eq!(session_id(None), None);
-    }
-
-    #[test]
-    fn parses_single_messages_and_batches() {
-        let one = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-        assert_eq!(parse_messages(one).unwrap().len(), 1);
-        let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},
-                         {"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
-        assert_eq!(parse_messages(batch).unwrap().len(), 2);
-        assert!(parse_messages(b"not json").is_err());
-        assert!(parse_messages(br#"{"hello":1}"#).is_err());
-        assert!(parse_messages(b"[]").is_err());
     }
 }

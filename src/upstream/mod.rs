@@ -1,6 +1,9 @@
 //! Upstream sessions: one MCP client session per ready server, kept by the
-//! pool in step with what the controller runs.
+//! pool in step with what the controller runs, and the [`index`] of what
+//! they offer together. Nothing here knows the gateway that serves it.
+pub mod index;
 pub mod pool;
+pub mod relist;
 pub mod session;
 pub mod sse_client;
 

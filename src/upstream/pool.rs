@@ -1,21 +1,31 @@
-//! Keeps one upstream session per ready server, in step with what the
-//! controller runs: a new or replaced container gets a fresh session, a
-//! removed one loses it, a session that stops answering is dropped and its
-//! container reported unhealthy (the controller replaces it). Every change
-//! republishes the aggregated [`Index`] that the gateway serves.
-use std::collections::HashMap;
+//! Keeps one upstream session per reachable server, in step with the
+//! controller's [`View`](crate::controller::view::View): a new or replaced
+//! container gets a fresh session, a removed one loses it, a session that
+//! stops answering is dropped and its container reported unhealthy (the
+//! controller replaces it); a remote server that fails is retried with
+//! back-off. Every change republishes the aggregated [`Index`].
+//!
+//! Every wait has a deadline: a whole connect (attach or HTTP connect,
+//! handshake, first listing) gets the handshake timeout, doubled after each
+//! failure in a row (up to 16x); a re-listing gets the handshake timeout; a
+//! ping the ping timeout.
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::index::{Index, Source, ToolNames};
+use super::relist::ListChanges;
 use super::session::{Handler, Listing, Session};
 use crate::catalog::Desired;
 use crate::controller::Context;
-use crate::gateway::aggregate::{Index, Source, ToolNames};
-use crate::status::Phase;
+use crate::controller::view::Upstream;
+use crate::supervise::catch;
 
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -29,20 +39,8 @@ pub struct PoolSettings {
     pub reserved: Vec<&'static str>,
 }
 
-/// What a session is connected to; a different key means a new session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Key {
-    /// A container incarnation: a restart (same id) is a new session.
-    Container { id: String, restarts: u32 },
-    Remote {
-        url: String,
-        transport: String,
-        headers: HashMap<String, String>,
-    },
-}
-
 pub struct Live {
-    key: Key,
+    key: Upstream,
     pub session: Session,
     /// Replaced when the server says its lists changed.
     listing: RwLock<Listing>,
@@ -54,20 +52,64 @@ impl Live {
     }
 }
 
-/// How long before a failed remote server is tried again. A failed container
-/// is not retried: the controller replaces it, and the new one gets a session.
-const REMOTE_RETRY: Duration = Duration::from_secs(10);
+/// First and longest wait before a failed remote server is tried again. A
+/// failed container is not retried: the controller replaces it, and the new
+/// one gets a session.
+const REMOTE_RETRY_MIN: Duration = Duration::from_secs(1);
+const REMOTE_RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// The run loop's own bookkeeping.
+/// A failed attempt: which incarnation, why, and when it may be tried again.
+struct Failure {
+    key: Upstream,
+    error: String,
+    retry_at: Option<Instant>,
+}
+
+/// The run loop's own bookkeeping; every map forgets servers that are gone.
 #[derive(Default)]
 struct Attempts {
-    connecting: HashMap<String, Key>,
-    /// Keys that failed, with when they may be tried again (`None`: never).
-    failed: HashMap<String, (Key, Option<Instant>)>,
+    connecting: HashMap<String, Upstream>,
+    failed: HashMap<String, Failure>,
     /// Failed handshakes in a row, by server. Each doubles the next one's
     /// time limit (up to 16x): on a starved machine, replacing servers that
     /// were merely slow would only add load.
     strikes: HashMap<String, u32>,
+    /// Servers being re-listed (at most one re-listing each).
+    relisting: HashSet<String>,
+}
+
+impl Attempts {
+    fn forget_unwanted(&mut self, wanted: &BTreeMap<String, Upstream>) {
+        self.failed.retain(|s, _| wanted.contains_key(s));
+        self.strikes.retain(|s, _| wanted.contains_key(s));
+    }
+
+    fn fail(&mut self, server: &str, key: Upstream, error: String) {
+        let strikes = self.strikes.entry(server.to_string()).or_default();
+        *strikes += 1;
+        let retry_at = matches!(key, Upstream::Remote { .. })
+            .then(|| Instant::now() + remote_retry_delay(*strikes));
+        self.failed.insert(
+            server.to_string(),
+            Failure {
+                key,
+                error,
+                retry_at,
+            },
+        );
+    }
+
+    /// When the loop must wake up to retry a remote server.
+    fn next_retry(&self) -> Option<Instant> {
+        self.failed.values().filter_map(|f| f.retry_at).min()
+    }
+}
+
+/// The wait before retry number `strikes` of a remote server: 1 s doubling to 60 s.
+fn remote_retry_delay(strikes: u32) -> Duration {
+    REMOTE_RETRY_MIN
+        .saturating_mul(2u32.saturating_pow(strikes.saturating_sub(1)))
+        .min(REMOTE_RETRY_MAX)
 }
 
 pub struct Pool {
@@ -75,9 +117,11 @@ pub struct Pool {
     settings: PoolSettings,
     live: RwLock<HashMap<String, Arc<Live>>>,
     index: watch::Sender<Arc<Index>>,
+    changes: ListChanges,
 }
 
-type Connected = (String, Key, Result<(Session, Listing), String>);
+type Connected = (String, Upstream, Result<(Session, Listing), String>);
+type Relisted = (String, Arc<Live>, Result<Listing, String>);
 
 impl Pool {
     pub fn new(ctx: Arc<Context>, settings: PoolSettings) -> Arc<Self> {
@@ -86,6 +130,7 @@ impl Pool {
             settings,
             live: RwLock::new(HashMap::new()),
             index: watch::Sender::new(Arc::new(Index::default())),
+            changes: ListChanges::default(),
         })
     }
 
@@ -104,100 +149,64 @@ impl Pool {
 
     /// Runs until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut status = self.ctx.status.subscribe();
-        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<String>();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Connected>();
+        let mut view = self.ctx.view.subscribe();
+        let mut connects: JoinSet<Connected> = JoinSet::new();
+        let mut relists: JoinSet<Relisted> = JoinSet::new();
         let mut attempts = Attempts::default();
         let mut health = tokio::time::interval(self.settings.health_interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.sync(&mut attempts, &changed_tx, &done_tx);
+            self.sync(&mut attempts, &mut connects);
+            self.start_relists(&mut attempts, &mut relists);
+            let retry = attempts.next_retry();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = status.changed() => if r.is_err() { return },
-                Some((server, key, result)) = done_rx.recv() => {
-                    attempts.connecting.remove(&server);
-                    match result {
-                        Err(e) => {
-                            *attempts.strikes.entry(server.clone()).or_default() += 1;
-                            attempts.failed.insert(server.clone(), (key.clone(), retry_at(&key)));
-                            if self.wanted().get(&server) == Some(&key) {
-                                self.failed(&server, &key, &e);
-                            }
-                        }
-                        Ok((session, listing)) => {
-                            attempts.failed.remove(&server);
-                            attempts.strikes.remove(&server);
-                            self.connected(server, key, session, listing);
-                        }
-                    }
-                }
-                Some(server) = changed_rx.recv() => self.relist(&server).await,
+                r = view.changed() => if r.is_err() { return },
+                Some(done) = connects.join_next() => match done {
+                    Ok(done) => self.on_connected(&mut attempts, done),
+                    Err(e) => tracing::error!(error = %e, "an upstream connect task was lost"),
+                },
+                Some(done) = relists.join_next() => match done {
+                    Ok(done) => self.on_relisted(&mut attempts, done),
+                    Err(e) => tracing::error!(error = %e, "an upstream re-listing task was lost"),
+                },
+                _ = self.changes.marked() => {}
+                _ = sleep_until(retry) => {}
                 _ = health.tick() => {
-                    for (server, key) in self.check_health().await {
-                        attempts.failed.insert(server, (key.clone(), retry_at(&key)));
+                    for (server, key, error) in self.check_health().await {
+                        attempts.fail(&server, key, error);
                     }
                 }
             }
         }
     }
 
-    /// The sessions the controller's state calls for, by server.
-    fn wanted(&self) -> HashMap<String, Key> {
-        let mut wanted = HashMap::new();
-        let Some(desired) = self.ctx.desired() else {
-            return wanted;
-        };
-        let status = self.ctx.status.snapshot();
-        for (name, d) in &desired.servers {
-            match d {
-                Desired::Container(c) => {
-                    let Some(s) = status.servers.get(name) else {
-                        continue;
-                    };
-                    // Only a running container with the wanted spec.
-                    if s.phase == Phase::Running
-                        && s.spec_hash.as_deref() == Some(c.hash.as_str())
-                        && let Some(id) = &s.container_id
-                    {
-                        wanted.insert(
-                            name.clone(),
-                            Key::Container {
-                                id: id.clone(),
-                                restarts: s.restart_count,
-                            },
-                        );
-                    }
+    fn on_connected(&self, attempts: &mut Attempts, (server, key, result): Connected) {
+        attempts.connecting.remove(&server);
+        match result {
+            Err(e) => {
+                if self.wanted().get(&server) == Some(&key) {
+                    self.failed(&server, &key, &e);
                 }
-                Desired::Remote {
-                    url,
-                    transport,
-                    headers,
-                    ..
-                } => {
-                    wanted.insert(
-                        name.clone(),
-                        Key::Remote {
-                            url: url.clone(),
-                            transport: transport.clone(),
-                            headers: headers.clone().into_iter().collect(),
-                        },
-                    );
-                }
-                _ => {}
+                attempts.fail(&server, key, e);
+            }
+            Ok((session, listing)) => {
+                attempts.failed.remove(&server);
+                attempts.strikes.remove(&server);
+                self.connected(server, key, session, listing);
             }
         }
-        wanted
+    }
+
+    /// The sessions the controller's view calls for, by server.
+    fn wanted(&self) -> BTreeMap<String, Upstream> {
+        self.ctx.view.get().as_ref().clone()
     }
 
     /// Drops sessions that are no longer wanted and starts the missing ones.
-    fn sync(
-        &self,
-        attempts: &mut Attempts,
-        changed_tx: &mpsc::UnboundedSender<String>,
-        done_tx: &mpsc::UnboundedSender<Connected>,
-    ) {
+    fn sync(&self, attempts: &mut Attempts, connects: &mut JoinSet<Connected>) {
         let wanted = self.wanted();
+        attempts.forget_unwanted(&wanted);
         let dropped: Vec<String> = {
             let mut live = self.live.write().expect("pool lock");
             let gone: Vec<String> = live
@@ -219,84 +228,114 @@ impl Pool {
         }
         let live = self.live.read().expect("pool lock");
         for (name, key) in wanted {
-            let blocked = attempts
-                .failed
-                .get(&name)
-                .is_some_and(|(k, retry)| *k == key && retry.is_none_or(|at| Instant::now() < at));
+            let last = attempts.failed.get(&name).filter(|f| f.key == key);
+            let blocked = last.is_some_and(|f| f.retry_at.is_none_or(|at| Instant::now() < at));
             if blocked
                 || live.get(&name).is_some_and(|l| l.key == key)
                 || attempts.connecting.get(&name) == Some(&key)
             {
                 continue;
             }
+            let message = match last {
+                Some(f) => format!("connecting again (last attempt: {})", f.error),
+                None => "connecting".to_string(),
+            };
+            self.ctx.status.set_ready(&name, Some((false, message)));
             attempts.connecting.insert(name.clone(), key.clone());
-            self.ctx
-                .status
-                .set_ready(&name, Some((false, "connecting".into())));
             let runtime = self.ctx.runtime.clone();
-            let handler = Handler::new(&name, changed_tx.clone());
-            let done = done_tx.clone();
+            let handler = Handler::new(&name, self.changes.clone());
             let strikes = attempts.strikes.get(&name).copied().unwrap_or(0).min(4);
             let timeout = self.settings.handshake_timeout * 2u32.pow(strikes);
-            tokio::spawn(async move {
-                let result = connect(runtime.as_ref(), &key, handler, timeout).await;
-                let _ = done.send((name, key, result));
+            connects.spawn(async move {
+                let work = tokio::time::timeout(
+                    timeout,
+                    connect(runtime.as_ref(), &key, handler, timeout),
+                );
+                let result = match catch(work).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err(format!(
+                        "no MCP session within the handshake timeout ({}s): the server \
+                         accepted nothing or never answered `initialize`",
+                        timeout.as_secs_f32()
+                    )),
+                    Err(panic) => Err(format!("internal error while connecting: {panic}")),
+                };
+                (name, key, result)
             });
         }
     }
 
-    fn connected(&self, server: String, key: Key, session: Session, listing: Listing) {
+    fn connected(&self, server: String, key: Upstream, session: Session, listing: Listing) {
         if self.wanted().get(&server) != Some(&key) {
             return; // superseded while connecting
         }
-        {
-            {
-                let tools = listing.tools.len();
-                self.live.write().expect("pool lock").insert(
-                    server.clone(),
-                    Arc::new(Live {
-                        key,
-                        session,
-                        listing: RwLock::new(listing),
-                    }),
-                );
-                self.ctx.status.set_ready(
-                    &server,
-                    Some((true, format!("MCP session open, {tools} tools"))),
-                );
-                self.publish();
-            }
-        }
+        let tools = listing.tools.len();
+        self.live.write().expect("pool lock").insert(
+            server.clone(),
+            Arc::new(Live {
+                key,
+                session,
+                listing: RwLock::new(listing),
+            }),
+        );
+        self.ctx.status.set_ready(
+            &server,
+            Some((true, format!("MCP session open, {tools} tools"))),
+        );
+        self.publish();
     }
 
     /// A session that cannot be opened or stopped answering: not ready, and
     /// for a container, the controller is told to replace it.
-    fn failed(&self, server: &str, key: &Key, message: &str) {
+    fn failed(&self, server: &str, key: &Upstream, message: &str) {
+        tracing::warn!(server, error = message, "upstream not ready");
         self.ctx
             .status
             .set_ready(server, Some((false, message.to_string())));
         match key {
-            Key::Container { id, .. } => self.ctx.report_unhealthy(server, id, message),
-            // A remote server is retried at the next health tick.
-            Key::Remote { .. } => {}
+            Upstream::Container { id, .. } => self.ctx.report_unhealthy(server, id, message),
+            // A remote server is retried after its back-off.
+            Upstream::Remote { .. } => {}
         }
     }
 
-    async fn relist(&self, server: &str) {
-        let Some(live) = self.session(server) else {
-            return;
-        };
-        match live.session.list(self.settings.handshake_timeout).await {
-            Ok(listing) => {
+    /// Starts a re-listing for every changed server that has none running.
+    fn start_relists(&self, attempts: &mut Attempts, relists: &mut JoinSet<Relisted>) {
+        for server in self.changes.take(&attempts.relisting) {
+            let Some(live) = self.session(&server) else {
+                continue;
+            };
+            attempts.relisting.insert(server.clone());
+            let timeout = self.settings.handshake_timeout;
+            relists.spawn(async move {
+                let result = match catch(live.session.list(timeout)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(panic) => Err(format!("internal error: {panic}")),
+                };
+                (server, live, result)
+            });
+        }
+    }
+
+    fn on_relisted(&self, attempts: &mut Attempts, (server, live, result): Relisted) {
+        attempts.relisting.remove(&server);
+        match result {
+            // Only if the session is still the live one.
+            Ok(listing)
+                if self
+                    .session(&server)
+                    .is_some_and(|l| Arc::ptr_eq(&l, &live)) =>
+            {
                 *live.listing.write().expect("listing lock") = listing;
                 self.publish();
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!(server, error = %e, "re-listing after list_changed failed"),
         }
     }
 
     /// Pings every session; returns the ones that failed (already dropped).
-    async fn check_health(&self) -> Vec<(String, Key)> {
+    async fn check_health(&self) -> Vec<(String, Upstream, String)> {
         let all: Vec<(String, Arc<Live>)> = self
             .live
             .read()
@@ -324,7 +363,7 @@ impl Pool {
                 }
                 drop(map);
                 self.failed(&server, &live.key, &e);
-                failed.push((server, live.key.clone()));
+                failed.push((server, live.key.clone(), e));
             }
         }
         if !failed.is_empty() {
@@ -370,26 +409,34 @@ impl Pool {
     }
 }
 
-fn retry_at(key: &Key) -> Option<Instant> {
-    matches!(key, Key::Remote { .. }).then(|| Instant::now() + REMOTE_RETRY)
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
+/// Attach or connect, handshake, first listing. The caller bounds the whole
+/// of it with the same `timeout` (an HTTP connect has no limit of its own).
 async fn connect(
     runtime: &dyn crate::runtime::Runtime,
-    key: &Key,
+    key: &Upstream,
     handler: Handler,
     timeout: Duration,
 ) -> Result<(Session, Listing), String> {
     let session = match key {
-        Key::Container { id, .. } => {
+        Upstream::Container { id, .. } => {
             let stdio = runtime.attach(id).await.map_err(|e| e.to_string())?;
             Session::stdio(stdio, handler, timeout).await
         }
-        Key::Remote {
+        Upstream::Remote {
             url,
             transport,
             headers,
-        } => Session::remote(url, transport, headers, handler, timeout).await,
+        } => {
+            let headers = headers.clone().into_iter().collect();
+            Session::remote(url, transport, &headers, handler, timeout).await
+        }
     }
     .map_err(|e| e.to_string())?;
     let listing = session
@@ -397,4 +444,33 @@ async fn connect(
         .await
         .map_err(|e| format!("listing: {e}"))?;
     Ok((session, listing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_retries_back_off_from_one_second_to_a_minute() {
+        let secs: Vec<u64> = [1, 2, 3, 4, 7, 8, 40]
+            .map(|s| remote_retry_delay(s).as_secs())
+            .into();
+        assert_eq!(secs, [1, 2, 4, 8, 60, 60, 60]);
+    }
+
+    #[test]
+    fn attempts_forget_removed_servers() {
+        let remote = Upstream::Remote {
+            url: "http://x".into(),
+            transport: "sse".into(),
+            headers: Default::default(),
+        };
+        let mut a = Attempts::default();
+        a.fail("gone", remote.clone(), "e".into());
+        a.fail("kept", remote.clone(), "e".into());
+        assert!(a.next_retry().is_some());
+        a.forget_unwanted(&[("kept".to_string(), remote)].into());
+        assert_eq!(a.failed.keys().collect::<Vec<_>>(), ["kept"]);
+        assert_eq!(a.strikes.keys().collect::<Vec<_>>(), ["kept"]);
+    }
 }

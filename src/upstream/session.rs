@@ -12,8 +12,8 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RoleClient, RunningService, ServiceExt};
 use rmcp::{ClientHandler, Peer};
-use tokio::sync::mpsc::UnboundedSender;
 
+use super::relist::ListChanges;
 use crate::runtime::Stdio;
 
 /// What an upstream server offers, as listed right after the handshake (and
@@ -30,11 +30,11 @@ pub struct Listing {
 #[derive(Clone)]
 pub struct Handler {
     server: String,
-    changed: UnboundedSender<String>,
+    changed: ListChanges,
 }
 
 impl Handler {
-    pub fn new(server: &str, changed: UnboundedSender<String>) -> Self {
+    pub fn new(server: &str, changed: ListChanges) -> Self {
         Handler {
             server: server.to_string(),
             changed,
@@ -42,7 +42,7 @@ impl Handler {
     }
 
     fn changed(&self) -> std::future::Ready<()> {
-        let _ = self.changed.send(self.server.clone());
+        self.changed.mark(&self.server);
         std::future::ready(())
     }
 }

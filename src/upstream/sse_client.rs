@@ -2,12 +2,24 @@
 //! longer ships: remote catalog entries with `transport_type: sse` use it.
 //! `GET url` opens the event stream; its first `endpoint` event names the URL
 //! that client messages are POSTed to; server messages arrive as `message`.
+//!
+//! Deadlines: the caller bounds connecting and the handshake (the pool's
+//! handshake timeout). After that, a stream that sends nothing at all for
+//! [`STREAM_IDLE`] is taken as dead and ends the session: servers send
+//! keep-alive comments (every 15 s is usual), and the pool's health pings are
+//! answered on this stream. Each POST must be answered within [`POST_TIMEOUT`].
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures_util::{Sink, Stream, StreamExt, sink};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use sse_stream::SseStream;
+
+/// A stream silent for this long (not even a keep-alive) is dead.
+pub const STREAM_IDLE: Duration = Duration::from_secs(60);
+/// A POST (answered `202 Accepted` at once by a live server) gets this long.
+pub const POST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens the event stream and waits for the endpoint. Header values and URLs
 /// may hold secrets: errors name neither.
@@ -28,7 +40,10 @@ pub async fn connect(
         map.insert(name, value);
     }
     let base = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .read_timeout(STREAM_IDLE)
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
     let response = client
         .get(base.clone())
         .headers(map.clone())
@@ -56,7 +71,16 @@ pub async fn connect(
             None => return Err("the event stream ended before naming its endpoint".into()),
         }
     };
-    let incoming = events.filter_map(|e| async move {
+    // The first error (a read timeout, a broken connection) ends the stream,
+    // and with it the session; the pool then reconnects.
+    let incoming = events
+        .take_while(|e| {
+            if let Err(err) = e {
+                tracing::warn!(error = %err, "SSE upstream stream failed or went silent; closing the session");
+            }
+            std::future::ready(e.is_ok())
+        })
+        .filter_map(|e| async move {
         let e = e.ok()?;
         if e.event.as_deref().is_some_and(|k| k != "message") {
             return None;
@@ -77,6 +101,7 @@ pub async fn connect(
                 .post(endpoint.clone())
                 .headers(map.clone())
                 .header(CONTENT_TYPE, "application/json")
+                .timeout(POST_TIMEOUT)
                 .body(body)
                 .send()
                 .await

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
-use crate::upstream::Listing;
+use super::session::Listing;
 
 /// How tool and prompt names are exposed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -9,6 +9,11 @@
 //! handshake, first listing) gets the handshake timeout, doubled after each
 //! failure in a row (up to 16x); a re-listing gets the handshake timeout; a
 //! ping the ping timeout.
+//!
+//! `list_changed` storms are bounded: per server, at most one re-listing runs,
+//! at most one more waits ([`ListChanges`]), and the next starts no sooner than
+//! [`RELIST_GAP`] after the last ended, so a storm costs a few re-listings a
+//! second however many notifications it sends.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -57,6 +62,8 @@ impl Live {
 /// one gets a session.
 const REMOTE_RETRY_MIN: Duration = Duration::from_secs(1);
 const REMOTE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Least time between two re-listings of one server.
+pub const RELIST_GAP: Duration = Duration::from_millis(250);
 
 /// A failed attempt: which incarnation, why, and when it may be tried again.
 struct Failure {
@@ -74,7 +81,7 @@ struct Attempts {
     /// time limit (up to 16x): on a starved machine, replacing servers that
     /// were merely slow would only add load.
     strikes: HashMap<String, u32>,
-    /// Servers being re-listed (at most one re-listing each).
+    /// Servers being re-listed, or within [`RELIST_GAP`] of their last one.
     relisting: HashSet<String>,
 }
 
@@ -152,6 +159,7 @@ impl Pool {
         let mut view = self.ctx.view.subscribe();
         let mut connects: JoinSet<Connected> = JoinSet::new();
         let mut relists: JoinSet<Relisted> = JoinSet::new();
+        let mut gaps: JoinSet<String> = JoinSet::new();
         let mut attempts = Attempts::default();
         let mut health = tokio::time::interval(self.settings.health_interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,9 +175,20 @@ impl Pool {
                     Err(e) => tracing::error!(error = %e, "an upstream connect task was lost"),
                 },
                 Some(done) = relists.join_next() => match done {
-                    Ok(done) => self.on_relisted(&mut attempts, done),
+                    Ok((server, live, result)) => {
+                        self.on_relisted(&server, &live, result);
+                        gaps.spawn(async move {
+                            tokio::time::sleep(RELIST_GAP).await;
+                            server
+                        });
+                    }
                     Err(e) => tracing::error!(error = %e, "an upstream re-listing task was lost"),
                 },
+                Some(gap) = gaps.join_next() => {
+                    if let Ok(server) = gap {
+                        attempts.relisting.remove(&server);
+                    }
+                }
                 _ = self.changes.marked() => {}
                 _ = sleep_until(retry) => {}
                 _ = health.tick() => {
@@ -317,15 +336,10 @@ impl Pool {
         }
     }
 
-    fn on_relisted(&self, attempts: &mut Attempts, (server, live, result): Relisted) {
-        attempts.relisting.remove(&server);
+    fn on_relisted(&self, server: &str, live: &Arc<Live>, result: Result<Listing, String>) {
         match result {
             // Only if the session is still the live one.
-            Ok(listing)
-                if self
-                    .session(&server)
-                    .is_some_and(|l| Arc::ptr_eq(&l, &live)) =>
-            {
+            Ok(listing) if self.session(server).is_some_and(|l| Arc::ptr_eq(&l, live)) => {
                 *live.listing.write().expect("listing lock") = listing;
                 self.publish();
             }

@@ -79,6 +79,11 @@ impl Fleet {
 
     /// Starts `mcp-fleet run` on this fleet with fast test timings.
     pub fn start(&mut self, extra: &[&str]) {
+        self.start_with_env(extra, &[]);
+    }
+
+    /// As [`Fleet::start`], with extra environment variables.
+    pub fn start_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.controller.is_none(), "controller already running");
         self.runs += 1;
         let log = std::fs::File::create(self.path(&format!("controller-{}.log", self.runs)))
@@ -100,6 +105,7 @@ impl Fleet {
             .args(extra)
             .env("MCP_FLEET_LOG", "info,mcp_fleet=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -5,6 +5,8 @@ Tools:
   echo {text: str}       -> text
   add  {a: int, b: int}  -> a + b
   grow {}                -> adds the tool `late` and sends notifications/tools/list_changed
+  storm {n: int}         -> sends n tools/list_changed (the last after adding `storm_done`)
+  list_calls_so_far {}   -> how many tools/list requests it has answered
 Prompt: greet {name}; resource: test://info (text).
 
 Fault switches (a command-line flag wins over its environment variable):
@@ -108,6 +110,35 @@ def main(argv: list[str]) -> None:
             server.add_tool(late, name="late", description="Added at run time by grow")
         await ctx.session.send_tool_list_changed()
         return "grown"
+
+    # --- bounds tests (tests/gateway_bounds.rs) -------------------------------
+    # `storm` floods the client with list_changed; `list_calls` says how many
+    # tools/list requests this server has answered, to count the relists.
+    list_calls = 0
+    plain_list_tools = server.list_tools
+
+    async def counted_list_tools():  # MCPServer answers tools/list with this
+        nonlocal list_calls
+        list_calls += 1
+        return await plain_list_tools()
+
+    server.list_tools = counted_list_tools
+
+    def storm_done() -> str:
+        return "the storm is over"
+
+    @server.tool(description="Send n notifications/tools/list_changed; the last one announces the tool `storm_done`")
+    async def storm(n: int, ctx: Context) -> str:
+        for _ in range(n - 1):
+            await ctx.session.send_tool_list_changed()
+        server.add_tool(storm_done, name="storm_done", description="Added by storm before its last notification")
+        await ctx.session.send_tool_list_changed()
+        return f"sent {n}"
+
+    @server.tool(description="How many tools/list requests this server has answered")
+    def list_calls_so_far() -> int:
+        return list_calls
+    # --- end of bounds tests ---------------------------------------------------
 
     @server.prompt(description="Greet someone by name")
     def greet(name: str) -> str:

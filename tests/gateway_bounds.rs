@@ -1,0 +1,393 @@
+//! Deadlines, bounds and supervision of the gateway, against the real binary
+//! and a real engine: a remote that never answers, a list_changed storm, a
+//! background task that dies, the session cap and malformed `/mcp` bodies.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::mcp_client::{McpClient, McpTransport};
+use common::*;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const MIN: Duration = Duration::from_secs(60);
+const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+/// One raw HTTP exchange: status, headers, body text.
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not a JSON body ({e}): {:?}", self.text))
+    }
+
+    /// The JSON-RPC message of a JSON or single-event SSE body.
+    fn message(&self) -> Value {
+        if !self.is_event_stream() {
+            return self.json();
+        }
+        // Skip a priming event (empty data).
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .find_map(|data| serde_json::from_str(data.trim()).ok())
+            .unwrap_or_else(|| panic!("no message in the event stream: {:?}", self.text))
+    }
+
+    /// Every JSON-RPC message of a JSON (array) or SSE body.
+    fn messages(&self) -> Vec<Value> {
+        if !self.is_event_stream() {
+            return match self.json() {
+                Value::Array(all) => all,
+                one => vec![one],
+            };
+        }
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str(data.trim()).ok())
+            .collect()
+    }
+
+    fn is_event_stream(&self) -> bool {
+        self.headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+    }
+}
+
+async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
+    let client = reqwest::Client::new();
+    let mut r = client.request(method.parse().expect("method"), url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    if let Some(body) = body {
+        r = r.body(body.to_string());
+    }
+    let response = tokio::time::timeout(Duration::from_secs(30), r.send())
+        .await
+        .expect("answer within 30s")
+        .expect("HTTP request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    // Only complete bodies are read here (no open-ended streams).
+    let text = tokio::time::timeout(Duration::from_secs(30), response.text())
+        .await
+        .expect("body within 30s")
+        .expect("body");
+    Answer {
+        status,
+        headers,
+        text,
+    }
+}
+
+async fn post_mcp(base: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let mut all = vec![
+        ("accept", ACCEPT_BOTH),
+        ("content-type", "application/json"),
+    ];
+    all.extend_from_slice(headers);
+    http("POST", &format!("{base}/mcp"), &all, Some(body)).await
+}
+
+fn initialize(version: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {},
+        "clientInfo": {"name": "gateway-bounds-test", "version": "1"}}})
+    .to_string()
+}
+
+/// Opens a `/mcp` session on `version`; its id.
+async fn open_session(base: &str, version: &str) -> String {
+    let a = post_mcp(base, &[], &initialize(version)).await;
+    assert_eq!(a.status, 200, "initialize: {}", a.text);
+    assert_eq!(a.message()["result"]["protocolVersion"], json!(version));
+    let id = a.headers["mcp-session-id"].to_str().unwrap().to_string();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let a = post_mcp(base, &[("mcp-session-id", &id)], &initialized.to_string()).await;
+    assert_eq!(a.status, 202, "initialized: {}", a.text);
+    id
+}
+
+async fn readyz(base: &str) -> Answer {
+    http("GET", &format!("{base}/readyz"), &[], None).await
+}
+
+/// A started fleet with no servers, once its catalog was read.
+async fn empty_fleet(test: &str, args: &[&str], env: &[(&str, &str)]) -> (Fleet, String) {
+    let mut f = Fleet::new(test).await;
+    f.catalog("name: docker-mcp\nregistry: {}\n");
+    f.start_with_env(args, env);
+    let base = f.gateway_url().await;
+    (f, base)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_sse_remote_is_not_ready_within_the_handshake_timeout_and_retried() {
+    // A host that accepts connections and never sends a byte.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted, mut connections) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+            let _ = accepted.send(Instant::now());
+        }
+    });
+
+    let mut f = Fleet::new("gb-silent").await;
+    f.catalog(&format!(
+        "name: docker-mcp\nregistry:\n  silent:\n    type: remote\n    remote:\n      \
+         url: http://127.0.0.1:{port}/sse\n      transport_type: sse\n"
+    ));
+    let handshake = Duration::from_secs(2);
+    f.start(&["--no-auth", "--handshake-timeout", "2"]);
+    let base = f.gateway_url().await;
+
+    let first = tokio::time::timeout(MIN, connections.recv())
+        .await
+        .expect("the gateway connects to the remote")
+        .unwrap();
+    let message = f
+        .until("silent: not ready, saying why", MIN, || async {
+            let ready = f.status()?["servers"]["silent"]["ready"].clone();
+            let message = ready["message"].as_str()?.to_string();
+            (ready["status"] == json!(false) && message.contains("handshake timeout"))
+                .then_some(message)
+        })
+        .await;
+    let took = first.elapsed();
+    println!(
+        "silent remote: not ready after {took:?} (handshake timeout {handshake:?}): {message}"
+    );
+    assert!(
+        took < handshake + Duration::from_secs(10),
+        "not ready only after {took:?}"
+    );
+
+    // One server that is not ready keeps the gateway in service, and says so.
+    let r = readyz(&base).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.json()["notReady"]["silent"]
+            .as_str()
+            .is_some_and(|m| m.contains("handshake timeout")),
+        "{}",
+        r.text
+    );
+
+    // Retried with back-off: a second connection comes.
+    let second = tokio::time::timeout(MIN, connections.recv())
+        .await
+        .expect("the gateway retries the remote")
+        .unwrap();
+    println!(
+        "silent remote: retried {:?} after the first attempt",
+        second - first
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_changed_storm_causes_a_bounded_number_of_relists() {
+    const STORM: u32 = 20_000;
+    let mut f = Fleet::new("gb-storm").await;
+    f.catalog(&catalog_of(&[entry("storm", TESTSERVER, "")]));
+    f.start(&["--no-auth"]);
+    f.until("storm ready in the gateway", MIN, || async {
+        (f.status()?["servers"]["storm"]["ready"]["status"] == json!(true)).then_some(())
+    })
+    .await;
+    let base = f.gateway_url().await;
+    let mut c = McpClient::connect(&format!("{base}/mcp"), McpTransport::Http, None).await;
+    let count = |text: String| -> u64 { text.trim().parse().expect("a count") };
+
+    let (_, before) = c.call("list_calls_so_far", json!({})).await;
+    let started = Instant::now();
+    let answer = c
+        .send_timeout(
+            json!({"cmd": "call", "name": "storm", "arguments": {"n": STORM}}),
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(answer["text"], json!(format!("sent {STORM}")), "{answer}");
+    // The last notification announced `storm_done`: once the gateway lists
+    // it, the storm has been taken in.
+    let deadline = Instant::now() + MIN;
+    while !c.tool_names().await.contains(&"storm_done".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "storm_done never listed\n{}",
+            f.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, after) = c.call("list_calls_so_far", json!({})).await;
+    let took = started.elapsed();
+    let relists = count(after) - count(before);
+    println!("{STORM} list_changed -> {relists} tools/list calls in {took:?}");
+    // One at a time per server, at least 250 ms apart (RELIST_GAP), so at
+    // most 4 a second; the one in flight when the clock started and the one
+    // queued at the end come on top.
+    let bound = (took.as_secs_f64() * 4.0).ceil() as u64 + 2;
+    assert!(
+        (1..=bound).contains(&relists),
+        "{relists} relists for {STORM} notifications in {took:?} (bound {bound})"
+    );
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_background_task_turns_readyz_503() {
+    // Control: the same fleet without the fault is ready.
+    let (mut f, base) = empty_fleet("gb-killed", &["--no-auth"], &[]).await;
+    f.until("ready", MIN, || async {
+        (readyz(&base).await.status == 200).then_some(())
+    })
+    .await;
+    f.stop("-TERM");
+
+    f.start_with_env(&["--no-auth"], &[("MCP_FLEET_TEST_PANIC", "pool")]);
+    let base = f.gateway_url().await;
+    let body = f
+        .until("readyz 503 naming the dead task", MIN, || async {
+            let r = readyz(&base).await;
+            let body = r.json();
+            let named = body["reasons"]
+                .as_array()?
+                .iter()
+                .any(|r| r.as_str().is_some_and(|r| r.contains("`pool` panicked")));
+            (r.status == 503 && named).then_some(body)
+        })
+        .await;
+    assert_eq!(body["ready"], json!(false));
+    let logs = f.logs();
+    assert!(
+        logs.contains("ERROR") && logs.contains("background task died"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_over_the_cap_get_503_with_json() {
+    let (_f, base) = empty_fleet("gb-cap", &["--no-auth", "--max-sessions", "2"], &[]).await;
+    let first = open_session(&base, "2025-06-18").await;
+    let _second = open_session(&base, "2025-06-18").await;
+
+    let third = post_mcp(&base, &[], &initialize("2025-06-18")).await;
+    assert_eq!(third.status, 503, "{}", third.text);
+    let error = &third.json()["error"];
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--max-sessions")),
+        "{}",
+        third.text
+    );
+    let sse = http(
+        "GET",
+        &format!("{base}/sse"),
+        &[("accept", "text/event-stream")],
+        None,
+    )
+    .await;
+    assert_eq!(sse.status, 503, "{}", sse.text);
+    assert!(sse.json()["error"]["message"].is_string(), "{}", sse.text);
+
+    // Closing a session makes room.
+    let closed = http(
+        "DELETE",
+        &format!("{base}/mcp"),
+        &[("mcp-session-id", &first)],
+        None,
+    )
+    .await;
+    assert!(
+        closed.status < 300,
+        "DELETE: {} {}",
+        closed.status,
+        closed.text
+    );
+    open_session(&base, "2025-06-18").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_mcp_requests_get_4xx_with_json_bodies_and_2025_03_26_batches_work() {
+    let (_f, base) = empty_fleet("gb-http", &["--no-auth"], &[]).await;
+
+    let a = post_mcp(&base, &[], "{not json").await;
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].clone()),
+        (400, json!(-32700)),
+        "{}",
+        a.text
+    );
+    let a = post_mcp(&base, &[], r#"{"hello": 1}"#).await;
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].clone()),
+        (400, json!(-32600)),
+        "{}",
+        a.text
+    );
+
+    // rmcp's own refusals, in JSON.
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    let wrong_accept = http(
+        "POST",
+        &format!("{base}/mcp"),
+        &[
+            ("accept", "application/json"),
+            ("content-type", "application/json"),
+        ],
+        Some(&ping),
+    )
+    .await;
+    assert_eq!(wrong_accept.status, 406, "{}", wrong_accept.text);
+    assert!(wrong_accept.json()["error"]["message"].is_string());
+    let unknown = post_mcp(&base, &[("mcp-session-id", "no-such-session")], &ping).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    assert!(unknown.json()["error"]["message"].is_string());
+
+    // A batch in a 2025-03-26 session: both answers in one response (a JSON
+    // array, or an event stream when rmcp streams them).
+    let id = open_session(&base, "2025-03-26").await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 7, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 8, "method": "tools/list"},
+        {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}
+    ])
+    .to_string();
+    let a = post_mcp(&base, &[("mcp-session-id", &id)], &batch).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let mut ids: Vec<i64> = a
+        .messages()
+        .iter()
+        .map(|m| m["id"].as_i64().expect("an answer"))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [7, 8], "{}", a.text);
+    // Not on a later revision.
+    let later = open_session(&base, "2025-06-18").await;
+    let a = post_mcp(
+        &base,
+        &[
+            ("mcp-session-id", &later),
+            ("mcp-protocol-version", "2025-06-18"),
+        ],
+        &batch,
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].clone()),
+        (400, json!(-32600)),
+        "{}",
+        a.text
+    );
+}

@@ -373,7 +373,11 @@ async fn mcp_add_and_remove_approve_policy() {
     let (is_error, text) = c.call("mcp-add", json!({"name": "test"})).await;
     assert!(!is_error, "{text}");
     let answer: Value = serde_json::from_str(&text).expect(&text);
-    assert_eq!(answer["tools"], json!(["add", "echo", "grow"]), "{text}");
+    // The test server's own tools (other tests add more to it).
+    let tools: Vec<String> = serde_json::from_value(answer["tools"].clone()).expect(&text);
+    for tool in ["add", "echo", "grow"] {
+        assert!(tools.contains(&tool.to_string()), "{text}");
+    }
     assert!(
         std::fs::read_to_string(f.path("registry.yaml"))
             .unwrap()
@@ -416,16 +420,22 @@ async fn a_server_that_never_answers_is_not_ready_and_gets_replaced() {
     let first = f.running("mute").await;
     f.until("mute replaced after a failed handshake", MIN, || async {
         let s = f.status()?;
-        (s["servers"]["mute"]["restartCount"].as_u64()? >= 1).then_some(())
+        let replaced = s["servers"]["mute"]["containerId"].as_str()? != first.id;
+        (replaced && s["servers"]["mute"]["restartCount"].as_u64()? >= 1).then_some(())
     })
     .await;
     let logs = f.logs();
     assert!(
-        logs.contains("not ready: MCP handshake did not finish within 2s"),
+        logs.contains("not ready: MCP handshake did not finish within 2s")
+            || logs.contains("not ready: no MCP session within the handshake timeout (2s)"),
         "{logs}"
     );
     let now = f.container("mute").await.map(|c| c.id);
-    assert_ne!(now.as_deref(), Some(first.id.as_str()), "a fresh container");
+    assert_ne!(
+        now.as_deref(),
+        Some(first.id.as_str()),
+        "a fresh container\n{logs}"
+    );
     // The healthy server is unaffected, and the mute one's tools never appear.
     let mut c = client(&f, McpTransport::Http).await;
     let names = c.tool_names().await;

@@ -86,9 +86,11 @@ struct Attempts {
 }
 
 impl Attempts {
-    fn forget_unwanted(&mut self, wanted: &BTreeMap<String, Upstream>) {
-        self.failed.retain(|s, _| wanted.contains_key(s));
-        self.strikes.retain(|s, _| wanted.contains_key(s));
+    /// Forgets servers the catalog no longer has. (A server only briefly
+    /// out of the view, e.g. while its container is replaced, keeps its strikes.)
+    fn forget_removed(&mut self, known: impl Fn(&str) -> bool) {
+        self.failed.retain(|s, _| known(s));
+        self.strikes.retain(|s, _| known(s));
     }
 
     fn fail(&mut self, server: &str, key: Upstream, error: String) {
@@ -225,7 +227,8 @@ impl Pool {
     /// Drops sessions that are no longer wanted and starts the missing ones.
     fn sync(&self, attempts: &mut Attempts, connects: &mut JoinSet<Connected>) {
         let wanted = self.wanted();
-        attempts.forget_unwanted(&wanted);
+        let desired = self.ctx.desired();
+        attempts.forget_removed(|s| desired.as_ref().is_some_and(|d| d.servers.contains_key(s)));
         let dropped: Vec<String> = {
             let mut live = self.live.write().expect("pool lock");
             let gone: Vec<String> = live
@@ -307,7 +310,6 @@ impl Pool {
     /// A session that cannot be opened or stopped answering: not ready, and
     /// for a container, the controller is told to replace it.
     fn failed(&self, server: &str, key: &Upstream, message: &str) {
-        tracing::warn!(server, error = message, "upstream not ready");
         self.ctx
             .status
             .set_ready(server, Some((false, message.to_string())));
@@ -481,9 +483,9 @@ mod tests {
         };
         let mut a = Attempts::default();
         a.fail("gone", remote.clone(), "e".into());
-        a.fail("kept", remote.clone(), "e".into());
+        a.fail("kept", remote, "e".into());
         assert!(a.next_retry().is_some());
-        a.forget_unwanted(&[("kept".to_string(), remote)].into());
+        a.forget_removed(|s| s == "kept");
         assert_eq!(a.failed.keys().collect::<Vec<_>>(), ["kept"]);
         assert_eq!(a.strikes.keys().collect::<Vec<_>>(), ["kept"]);
     }

@@ -283,20 +283,8 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
             server,
             Update::phase(Phase::Invalid, error).container(running_id, running_hash),
         ),
-        Some(Desired::Remote {
-            url,
-            transport,
-            headers,
-            ..
-        }) => {
-            ctx.view.set(
-                server,
-                Some(Upstream::Remote {
-                    url: url.clone(),
-                    transport: transport.clone(),
-                    headers: headers.clone(),
-                }),
-            );
+        Some(Desired::Remote { url, transport, .. }) => {
+            ctx.view.set(server, want.and_then(Upstream::remote));
             ctx.status.update(
                 server,
                 Update::phase(
@@ -330,7 +318,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
     {
         let restarts = ctx.crash(server, |s| s.restarts);
         ctx.view
-            .set(server, Some(running_upstream(&r.id, restarts, c)));
+            .set(server, Some(Upstream::running(&r.id, restarts, c)));
         ctx.status.update(
             server,
             Update::phase(Phase::Running, running_message(c))
@@ -357,14 +345,6 @@ fn redact_url(url: &str) -> String {
             u.to_string()
         }
         Err(_) => "(unparsable url)".to_string(),
-    }
-}
-
-fn running_upstream(id: &str, restarts: u32, c: &ContainerServer) -> Upstream {
-    Upstream::Container {
-        id: id.to_string(),
-        restarts,
-        spec_hash: c.hash.clone(),
     }
 }
 
@@ -476,7 +456,7 @@ async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<
             tracing::info!(server, container = short(&id), restart, "container started");
             if let Some(want) = want_container {
                 ctx.view
-                    .set(&server, Some(running_upstream(&id, restarts, want)));
+                    .set(&server, Some(Upstream::running(&id, restarts, want)));
                 ctx.status.update(
                     &server,
                     Update::phase(Phase::Running, running_message(want))
@@ -515,7 +495,7 @@ async fn create_and_start(
     ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
     tracing::info!(server, container = short(&id), hash = %want.hash, "container created and started");
     ctx.view
-        .set(server, Some(running_upstream(&id, restarts, want)));
+        .set(server, Some(Upstream::running(&id, restarts, want)));
     ctx.status.update(
         server,
         Update::phase(Phase::Running, running_message(want))

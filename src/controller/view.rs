@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::catalog::{ContainerServer, Desired};
+
 /// How to reach one server; a different value means a new MCP session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upstream {
@@ -22,6 +24,34 @@ pub enum Upstream {
         transport: String,
         headers: BTreeMap<String, String>,
     },
+}
+
+impl Upstream {
+    /// The container `id` running `c`'s spec, after `restarts` restarts.
+    pub fn running(id: &str, restarts: u32, c: &ContainerServer) -> Self {
+        Upstream::Container {
+            id: id.to_string(),
+            restarts,
+            spec_hash: c.hash.clone(),
+        }
+    }
+
+    /// A remote catalog entry (`None` for anything else).
+    pub fn remote(d: &Desired) -> Option<Self> {
+        match d {
+            Desired::Remote {
+                url,
+                transport,
+                headers,
+                ..
+            } => Some(Upstream::Remote {
+                url: url.clone(),
+                transport: transport.clone(),
+                headers: headers.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 pub type Servers = Arc<BTreeMap<String, Upstream>>;

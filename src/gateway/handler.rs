@@ -634,11 +634,17 @@ impl ServerHandler for Gateway {
     }
 }
 
-impl super::http::GatewayState for Gateway {
+impl super::page::StatusSource for Gateway {
     fn status_json(&self) -> serde_json::Value {
         serde_json::to_value(self.ctx().status.snapshot()).expect("status serialises")
     }
 
+    fn status_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ctx().status.subscribe()
+    }
+}
+
+impl super::http::GatewayState for Gateway {
     /// Ready once the catalog has been read (servers come and go after that).
     fn ready(&self) -> bool {
         self.ctx().desired().is_some()

@@ -39,6 +39,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 pub use super::auth::Auth;
+use super::auth::cookie_allowed;
+pub use super::page::StatusSource;
 
 /// Path of the streamable HTTP transport.
 pub const MCP_PATH: &str = "/mcp";
@@ -61,10 +63,9 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
 }
 
-/// What the HTTP layer needs from the rest of mcp-fleet.
-pub trait GatewayState: Send + Sync + 'static {
-    /// Body of `GET /status`.
-    fn status_json(&self) -> serde_json::Value;
+/// What the HTTP layer needs from the rest of mcp-fleet (the status document
+/// for `GET /status` and the page comes from [`StatusSource`]).
+pub trait GatewayState: StatusSource {
     /// `GET /readyz`: 200 if true, else 503 (JSON body both ways).
     fn ready(&self) -> bool;
 }
@@ -102,6 +103,7 @@ where
     let mcp = StreamableHttpService::new(move || Ok(mcp_handler()), Arc::new(sessions), mcp_config);
 
     let ready_state = state.clone();
+    let page_state: Arc<dyn StatusSource> = state.clone();
     let status_state = state;
     let security = Arc::new(Security {
         auth: cfg.auth,
@@ -127,6 +129,7 @@ where
             "/status",
             get(move || async move { axum::Json(status_state.status_json()) }),
         )
+        .merge(super::page::router(page_state))
         .layer(middleware::from_fn_with_state(security, guard));
 
     Router::new()
@@ -222,13 +225,24 @@ async fn guard(
         );
         return json_error(rejection.status, rejection.kind, &rejection.message);
     }
+    if let Some(response) = super::page::login(&security.auth, &request) {
+        return response;
+    }
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
-    if !security.auth.allows(authorization) {
+    let by_cookie = authorization.is_none()
+        && cookie_allowed(request.method(), request.uri().path())
+        && security.auth.allows_cookie(
+            request
+                .headers()
+                .get(header::COOKIE)
+                .and_then(|v| v.to_str().ok()),
+        );
+    if !by_cookie && !security.auth.allows(authorization) {
         let message = if authorization.is_none() {
-            "missing Authorization: Bearer <token> header"
+            "missing Authorization: Bearer <token> header (a browser opens /?token=<token> once)"
         } else {
             "invalid bearer token"
         };

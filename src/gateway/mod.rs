@@ -10,4 +10,5 @@ pub mod auth;
 pub mod handler;
 pub mod http;
 pub mod manage;
+pub mod page;
 pub mod sse;

@@ -14,6 +14,7 @@ use crate::gateway::handler::{Gateway, GatewaySettings};
 use crate::gateway::manage::{self, AddPolicy};
 use crate::gateway::{auth, http};
 use crate::plan::Plan;
+use crate::runtime::metered::Metered;
 use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
 use crate::upstream::{Pool, PoolSettings};
 use crate::{Error, Result};
@@ -261,7 +262,7 @@ async fn run(args: RunArgs) -> Result<()> {
     );
     let g = &args.gateway;
     let auth = auth::resolve(g.auth_token_file.as_deref(), g.no_auth).map_err(Error::Usage)?;
-    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
+    let runtime: Arc<dyn Runtime> = Arc::new(Metered(Arc::new(DockerRuntime::connect().await?)));
     let ctx = Context::new(runtime, settings);
     let pool = Pool::new(
         ctx.clone(),

@@ -103,6 +103,9 @@ impl StatusSource for TestState {
 }
 
 impl GatewayState for TestState {
+    fn metrics_text(&self) -> String {
+        "# EOF\n".into()
+    }
     fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }

@@ -68,6 +68,8 @@ pub struct HttpConfig {
 pub trait GatewayState: StatusSource {
     /// `GET /readyz`: 200 if true, else 503 (JSON body both ways).
     fn ready(&self) -> bool;
+    /// Body of `GET /metrics` (OpenMetrics text).
+    fn metrics_text(&self) -> String;
 }
 
 /// A JSON error response: `{"error": kind, "message": message}`.
@@ -104,6 +106,7 @@ where
 
     let ready_state = state.clone();
     let page_state: Arc<dyn StatusSource> = state.clone();
+    let metrics_state = state.clone();
     let status_state = state;
     let security = Arc::new(Security {
         auth: cfg.auth,
@@ -128,6 +131,18 @@ where
         .route(
             "/status",
             get(move || async move { axum::Json(status_state.status_json()) }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics_state.metrics_text(),
+                )
+            }),
         )
         .merge(super::page::router(page_state))
         .layer(middleware::from_fn_with_state(security, guard));

@@ -10,5 +10,6 @@ pub mod auth;
 pub mod handler;
 pub mod http;
 pub mod manage;
+pub mod observe;
 pub mod page;
 pub mod sse;

@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+// A real MCP client for mcp-fleet's relay tests: the official TypeScript SDK
+// (@modelcontextprotocol/sdk, resolved through NODE_PATH; scripts/node-env.sh).
+//
+//   node relay_client.cjs URL http|sse TOOL ARGS-JSON ANSWERS-JSON
+//
+// Connects over streamable HTTP (`http`) or the legacy HTTP+SSE transport
+// (`sse`), calls TOOL with ARGS and an `onprogress` callback, and prints one
+// JSON line of what it saw: {sampling: [params...], elicitation: [params...],
+// progress: [notification params...], result}. The caller judges.
+// ANSWERS.sampling / ANSWERS.elicitation, when not null, declare that
+// capability and are the handler's answer to sampling/createMessage /
+// elicitation/create; when null, the client lacks the capability.
+'use strict';
+
+const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
+const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/client/streamableHttp.js');
+const { SSEClientTransport } = require('@modelcontextprotocol/sdk/client/sse.js');
+const {
+  CallToolResultSchema,
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
+} = require('@modelcontextprotocol/sdk/types.js');
+
+const CALL_TIMEOUT_MS = 30000;
+
+async function main() {
+  const [url, transport, tool, argsJson, answersJson] = process.argv.slice(2);
+  if (!answersJson || !['http', 'sse'].includes(transport)) {
+    throw new Error('usage: relay_client.cjs URL http|sse TOOL ARGS-JSON ANSWERS-JSON');
+  }
+  const answers = JSON.parse(answersJson);
+  const seen = { sampling: [], elicitation: [], progress: [] };
+  const capabilities = {};
+  if (answers.sampling) capabilities.sampling = {};
+  if (answers.elicitation) capabilities.elicitation = {};
+  const client = new Client({ name: 'mcp-fleet-relay-test', version: '1.0.0' }, { capabilities });
+  if (answers.sampling) {
+    client.setRequestHandler(CreateMessageRequestSchema, async (request) => {
+      seen.sampling.push(request.params);
+      return answers.sampling;
+    });
+  }
+  if (answers.elicitation) {
+    client.setRequestHandler(ElicitRequestSchema, async (request) => {
+      seen.elicitation.push(request.params);
+      return answers.elicitation;
+    });
+  }
+  const endpoint = new URL(url);
+  await client.connect(
+    transport === 'sse' ? new SSEClientTransport(endpoint) : new StreamableHTTPClientTransport(endpoint),
+  );
+  const result = await client.callTool(
+    { name: tool, arguments: JSON.parse(argsJson) },
+    CallToolResultSchema,
+    { onprogress: (progress) => seen.progress.push(progress), timeout: CALL_TIMEOUT_MS },
+  );
+  await client.close();
+  process.stdout.write(JSON.stringify({ ...seen, result }) + '\n');
+}
+
+main().catch((e) => {
+  process.stderr.write(`relay_client: ${e && e.stack ? e.stack : e}\n`);
+  process.exit(1);
+});

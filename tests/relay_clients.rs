@@ -2,9 +2,9 @@
 //! (`tests/clients/relay_client.cjs`) over the gateway's `/mcp` and `/sse`,
 //! with the conformance fixture upstream both as a container (stdio) and as a
 //! remote entry (streamable HTTP), and once straight at the fixture (which
-//! proves each expectation can be met): sampling and elicitation handlers are
-//! called and their answers reach the tool (and a client without those
-//! capabilities gets a tool error, not an invented answer); `onprogress` receives a call's
+//! proves each expectation can be met): sampling, elicitation and roots
+//! handlers are called and their answers reach the tool (and a client without
+//! those capabilities gets a tool error, not an invented answer); `onprogress` receives a call's
 //! progress; two clients calling the same upstream tool at once each receive
 //! only their own progress. Failures are collected over all targets and
 //! reported together.
@@ -114,8 +114,9 @@ fn result_text(seen: &Value) -> Result<&str, String> {
         .ok_or_else(|| format!("no text in the result: {result}"))
 }
 
+/// A client that declares none of sampling, elicitation and roots.
 fn no_answers() -> Value {
-    json!({"sampling": null, "elicitation": null})
+    json!({})
 }
 
 fn check(failures: &mut Vec<String>, target: &Target, what: &str, outcome: Result<(), String>) {
@@ -174,8 +175,23 @@ fn elicitation(seen: Value, message: &str, username: &str, email: &str) -> Resul
     }
 }
 
+fn roots(seen: Value, want: &Value) -> Result<(), String> {
+    let asked = seen["roots"].as_array().map_or(0, Vec::len);
+    if asked != 1 {
+        return Err(format!(
+            "the roots handler was called {asked} times, not once; result: {}",
+            seen["result"]
+        ));
+    }
+    let got: Value = serde_json::from_str(result_text(&seen)?)
+        .map_err(|e| format!("the tool's text is not the roots as JSON: {e}"))?;
+    (&got == want)
+        .then_some(())
+        .ok_or_else(|| format!("the tool got the roots {got}, not {want}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn sampling_and_elicitation_handlers_are_called_and_their_answers_reach_the_tool() {
+async fn sampling_elicitation_and_roots_handlers_are_called_and_their_answers_reach_the_tool() {
     let (_fixture, _fleet, targets) = targets("relay-ask").await;
     let mut failures = Vec::new();
     // One target at a time: on stdio, the gateway attributes a server's request
@@ -187,6 +203,7 @@ async fn sampling_and_elicitation_handlers_are_called_and_their_answers_reach_th
             "sampling": {"role": "assistant", "content": {"type": "text", "text": answer},
                          "model": "test-model", "stopReason": "endTurn"},
             "elicitation": {"action": "accept", "content": {"username": username, "email": email}},
+            "roots": {"roots": [{"uri": format!("file:///work/project-{i}"), "name": format!("project {i}")}]},
         });
         let prompt = format!("prompt {i}");
         let seen = run_client(t, "test_sampling", json!({"prompt": prompt}), &answers).await;
@@ -198,10 +215,15 @@ async fn sampling_and_elicitation_handlers_are_called_and_their_answers_reach_th
         let outcome = seen.and_then(|s| elicitation(s, &message, &username, &email));
         check(&mut failures, t, "elicitation", outcome);
 
+        let seen = run_client(t, "test_list_roots", json!({}), &answers).await;
+        let outcome = seen.and_then(|s| roots(s, &answers["roots"]["roots"]));
+        check(&mut failures, t, "roots", outcome);
+
         // A client without the capabilities: the tool fails; nobody answers for it.
         for (tool, args) in [
             ("test_sampling", json!({"prompt": prompt})),
             ("test_elicitation", json!({"message": message})),
+            ("test_list_roots", json!({})),
         ] {
             let outcome = run_client(t, tool, args, &no_answers()).await.and_then(
                 |seen| match &seen["result"] {

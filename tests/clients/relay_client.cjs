@@ -7,10 +7,11 @@
 // Connects over streamable HTTP (`http`) or the legacy HTTP+SSE transport
 // (`sse`), calls TOOL with ARGS and an `onprogress` callback, and prints one
 // JSON line of what it saw: {sampling: [params...], elicitation: [params...],
-// progress: [notification params...], result}. The caller judges.
-// ANSWERS.sampling / ANSWERS.elicitation, when not null, declare that
-// capability and are the handler's answer to sampling/createMessage /
-// elicitation/create; when null, the client lacks the capability.
+// roots: [params...], progress: [notification params...], result}. The caller
+// judges. ANSWERS.sampling / .elicitation / .roots, when present and not null,
+// declare that capability and are the handler's answer to
+// sampling/createMessage / elicitation/create / roots/list; otherwise the
+// client lacks the capability.
 'use strict';
 
 const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
@@ -20,6 +21,7 @@ const {
   CallToolResultSchema,
   CreateMessageRequestSchema,
   ElicitRequestSchema,
+  ListRootsRequestSchema,
 } = require('@modelcontextprotocol/sdk/types.js');
 
 const CALL_TIMEOUT_MS = 30000;
@@ -30,21 +32,18 @@ async function main() {
     throw new Error('usage: relay_client.cjs URL http|sse TOOL ARGS-JSON ANSWERS-JSON');
   }
   const answers = JSON.parse(answersJson);
-  const seen = { sampling: [], elicitation: [], progress: [] };
-  const capabilities = {};
-  if (answers.sampling) capabilities.sampling = {};
-  if (answers.elicitation) capabilities.elicitation = {};
+  const seen = { sampling: [], elicitation: [], roots: [], progress: [] };
+  const handlers = [
+    ['sampling', CreateMessageRequestSchema],
+    ['elicitation', ElicitRequestSchema],
+    ['roots', ListRootsRequestSchema],
+  ].filter(([kind]) => answers[kind]);
+  const capabilities = Object.fromEntries(handlers.map(([kind]) => [kind, {}]));
   const client = new Client({ name: 'mcp-fleet-relay-test', version: '1.0.0' }, { capabilities });
-  if (answers.sampling) {
-    client.setRequestHandler(CreateMessageRequestSchema, async (request) => {
-      seen.sampling.push(request.params);
-      return answers.sampling;
-    });
-  }
-  if (answers.elicitation) {
-    client.setRequestHandler(ElicitRequestSchema, async (request) => {
-      seen.elicitation.push(request.params);
-      return answers.elicitation;
+  for (const [kind, schema] of handlers) {
+    client.setRequestHandler(schema, async (request) => {
+      seen[kind].push(request.params || {});
+      return answers[kind];
     });
   }
   const endpoint = new URL(url);

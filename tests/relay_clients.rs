@@ -2,12 +2,16 @@
 //! (`tests/clients/relay_client.cjs`) over the gateway's `/mcp` and `/sse`,
 //! with the conformance fixture upstream both as a container (stdio) and as a
 //! remote entry (streamable HTTP), and once straight at the fixture (which
-//! proves each expectation can be met): sampling, elicitation and roots
-//! handlers are called and their answers reach the tool (and a client without
-//! those capabilities gets a tool error, not an invented answer); `onprogress` receives a call's
-//! progress; two clients calling the same upstream tool at once each receive
-//! only their own progress. Failures are collected over all targets and
-//! reported together.
+//! proves each expectation can be met):
+//! - sampling, elicitation and roots handlers are called and their answers
+//!   reach the tool; a client without those capabilities gets a tool error,
+//!   not an invented answer;
+//! - `onprogress` receives a call's progress;
+//! - two clients calling the same upstream tool at once each receive only
+//!   their own progress;
+//! - `completion/complete` is answered by the server that owns the prompt.
+//!
+//! Failures are collected over all targets and reported together.
 mod common;
 
 use std::process::Stdio;
@@ -73,12 +77,23 @@ async fn targets(test: &str) -> (HttpFixture, Fleet, Vec<Target>) {
     (fixture, f, all)
 }
 
-/// Runs the TypeScript client once: what it saw, or why it failed.
+/// Calls the fixture's `tool` with the TypeScript client.
 async fn run_client(t: &Target, tool: &str, args: Value, answers: &Value) -> Result<Value, String> {
+    let params = json!({"name": t.tool(tool), "arguments": args});
+    request(t, "tools/call", params, answers).await
+}
+
+/// Runs the TypeScript client once: what it saw, or why it failed.
+async fn request(
+    t: &Target,
+    method: &str,
+    params: Value,
+    answers: &Value,
+) -> Result<Value, String> {
     let run = Command::new("node")
         .arg(SCRIPT)
-        .args([&t.url, t.transport, &t.tool(tool)])
-        .arg(args.to_string())
+        .args([&t.url, t.transport, method])
+        .arg(params.to_string())
         .arg(answers.to_string())
         .env("NODE_PATH", node_modules())
         .stdin(Stdio::null())
@@ -314,6 +329,29 @@ async fn two_clients_calling_the_same_tool_at_once_each_get_only_their_own_progr
             let what = format!("pair {n} ({} + {}): own progress only", ta.name, tb.name);
             check(&mut failures, t, &what, outcome);
         }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completion_is_answered_by_the_server_that_owns_the_prompt() {
+    let (_fixture, _fleet, targets) = targets("relay-complete").await;
+    let mut failures = Vec::new();
+    for t in &targets {
+        let params = json!({
+            "ref": {"type": "ref/prompt", "name": t.tool("test_prompt_with_arguments")},
+            "argument": {"name": "arg1", "value": "par"},
+        });
+        let outcome = request(t, "completion/complete", params, &no_answers())
+            .await
+            .and_then(|seen| {
+                let got = &seen["result"]["completion"]["values"];
+                let want = json!(["paris", "park", "party"]);
+                (got == &want)
+                    .then_some(())
+                    .ok_or_else(|| format!("completion {}, not values {want}", seen["result"]))
+            });
+        check(&mut failures, t, "completion/complete", outcome);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -2,16 +2,16 @@
 // A real MCP client for mcp-fleet's relay tests: the official TypeScript SDK
 // (@modelcontextprotocol/sdk, resolved through NODE_PATH; scripts/node-env.sh).
 //
-//   node relay_client.cjs URL http|sse TOOL ARGS-JSON ANSWERS-JSON
+//   node relay_client.cjs URL http|sse METHOD PARAMS-JSON ANSWERS-JSON
 //
 // Connects over streamable HTTP (`http`) or the legacy HTTP+SSE transport
-// (`sse`), calls TOOL with ARGS and an `onprogress` callback, and prints one
-// JSON line of what it saw: {sampling: [params...], elicitation: [params...],
-// roots: [params...], progress: [notification params...], result}. The caller
-// judges. ANSWERS.sampling / .elicitation / .roots, when present and not null,
-// declare that capability and are the handler's answer to
-// sampling/createMessage / elicitation/create / roots/list; otherwise the
-// client lacks the capability.
+// (`sse`) and sends one request: METHOD `tools/call` (with an `onprogress`
+// callback) or `completion/complete`, with PARAMS. Prints one JSON line of what
+// it saw: {sampling: [params...], elicitation: [params...], roots: [params...],
+// progress: [notification params...], result}. The caller judges.
+// ANSWERS.sampling / .elicitation / .roots, when present and not null, declare
+// that capability and are the handler's answer to sampling/createMessage /
+// elicitation/create / roots/list; otherwise the client lacks the capability.
 'use strict';
 
 const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
@@ -27,10 +27,11 @@ const {
 const CALL_TIMEOUT_MS = 30000;
 
 async function main() {
-  const [url, transport, tool, argsJson, answersJson] = process.argv.slice(2);
+  const [url, transport, method, paramsJson, answersJson] = process.argv.slice(2);
   if (!answersJson || !['http', 'sse'].includes(transport)) {
-    throw new Error('usage: relay_client.cjs URL http|sse TOOL ARGS-JSON ANSWERS-JSON');
+    throw new Error('usage: relay_client.cjs URL http|sse METHOD PARAMS-JSON ANSWERS-JSON');
   }
+  const params = JSON.parse(paramsJson);
   const answers = JSON.parse(answersJson);
   const seen = { sampling: [], elicitation: [], roots: [], progress: [] };
   const handlers = [
@@ -50,11 +51,17 @@ async function main() {
   await client.connect(
     transport === 'sse' ? new SSEClientTransport(endpoint) : new StreamableHTTPClientTransport(endpoint),
   );
-  const result = await client.callTool(
-    { name: tool, arguments: JSON.parse(argsJson) },
-    CallToolResultSchema,
-    { onprogress: (progress) => seen.progress.push(progress), timeout: CALL_TIMEOUT_MS },
-  );
+  let result;
+  if (method === 'tools/call') {
+    result = await client.callTool(params, CallToolResultSchema, {
+      onprogress: (progress) => seen.progress.push(progress),
+      timeout: CALL_TIMEOUT_MS,
+    });
+  } else if (method === 'completion/complete') {
+    result = await client.complete(params, { timeout: CALL_TIMEOUT_MS });
+  } else {
+    throw new Error(`unsupported method ${method}`);
+  }
   await client.close();
   process.stdout.write(JSON.stringify({ ...seen, result }) + '\n');
 }

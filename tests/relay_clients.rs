@@ -144,60 +144,54 @@ fn check(failures: &mut Vec<String>, target: &Target, what: &str, outcome: Resul
     }
 }
 
-fn sampling(seen: Value, prompt: &str, answer: &str) -> Result<(), String> {
-    let asked = seen["sampling"].as_array().cloned().unwrap_or_default();
-    let [request] = asked.as_slice() else {
-        return Err(format!(
-            "the sampling handler was called {} times, not once; result: {}",
-            asked.len(),
+/// The one request the client's `kind` handler (sampling, elicitation, roots) got.
+fn only_request(seen: &Value, kind: &str) -> Result<Value, String> {
+    match seen[kind].as_array().map(Vec::as_slice) {
+        Some([request]) => Ok(request.clone()),
+        other => Err(format!(
+            "the {kind} handler was called {} times, not once; result: {}",
+            other.map_or(0, <[Value]>::len),
             seen["result"]
-        ));
-    };
-    let text = &request["messages"][0]["content"]["text"];
-    if text != prompt {
-        return Err(format!(
-            "the handler got {request}, not the prompt {prompt:?}"
-        ));
+        )),
     }
-    let want = format!("LLM response: {answer}");
-    match result_text(&seen)? {
+}
+
+/// The tool's text is `want`.
+fn said(seen: &Value, want: &str) -> Result<(), String> {
+    match result_text(seen)? {
         got if got == want => Ok(()),
         got => Err(format!("the tool said {got:?}, not {want:?}")),
     }
 }
 
-fn elicitation(seen: Value, message: &str, username: &str, email: &str) -> Result<(), String> {
-    let asked = seen["elicitation"].as_array().cloned().unwrap_or_default();
-    let [request] = asked.as_slice() else {
+fn sampling(seen: Value, prompt: &str, answer: &str) -> Result<(), String> {
+    let request = only_request(&seen, "sampling")?;
+    if request["messages"][0]["content"]["text"] != prompt {
         return Err(format!(
-            "the elicitation handler was called {} times, not once; result: {}",
-            asked.len(),
-            seen["result"]
+            "the handler got {request}, not the prompt {prompt:?}"
         ));
-    };
+    }
+    said(&seen, &format!("LLM response: {answer}"))
+}
+
+fn elicitation(seen: Value, message: &str, username: &str, email: &str) -> Result<(), String> {
+    let request = only_request(&seen, "elicitation")?;
     if request["message"] != message {
         return Err(format!(
             "the handler got {request}, not the message {message:?}"
         ));
     }
     // The fixture prints the content with Python's json.dumps(sort_keys=True).
-    let want = format!(
-        r#"User response: action=accept, content={{"email": "{email}", "username": "{username}"}}"#
-    );
-    match result_text(&seen)? {
-        got if got == want => Ok(()),
-        got => Err(format!("the tool said {got:?}, not {want:?}")),
-    }
+    said(
+        &seen,
+        &format!(
+            r#"User response: action=accept, content={{"email": "{email}", "username": "{username}"}}"#
+        ),
+    )
 }
 
 fn roots(seen: Value, want: &Value) -> Result<(), String> {
-    let asked = seen["roots"].as_array().map_or(0, Vec::len);
-    if asked != 1 {
-        return Err(format!(
-            "the roots handler was called {asked} times, not once; result: {}",
-            seen["result"]
-        ));
-    }
+    only_request(&seen, "roots")?;
     let got: Value = serde_json::from_str(result_text(&seen)?)
         .map_err(|e| format!("the tool's text is not the roots as JSON: {e}"))?;
     (&got == want)
@@ -315,11 +309,7 @@ async fn two_clients_calling_the_same_tool_at_once_each_get_only_their_own_progr
         let (seen_a, seen_b) = tokio::join!(call(ta, &tag_a), call(tb, &tag_b));
         for (t, tag, seen) in [(ta, &tag_a, seen_a), (tb, &tag_b, seen_b)] {
             let outcome = seen.and_then(|seen| {
-                let done = format!("progress done: {tag}");
-                match result_text(&seen)? {
-                    text if text == done => {}
-                    text => return Err(format!("the tool said {text:?}, not {done:?}")),
-                }
+                said(&seen, &format!("progress done: {tag}"))?;
                 let got = progress_of(&seen);
                 let want: Vec<_> = (1..=3).map(|i| (f64::from(i), 3.0, tag.clone())).collect();
                 (got == want)

@@ -4,7 +4,11 @@
 //! HTTP, through the gateway with the fixture as a container (stdio), and
 //! through the gateway with the fixture as a remote entry (streamable HTTP).
 //! The fixture must pass every scenario straight, and every scenario must pass
-//! through the gateway as well: a failure there is the gateway's.
+//! through the gateway as well: a failure there is the gateway's. A scenario
+//! passes as the suite counts it: no check with status FAILURE.
+//!
+//! Run: `eval "$(scripts/python-env.sh)" && eval "$(scripts/node-env.sh)" &&
+//! cargo test --test conformance -- --nocapture` (prints the pass counts).
 mod common;
 
 use std::collections::BTreeMap;

@@ -352,7 +352,7 @@ def listing(key: str, items: list[dict[str, Any]]):
 
 def build() -> Server:
     f = Fixture()
-    server = Server(
+    return Server(
         "mcp-fleet-conformance-fixture",
         version="1.0.0",
         on_list_tools=listing("tools", TOOLS),
@@ -367,7 +367,6 @@ def build() -> Server:
         on_completion=f.complete,
         on_set_logging_level=f.set_level,
     )
-    return server
 
 
 class MemoryEventStore(EventStore):

@@ -1,7 +1,7 @@
 //! The status page in a real headless browser (Debian's Chromium driven by
 //! playwright-core): opened before a server is approved, it shows the server
-//! Running and ready without being reloaded. Needs `scripts/page-env.sh`
-//! (run by `scripts/test`).
+//! Running and ready without being reloaded. Needs `scripts/node-env.sh` and
+//! `scripts/page-env.sh` (run by `scripts/test`).
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -13,9 +13,8 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn page_shows_an_approval_live() {
-    let modules = std::env::var("MCP_FLEET_PAGE_NODE_MODULES").expect(
-        "MCP_FLEET_PAGE_NODE_MODULES: run the tests with scripts/test (scripts/page-env.sh)",
-    );
+    let modules = std::env::var("MCP_FLEET_NODE_MODULES")
+        .expect("MCP_FLEET_NODE_MODULES: run the tests with scripts/test (scripts/node-env.sh)");
     let mut f = Fleet::new("page").await;
     f.catalog(&catalog_of(&[entry("time", TIME, "")]));
     f.write_atomic("registry.yaml", "registry: {}\n");
@@ -27,11 +26,14 @@ async fn page_shows_an_approval_live() {
 
     let shot = f.path("page.png");
     let mut browser = Command::new("node")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/page/watch.mjs"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/status_page.mjs"
+        ))
         .arg(format!("{base}/?token={token}"))
         .arg("time")
         .arg(&shot)
-        .env("MCP_FLEET_PAGE_NODE_MODULES", modules)
+        .env("MCP_FLEET_NODE_MODULES", modules)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

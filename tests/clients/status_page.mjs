@@ -1,9 +1,9 @@
 // Opens the status page in headless Chromium, says "loaded" once it is live,
 // then waits (without reloading) until SERVER shows Running and ready, and
 // takes a screenshot. Prints one JSON line with what it saw.
-//   node watch.mjs URL SERVER SCREENSHOT   (URL carries ?token=… once)
+//   node status_page.mjs URL SERVER SCREENSHOT   (URL carries ?token=… once)
 import { createRequire } from "node:module";
-const require = createRequire(process.env.MCP_FLEET_PAGE_NODE_MODULES + "/");
+const require = createRequire(process.env.MCP_FLEET_NODE_MODULES + "/");
 const { chromium } = require("playwright-core");
 
 const [url, server, shot] = process.argv.slice(2);

@@ -14,6 +14,7 @@ use crate::gateway::manage::{self, AddPolicy};
 use crate::gateway::ready::Health;
 use crate::gateway::{auth, http};
 use crate::plan::Plan;
+use crate::runtime::metered::Metered;
 use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
 use crate::supervise::Supervisor;
 use crate::upstream::index::ToolNames;
@@ -270,7 +271,7 @@ async fn run(args: RunArgs) -> Result<()> {
     if g.max_sessions == 0 {
         return Err(Error::Usage("--max-sessions must be at least 1".into()));
     }
-    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
+    let runtime: Arc<dyn Runtime> = Arc::new(Metered(Arc::new(DockerRuntime::connect().await?)));
     let shutdown = CancellationToken::new();
     let tasks = Supervisor::from_env(shutdown.clone());
     let ctx = Context::new(runtime, settings, tasks.clone());

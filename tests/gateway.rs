@@ -15,15 +15,6 @@ const FETCH_DESC: &str =
     "description: Fetches a URL from the internet and extracts its contents as markdown.";
 
 impl Fleet {
-    /// Waits until the gateway has an MCP session to `server`.
-    async fn ready(&self, server: &str) {
-        self.until(&format!("{server} ready in the gateway"), MIN, || async {
-            let s = self.status()?;
-            (s["servers"][server]["ready"]["status"] == json!(true)).then_some(())
-        })
-        .await
-    }
-
     fn registry(&self, servers: &[&str]) {
         let mut text = String::from("registry:\n");
         for s in servers {

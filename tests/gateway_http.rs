@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use common::mcp_client::{McpClient, McpTransport};
 use mcp_fleet::gateway::auth::Auth;
 use mcp_fleet::gateway::http::{
-    DEFAULT_MAX_SESSIONS, GatewayState, HttpConfig, Readiness, SHUTDOWN_GRACE, router, serve,
+    DEFAULT_MAX_SESSIONS, GatewayState, HttpConfig, Readiness, SHUTDOWN_GRACE, StatusSource,
+    router, serve,
 };
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
@@ -90,11 +91,21 @@ impl ServerHandler for Echo {
 
 struct TestState {
     ready: AtomicBool,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl StatusSource for TestState {
+    fn status_json(&self) -> Value {
+        json!({"servers": {"echo": {"phase": "running"}}})
+    }
+    fn status_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
 }
 
 impl GatewayState for TestState {
-    fn status_json(&self) -> Value {
-        json!({"servers": {"echo": {"phase": "running"}}})
+    fn metrics_text(&self) -> String {
+        "# EOF\n".into()
     }
     fn readiness(&self) -> Readiness {
         Readiness {
@@ -121,6 +132,7 @@ impl Gateway {
         let (tx, peers) = mpsc::unbounded_channel();
         let state = Arc::new(TestState {
             ready: AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
         });
         let app = router(
             move || Echo { peers: tx.clone() },
@@ -555,4 +567,59 @@ async fn sse_session_is_forgotten_when_its_stream_drops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     gw.stop().await;
+}
+
+/// The status page's login: `/?token=` sets a cookie that holds no token and
+/// opens only the read-only pages, never `/mcp` or `/sse`.
+#[tokio::test(flavor = "multi_thread")]
+async fn page_login_cookie_opens_only_read_only_pages() {
+    let gw = Gateway::start(Auth::Token(TOKEN.into())).await;
+    let a = gw.addr;
+    let r = request(a, "GET", "/", &[], "").await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["error"], "unauthorized");
+    let r = request(a, "GET", "/?token=wrong", &[], "").await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(!r.body.contains("wrong"));
+
+    let r = request(a, "GET", &format!("/?token={TOKEN}"), &[], "").await;
+    assert_eq!(r.status, 303, "{}", r.head);
+    assert_eq!(r.header("location"), Some("/".to_string()));
+    let set = r.header("set-cookie").expect("a cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(
+        !set.contains(TOKEN),
+        "the cookie must not hold the token: {set}"
+    );
+    let cookie = set.split(';').next().expect("name=value").to_string();
+
+    let page = [("Cookie", cookie.as_str())];
+    let r = request(a, "GET", "/", &page, "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<title>mcp-fleet</title>"));
+    let r = request(a, "GET", "/status", &page, "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["servers"]["echo"]["phase"], "running");
+    for (method, path) in [("POST", "/mcp"), ("GET", "/sse"), ("GET", "/readyz")] {
+        let headers = with(&MCP_HEADERS, &page);
+        let r = request(a, method, path, &headers, INIT).await;
+        assert_eq!(
+            r.status, 401,
+            "{method} {path} with the page cookie: {}",
+            r.body
+        );
+    }
+    // A foreign origin cannot use the cookie either.
+    let r = request(
+        a,
+        "GET",
+        "/",
+        &[page[0], ("Origin", "http://evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403);
 }

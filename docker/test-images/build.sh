@@ -8,6 +8,7 @@
 #   mcp-fleet-test/fetch:latest        mcp-server-fetch (stdio)
 #   mcp-fleet-test/time:latest         mcp-server-time  (stdio)
 #   mcp-fleet-test/testserver:latest   testserver/server.py (stdio, fault switches)
+#   mcp-fleet-test/conformance:latest  conformance/server.py (stdio): the conformance suite's fixture
 #
 # Caching: <key> hashes the base recipe (build_rootfs below) and the pins; the rootfs tarball is
 # kept in ${MCP_FLEET_CACHE:-$HOME/.cache/mcp-fleet}/base-<key>.tar. Each derived image carries the
@@ -23,7 +24,7 @@ INCLUDE=python3,python3-venv,ca-certificates
 FETCH_PIN=2026.10.24   # mcp-server-fetch (pulls in mcp 2.x)
 TIME_PIN=2026.10.19    # mcp-server-time
 LABEL=org.mcp-fleet.test.inputs
-IMAGES=(fetch time testserver)
+IMAGES=(fetch time testserver conformance)
 CHROOT_PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 T_ALL=$EPOCHREALTIME

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke-check MCP stdio server images: initialize + notifications/initialized + tools/list.
-#   docker/test-images/smoke.sh                 # all three mcp-fleet-test images
+#   docker/test-images/smoke.sh                 # all mcp-fleet-test images
 #   docker/test-images/smoke.sh IMAGE...        # just these
 # Runs each image locked down, with no network, as the daemon would.
 set -euo pipefail
@@ -16,6 +16,9 @@ smoke_one() {
     mcp-fleet-test/testserver:*)
       checks=(--expect-tool echo --expect-tool add
               --call echo '{"text":"hello"}' hello --call add '{"a":2,"b":3}' 5) ;;
+    mcp-fleet-test/conformance:*)
+      checks=(--expect-tool test_sampling --expect-tool test_tool_with_progress
+              --call test_simple_text '{}' 'This is a simple text response for testing.') ;;
   esac
   name="mcp-fleet-smoke-$$-$RANDOM"
   t0=$EPOCHREALTIME
@@ -33,7 +36,8 @@ smoke_one() {
 }
 
 if (( $# == 0 )); then
-  set -- mcp-fleet-test/fetch:latest mcp-fleet-test/time:latest mcp-fleet-test/testserver:latest
+  set -- mcp-fleet-test/fetch:latest mcp-fleet-test/time:latest mcp-fleet-test/testserver:latest \
+         mcp-fleet-test/conformance:latest
 fi
 rc=0
 for img in "$@"; do smoke_one "$img" || rc=1; done

@@ -247,7 +247,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
 async fn worker(ctx: Arc<Context>) {
     loop {
         let server = ctx.queue.next().await;
-        let next = match reconcile(&server, &ctx).await {
+        let started = Instant::now();
+        let result = reconcile(&server, &ctx).await;
+        crate::metrics::global().reconciled(result.is_ok(), started.elapsed());
+        let next = match result {
             Ok(n) => n,
             Err(e) => error_policy(&server, &e, &ctx),
         };

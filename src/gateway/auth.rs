@@ -8,6 +8,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
+use axum::http::Method;
 use sha2::{Digest, Sha256};
 
 /// The environment variable Docker's MCP gateway reads its token from; kept.
@@ -56,6 +57,83 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
     }
     let token = rest.trim();
     (!token.is_empty()).then_some(token)
+}
+
+/// The cookie the status page's login (`GET /?token=…`) sets. It holds a
+/// digest of the token, never the token itself.
+pub const COOKIE: &str = "mcp_fleet_page";
+
+/// Where the page cookie stands in for the bearer header: read-only GETs of the
+/// status page, its event stream and the server logs. Never `/mcp`, `/sse` or
+/// anything that acts, so a cookie cannot be used to call tools.
+pub fn cookie_allowed(method: &Method, path: &str) -> bool {
+    method == Method::GET
+        && (matches!(path, "/" | "/status" | "/status/events") || path.starts_with("/servers/"))
+}
+
+impl Auth {
+    /// The cookie value that a browser presents after logging in with `token`.
+    pub fn page_cookie(token: &str) -> String {
+        let digest = Sha256::digest(format!("mcp-fleet page\0{token}").as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether the page cookie (from a `Cookie` header value) grants access.
+    pub fn allows_cookie(&self, cookie_header: Option<&str>) -> bool {
+        match self {
+            Auth::Disabled => true,
+            Auth::Token(expected) => cookie_header
+                .and_then(|h| cookie_value(h, COOKIE))
+                .is_some_and(|v| tokens_match(v, &Self::page_cookie(expected))),
+        }
+    }
+
+    /// Whether a bare token (the page login's `?token=`) is the gateway's.
+    pub fn allows_token(&self, token: &str) -> bool {
+        match self {
+            Auth::Disabled => true,
+            Auth::Token(expected) => tokens_match(token, expected),
+        }
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header value.
+fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// `token` from a URL query (percent-decoded), for the page login.
+pub fn query_token(query: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "token")?
+        .1;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().filter(|t| !t.is_empty())
 }
 
 /// Compares two tokens in time independent of where they differ and of their
@@ -145,6 +223,29 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_cookie_and_query_token() {
+        let auth = Auth::Token("s3cret&x".into());
+        assert_eq!(
+            query_token("a=1&token=s3cret%26x").as_deref(),
+            Some("s3cret&x")
+        );
+        assert_eq!(query_token("token="), None);
+        assert_eq!(query_token("token=%zz"), None);
+        assert!(auth.allows_token("s3cret&x"));
+        assert!(!auth.allows_token("s3cret"));
+        let cookie = Auth::page_cookie("s3cret&x");
+        assert!(!cookie.contains("s3cret"));
+        assert!(auth.allows_cookie(Some(&format!("other=1; {COOKIE}={cookie}"))));
+        assert!(!auth.allows_cookie(Some(&format!("{COOKIE}={}", Auth::page_cookie("x")))));
+        assert!(!auth.allows_cookie(None));
+        assert!(cookie_allowed(&Method::GET, "/status/events"));
+        assert!(cookie_allowed(&Method::GET, "/servers/fetch/logs"));
+        assert!(!cookie_allowed(&Method::POST, "/"));
+        assert!(!cookie_allowed(&Method::GET, "/mcp"));
+        assert!(!cookie_allowed(&Method::GET, "/sse"));
+    }
 
     fn resolve_quiet(
         env: Option<&str>,

@@ -260,7 +260,14 @@ impl Gateway {
         let mut upstream = CallToolRequestParams::new(route.name.clone());
         upstream.arguments = params.arguments;
         upstream.meta = params.meta;
-        Ok(live.session.call_tool(upstream).await.unwrap_or_else(|e| {
+        let started = std::time::Instant::now();
+        let result = live.session.call_tool(upstream).await;
+        let outcome = match &result {
+            Ok(CallToolResponse::Complete(r)) if r.is_error != Some(true) => "ok",
+            _ => "error",
+        };
+        crate::metrics::global().tool_call(&route.server, outcome, started.elapsed());
+        Ok(result.unwrap_or_else(|e| {
             text_error(format!(
                 "server `{}` failed during the call: {e}",
                 route.server

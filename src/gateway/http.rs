@@ -37,7 +37,9 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub use super::auth::Auth;
+use super::auth::cookie_allowed;
 pub use super::mcp::{MCP_PATH, SESSION_IDLE_TIMEOUT};
+pub use super::page::StatusSource;
 pub use super::wire::json_error;
 
 /// Hosts always accepted in `Host` and `Origin` (normalized: no brackets).
@@ -59,12 +61,13 @@ pub struct HttpConfig {
     pub max_sessions: usize,
 }
 
-/// What the HTTP layer needs from the rest of mcp-fleet.
-pub trait GatewayState: Send + Sync + 'static {
-    /// Body of `GET /status`.
-    fn status_json(&self) -> Value;
+/// What the HTTP layer needs from the rest of mcp-fleet (the status document
+/// for `GET /status` and the page comes from [`StatusSource`]).
+pub trait GatewayState: StatusSource {
     /// `GET /readyz`.
     fn readiness(&self) -> Readiness;
+    /// Body of `GET /metrics` (OpenMetrics text).
+    fn metrics_text(&self) -> String;
 }
 
 /// `GET /readyz`: 200 when `ready`, else 503; the body is
@@ -105,6 +108,8 @@ where
     );
 
     let ready_state = state.clone();
+    let page_state: Arc<dyn StatusSource> = state.clone();
+    let metrics_state = state.clone();
     let status_state = state;
     let security = Arc::new(Security {
         auth: cfg.auth,
@@ -121,6 +126,19 @@ where
             "/status",
             get(move || async move { axum::Json(status_state.status_json()) }),
         )
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics_state.metrics_text(),
+                )
+            }),
+        )
+        .merge(super::page::router(page_state))
         .layer(middleware::from_fn_with_state(security, guard));
 
     Router::new()
@@ -216,13 +234,24 @@ async fn guard(
         );
         return json_error(rejection.status, rejection.kind, &rejection.message);
     }
+    if let Some(response) = super::page::login(&security.auth, &request) {
+        return response;
+    }
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
-    if !security.auth.allows(authorization) {
+    let by_cookie = authorization.is_none()
+        && cookie_allowed(request.method(), request.uri().path())
+        && security.auth.allows_cookie(
+            request
+                .headers()
+                .get(header::COOKIE)
+                .and_then(|v| v.to_str().ok()),
+        );
+    if !by_cookie && !security.auth.allows(authorization) {
         let message = if authorization.is_none() {
-            "missing Authorization: Bearer <token> header"
+            "missing Authorization: Bearer <token> header (a browser opens /?token=<token> once)"
         } else {
             "invalid bearer token"
         };

@@ -13,6 +13,8 @@ pub mod handler;
 pub mod http;
 pub mod manage;
 pub mod mcp;
+pub mod observe;
+pub mod page;
 pub mod ready;
 pub mod sse;
 pub mod wire;

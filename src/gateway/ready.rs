@@ -1,4 +1,4 @@
-//! What `/readyz` and `/status` say.
+//! What `/readyz`, `/status` (and the status page) and `/metrics` say.
 //!
 //! `/readyz` is about the gateway itself: 503 until the catalog has been read
 //! once, and 503 for good when a background task died (the body names it).
@@ -10,16 +10,26 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::http::{GatewayState, Readiness};
+use super::http::{GatewayState, Readiness, StatusSource};
 use crate::controller::Context;
 use crate::status::FleetStatus;
 
 /// The gateway's readiness and status, from the controller's context.
 pub struct Health(pub Arc<Context>);
 
-impl GatewayState for Health {
+impl StatusSource for Health {
     fn status_json(&self) -> Value {
         serde_json::to_value(self.0.status.snapshot()).expect("status serialises")
+    }
+
+    fn status_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.status.subscribe()
+    }
+}
+
+impl GatewayState for Health {
+    fn metrics_text(&self) -> String {
+        super::observe::metrics_text(&self.0.status.snapshot())
     }
 
     fn readiness(&self) -> Readiness {

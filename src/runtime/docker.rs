@@ -119,11 +119,17 @@ impl Runtime for DockerRuntime {
         let opts = CreateImageOptionsBuilder::default()
             .from_image(image)
             .build();
-        self.docker
+        let pulled = self
+            .docker
             .create_image(Some(opts), None, None)
             .try_for_each(|_| async { Ok(()) })
-            .await
-            .map_err(|e| image_err(format!("pull failed: {e}")))
+            .await;
+        let outcome = if pulled.is_ok() { "ok" } else { "error" };
+        crate::metrics::global()
+            .image_pulls
+            .get_or_create(&crate::metrics::Outcome { outcome })
+            .inc();
+        pulled.map_err(|e| image_err(format!("pull failed: {e}")))
     }
 
     async fn create(&self, fleet: &str, server: &str, desired: &ContainerServer) -> Result<String> {

@@ -2,6 +2,7 @@
 //! The controller only sees [`Container`]s (what runs, with our labels) and a
 //! handful of verbs; everything engine-specific stays in the backend module.
 pub mod docker;
+pub mod metered;
 
 use std::collections::HashMap;
 use std::pin::Pin;

@@ -2,6 +2,7 @@
 //! directory and name, the real `mcp-fleet` binary, and a real Docker engine
 //! (from DOCKER_HOST; `scripts/test` starts one and builds the test images).
 #![allow(dead_code)]
+pub mod fixture;
 pub mod mcp_client;
 
 use std::collections::HashMap;
@@ -243,6 +244,19 @@ impl Fleet {
                 let c = self.container(server).await?;
                 (c.state == "running" && self.phase(server).as_deref() == Some("Running"))
                     .then_some(c)
+            },
+        )
+        .await
+    }
+
+    /// Waits until the gateway has an MCP session to `server`.
+    pub async fn ready(&self, server: &str) {
+        self.until(
+            &format!("{server} ready in the gateway"),
+            Duration::from_secs(60),
+            || async {
+                let s = self.status()?;
+                (s["servers"][server]["ready"]["status"] == Value::Bool(true)).then_some(())
             },
         )
         .await

@@ -1,0 +1,33 @@
+//! `/metrics`: the process-wide counters plus the gauges that are read off
+//! the fleet's status at scrape time (servers by phase, restarts, upstream
+//! readiness), so they can never drift from what `/status` says.
+use crate::metrics::{self, Phase, Server};
+use crate::status::FleetStatus;
+
+/// The OpenMetrics text for a scrape.
+pub fn metrics_text(status: &FleetStatus) -> String {
+    let m = metrics::global();
+    m.servers.clear();
+    m.restarts.clear();
+    m.upstream_ready.clear();
+    for (name, s) in &status.servers {
+        m.servers
+            .get_or_create(&Phase {
+                phase: format!("{:?}", s.phase),
+            })
+            .inc();
+        let server = Server {
+            server: name.clone(),
+        };
+        m.restarts
+            .get_or_create(&server)
+            .set(i64::from(s.restart_count));
+        if let Some(ready) = &s.ready {
+            m.upstream_ready
+                .get_or_create(&server)
+                .set(i64::from(ready.status));
+        }
+    }
+    m.forget_servers(&|server| status.servers.contains_key(server));
+    m.encode()
+}

@@ -1,0 +1,54 @@
+//! Counts every engine call by verb and outcome (`mcp_fleet_engine_calls`)
+//! around any backend, so the controller and the backends stay unaware of it.
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+use super::{Container, PullPolicy, Runtime, Stdio};
+use crate::Result;
+use crate::catalog::ContainerServer;
+use crate::metrics::{self, Verb};
+
+pub struct Metered(pub Arc<dyn Runtime>);
+
+fn count<T>(verb: &'static str, r: Result<T>) -> Result<T> {
+    let outcome = if r.is_ok() { "ok" } else { "error" };
+    metrics::global()
+        .engine_calls
+        .get_or_create(&Verb { verb, outcome })
+        .inc();
+    r
+}
+
+#[async_trait]
+impl Runtime for Metered {
+    async fn list(&self, fleet: &str, server: Option<&str>) -> Result<Vec<Container>> {
+        count("list", self.0.list(fleet, server).await)
+    }
+
+    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<()> {
+        count("ensure_image", self.0.ensure_image(image, policy).await)
+    }
+
+    async fn create(&self, fleet: &str, server: &str, desired: &ContainerServer) -> Result<String> {
+        count("create", self.0.create(fleet, server, desired).await)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        count("start", self.0.start(id).await)
+    }
+
+    async fn remove(&self, id: &str, timeout: Duration) -> Result<()> {
+        count("remove", self.0.remove(id, timeout).await)
+    }
+
+    async fn attach(&self, id: &str) -> Result<Stdio> {
+        count("attach", self.0.attach(id).await)
+    }
+
+    fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>> {
+        self.0.events(fleet)
+    }
+}

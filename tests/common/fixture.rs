@@ -1,0 +1,64 @@
+//! The conformance fixture server (`docker/test-images/conformance/server.py`)
+//! over streamable HTTP on the host, and the Node packages (the official
+//! conformance suite and TypeScript SDK) that `scripts/node-env.sh` installs.
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::mcp_client::python;
+
+pub const CONFORMANCE: &str = "mcp-fleet-test/conformance:latest";
+
+const SERVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/docker/test-images/conformance/server.py"
+);
+
+/// `node_modules` holding the conformance suite and the TypeScript SDK;
+/// panics with instructions if unset.
+pub fn node_modules() -> PathBuf {
+    match std::env::var("MCP_FLEET_NODE_MODULES") {
+        Ok(p) if !p.is_empty() => PathBuf::from(p),
+        _ => panic!(
+            "MCP_FLEET_NODE_MODULES is not set: these tests drive the official MCP conformance \
+             suite and TypeScript SDK. Run them with scripts/test, or first: \
+             eval \"$(scripts/node-env.sh)\""
+        ),
+    }
+}
+
+/// The fixture serving streamable HTTP on 127.0.0.1 (killed on drop).
+pub struct HttpFixture {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    _child: Child,
+}
+
+impl HttpFixture {
+    pub async fn start() -> Self {
+        let mut child = Command::new(python())
+            .arg(SERVER)
+            .args(["--http", "127.0.0.1:0"])
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the conformance fixture");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the conformance fixture did not report its address within 30 s")
+            .expect("read the fixture's stdout");
+        let url = first
+            .as_deref()
+            .and_then(|l| l.strip_prefix("listening on "))
+            .unwrap_or_else(|| panic!("unexpected first line from the fixture: {first:?}"))
+            .to_string();
+        HttpFixture { url, _child: child }
+    }
+}

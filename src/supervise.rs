@@ -12,6 +12,11 @@
 //! ordinary failure of that one piece of work (the upstream is retried, the
 //! SSE session ends).
 //!
+//! The services, by name: `pool` (upstream sessions), `notify` (list_changed
+//! to clients), `reconcile-worker` (each of `--concurrency`), `engine-watch`,
+//! `status-writer`, `signals`. The HTTP server is not one: if it stops, the
+//! process shuts down (with nothing serving, there is no `/readyz` to ask).
+//!
 //! Test-only fault hook: when the environment variable [`FAULT_ENV`] names a
 //! service (e.g. `pool`), that service panics as soon as it starts.
 use std::collections::BTreeMap;

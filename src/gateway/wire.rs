@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 /// Largest accepted POST body on either transport (rmcp's own default).
@@ -72,31 +73,50 @@ impl Refusal {
     }
 }
 
-/// Parses a POST body: one JSON-RPC message or a non-empty batch.
+/// Parses a POST body: one JSON-RPC message or a non-empty batch. A single
+/// message is read in one pass (the common case, on every call).
 pub fn parse_body(bytes: &[u8]) -> Result<Body, Refusal> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| Refusal {
+    let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !batch {
+        return serde_json::from_slice::<ClientJsonRpcMessage>(bytes)
+            .map(|m| Body::One(Box::new(m)))
+            .map_err(|e| match serde_json::from_slice::<IgnoredAny>(bytes) {
+                Ok(_) => not_a_message(e),
+                Err(e) => parse_error(e),
+            });
+    }
+    let items: Vec<Value> = serde_json::from_slice(bytes).map_err(|e| {
+        if serde_json::from_slice::<IgnoredAny>(bytes).is_ok() {
+            Refusal::invalid("Invalid Request: a batch is an array of JSON-RPC messages")
+        } else {
+            parse_error(e)
+        }
+    })?;
+    if items.is_empty() {
+        return Err(Refusal::invalid("Invalid Request: an empty batch"));
+    }
+    items
+        .into_iter()
+        .map(|v| {
+            ClientJsonRpcMessage::deserialize(&v)
+                .map(|m| (v, m))
+                .map_err(not_a_message)
+        })
+        .collect::<Result<_, _>>()
+        .map(Body::Batch)
+}
+
+fn parse_error(e: serde_json::Error) -> Refusal {
+    Refusal {
         code: PARSE_ERROR,
         message: format!("Parse error: the body is not JSON ({e})"),
-    })?;
-    let message = |v: &Value| {
-        ClientJsonRpcMessage::deserialize(v).map_err(|e| {
-            Refusal::invalid(format!(
-                "Invalid Request: not a JSON-RPC 2.0 client message ({e})"
-            ))
-        })
-    };
-    match value {
-        Value::Array(items) if items.is_empty() => {
-            Err(Refusal::invalid("Invalid Request: an empty batch"))
-        }
-        Value::Array(items) => Ok(Body::Batch(
-            items
-                .into_iter()
-                .map(|v| message(&v).map(|m| (v, m)))
-                .collect::<Result<_, _>>()?,
-        )),
-        value => Ok(Body::One(Box::new(message(&value)?))),
     }
+}
+
+fn not_a_message(e: serde_json::Error) -> Refusal {
+    Refusal::invalid(format!(
+        "Invalid Request: not a JSON-RPC 2.0 client message ({e})"
+    ))
 }
 
 /// One limit on the MCP sessions open at once, `/mcp` and `/sse` together.
@@ -182,5 +202,8 @@ mod tests {
         );
         assert_eq!(parse_body(b"[]").unwrap_err().code, INVALID_REQUEST);
         assert_eq!(parse_body(b"[1]").unwrap_err().code, INVALID_REQUEST);
+        assert_eq!(parse_body(b" [1").unwrap_err().code, PARSE_ERROR);
+        let spaced = b" \n [{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]";
+        assert!(matches!(parse_body(spaced), Ok(Body::Batch(b)) if b.len() == 1));
     }
 }

@@ -129,12 +129,12 @@ async fn empty_fleet(test: &str, args: &[&str], env: &[(&str, &str)]) -> (Fleet,
     (f, base)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_silent_sse_remote_is_not_ready_within_the_handshake_timeout_and_retried() {
-    // A host that accepts connections and never sends a byte.
+/// A host that accepts connections and never sends a byte; reports each
+/// connection's time.
+async fn silent_host() -> (u16, mpsc::UnboundedReceiver<Instant>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (accepted, mut connections) = mpsc::unbounded_channel();
+    let (accepted, connections) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
@@ -142,57 +142,80 @@ async fn a_silent_sse_remote_is_not_ready_within_the_handshake_timeout_and_retri
             let _ = accepted.send(Instant::now());
         }
     });
+    (port, connections)
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_remotes_are_not_ready_within_the_handshake_timeout_and_retried() {
+    let (sse_port, sse) = silent_host().await;
+    let (http_port, http_) = silent_host().await;
     let mut f = Fleet::new("gb-silent").await;
+    let remote = |name: &str, url: String, transport: &str| {
+        format!(
+            "  {name}:\n    type: remote\n    remote:\n      url: {url}\n      \
+             transport_type: {transport}\n"
+        )
+    };
     f.catalog(&format!(
-        "name: docker-mcp\nregistry:\n  silent:\n    type: remote\n    remote:\n      \
-         url: http://127.0.0.1:{port}/sse\n      transport_type: sse\n"
+        "name: docker-mcp\nregistry:\n{}{}",
+        remote(
+            "silent-sse",
+            format!("http://127.0.0.1:{sse_port}/sse"),
+            "sse"
+        ),
+        remote(
+            "silent-http",
+            format!("http://127.0.0.1:{http_port}/mcp"),
+            "streamable-http"
+        )
     ));
     let handshake = Duration::from_secs(2);
     f.start(&["--no-auth", "--handshake-timeout", "2"]);
     let base = f.gateway_url().await;
 
-    let first = tokio::time::timeout(MIN, connections.recv())
-        .await
-        .expect("the gateway connects to the remote")
-        .unwrap();
-    let message = f
-        .until("silent: not ready, saying why", MIN, || async {
-            let ready = f.status()?["servers"]["silent"]["ready"].clone();
-            let message = ready["message"].as_str()?.to_string();
-            (ready["status"] == json!(false) && message.contains("handshake timeout"))
-                .then_some(message)
-        })
-        .await;
-    let took = first.elapsed();
-    println!(
-        "silent remote: not ready after {took:?} (handshake timeout {handshake:?}): {message}"
-    );
-    assert!(
-        took < handshake + Duration::from_secs(10),
-        "not ready only after {took:?}"
-    );
+    for (server, mut connections) in [("silent-sse", sse), ("silent-http", http_)] {
+        let first = tokio::time::timeout(MIN, connections.recv())
+            .await
+            .expect("the gateway connects to the remote")
+            .unwrap();
+        let message = f
+            .until(&format!("{server}: not ready, saying why"), MIN, || async {
+                let ready = f.status()?["servers"][server]["ready"].clone();
+                let message = ready["message"].as_str()?.to_string();
+                (ready["status"] == json!(false) && message.contains("handshake timeout"))
+                    .then_some(message)
+            })
+            .await;
+        let took = first.elapsed();
+        println!(
+            "{server}: not ready within {took:?} of connecting (handshake timeout {handshake:?}): {message}"
+        );
+        assert!(
+            took < handshake + Duration::from_secs(10),
+            "{server} not ready only after {took:?}"
+        );
 
-    // One server that is not ready keeps the gateway in service, and says so.
-    let r = readyz(&base).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert!(
-        r.json()["notReady"]["silent"]
-            .as_str()
-            .is_some_and(|m| m.contains("handshake timeout")),
-        "{}",
-        r.text
-    );
+        // One server that is not ready keeps the gateway in service, and says so.
+        let r = readyz(&base).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(
+            r.json()["notReady"][server]
+                .as_str()
+                .is_some_and(|m| m.contains("handshake timeout")),
+            "{}",
+            r.text
+        );
 
-    // Retried with back-off: a second connection comes.
-    let second = tokio::time::timeout(MIN, connections.recv())
-        .await
-        .expect("the gateway retries the remote")
-        .unwrap();
-    println!(
-        "silent remote: retried {:?} after the first attempt",
-        second - first
-    );
+        // Retried with back-off: another connection comes.
+        let again = tokio::time::timeout(MIN, connections.recv())
+            .await
+            .expect("the gateway retries the remote")
+            .unwrap();
+        println!(
+            "{server}: retried {:?} after the first attempt",
+            again - first
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

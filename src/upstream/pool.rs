@@ -14,7 +14,7 @@
 //! at most one more waits ([`ListChanges`]), and the next starts no sooner than
 //! [`RELIST_GAP`] after the last ended, so a storm costs a few re-listings a
 //! second however many notifications it sends.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use super::relist::ListChanges;
 use super::session::{Handler, Listing, Session};
 use crate::catalog::Desired;
 use crate::controller::Context;
-use crate::controller::view::Upstream;
+use crate::controller::view::{Servers, Upstream};
 use crate::supervise::catch;
 
 #[derive(Debug, Clone)]
@@ -220,8 +220,8 @@ impl Pool {
     }
 
     /// The sessions the controller's view calls for, by server.
-    fn wanted(&self) -> BTreeMap<String, Upstream> {
-        self.ctx.view.get().as_ref().clone()
+    fn wanted(&self) -> Servers {
+        self.ctx.view.get()
     }
 
     /// Drops sessions that are no longer wanted and starts the missing ones.
@@ -249,12 +249,12 @@ impl Pool {
             self.publish();
         }
         let live = self.live.read().expect("pool lock");
-        for (name, key) in wanted {
-            let last = attempts.failed.get(&name).filter(|f| f.key == key);
+        for (name, key) in wanted.iter() {
+            let last = attempts.failed.get(name).filter(|f| f.key == *key);
             let blocked = last.is_some_and(|f| f.retry_at.is_none_or(|at| Instant::now() < at));
             if blocked
-                || live.get(&name).is_some_and(|l| l.key == key)
-                || attempts.connecting.get(&name) == Some(&key)
+                || live.get(name).is_some_and(|l| l.key == *key)
+                || attempts.connecting.get(name) == Some(key)
             {
                 continue;
             }
@@ -262,11 +262,12 @@ impl Pool {
                 Some(f) => format!("connecting again (last attempt: {})", f.error),
                 None => "connecting".to_string(),
             };
-            self.ctx.status.set_ready(&name, Some((false, message)));
+            self.ctx.status.set_ready(name, Some((false, message)));
             attempts.connecting.insert(name.clone(), key.clone());
             let runtime = self.ctx.runtime.clone();
-            let handler = Handler::new(&name, self.changes.clone());
-            let strikes = attempts.strikes.get(&name).copied().unwrap_or(0).min(4);
+            let handler = Handler::new(name, self.changes.clone());
+            let strikes = attempts.strikes.get(name).copied().unwrap_or(0).min(4);
+            let (name, key) = (name.clone(), key.clone());
             let timeout = self.settings.handshake_timeout * 2u32.pow(strikes);
             connects.spawn(async move {
                 let work = tokio::time::timeout(

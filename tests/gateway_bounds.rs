@@ -231,6 +231,11 @@ async fn a_list_changed_storm_causes_a_bounded_number_of_relists() {
     let base = f.gateway_url().await;
     let mut c = McpClient::connect(&format!("{base}/mcp"), McpTransport::Http, None).await;
     let count = |text: String| -> u64 { text.trim().parse().expect("a count") };
+    let names = c.tool_names().await;
+    assert!(
+        names.contains(&"storm".to_string()),
+        "{TESTSERVER} has no `storm` tool ({names:?}): rebuild it with docker/test-images/build.sh"
+    );
 
     let (_, before) = c.call("list_calls_so_far", json!({})).await;
     let started = Instant::now();

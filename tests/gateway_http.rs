@@ -435,7 +435,7 @@ async fn auth_host_and_origin_checks_answer_json() {
         );
     }
 
-    // /readyz follows GatewayState::ready; /status is its JSON.
+    // /readyz follows GatewayState::readiness; /status is its JSON.
     let r = request(a, "GET", "/readyz", &good, "").await;
     assert_eq!((r.status, r.json()), (503, json!({"ready": false})));
     gw.state.ready.store(true, Ordering::SeqCst);

@@ -8,11 +8,13 @@ result is the raw JSON the scenarios describe).
                                   "listening on http://HOST:PORT/mcp" to stdout once bound
 
 Tools, prompts and resources: the names the suite calls (test_simple_text, test_sampling,
-test_prompt_with_arguments, test://static-text, ...), plus two for mcp-fleet's relay tests:
+test_prompt_with_arguments, test://static-text, ...), plus three for mcp-fleet's relay tests:
   test_progress_tagged {tag, group, parties}  progress 1..3 carrying `tag` as the message; after
       the first one, waits until `parties` calls of the same `group` are in flight (so concurrent
       callers' progress interleaves), bounded by 20 s
   test_list_roots {}                          asks the client for roots/list and returns them
+  test_update_resource {uri}                  sends notifications/resources/updated for `uri` to
+      each connection subscribed to it (resources/subscribe), and says how many
 HTTP mode checks Host/Origin (loopback names only), as the SDK does for loopback servers.
 """
 from __future__ import annotations
@@ -102,6 +104,8 @@ TOOLS: list[dict[str, Any]] = [
      "inputSchema": obj_schema({"tag": STR, "group": STR, "parties": {"type": "integer", "minimum": 1}},
                                ["tag", "group", "parties"])},
     {"name": "test_list_roots", "description": "Asks the client for its roots", "inputSchema": obj_schema()},
+    {"name": "test_update_resource", "description": "Sends resources/updated for `uri` to the connections subscribed to it",
+     "inputSchema": obj_schema({"uri": STR}, ["uri"])},
 ]
 
 PROMPTS: list[dict[str, Any]] = [
@@ -297,6 +301,13 @@ class Fixture:
         await ctx.session.report_progress(2, 3, tag)
         await ctx.session.report_progress(3, 3, tag)
         return [text(f"progress done: {tag}")]
+
+    async def tool_test_update_resource(self, ctx: Any, args: dict) -> list:
+        uri = str(args["uri"])
+        subscribed = [conn for conn, uris in list(self.subscriptions.items()) if uri in uris]
+        for conn in subscribed:
+            await conn.outbound.notify("notifications/resources/updated", {"uri": uri})
+        return [text(f"notified {len(subscribed)} subscribed connection(s) of {uri}")]
 
     async def tool_test_list_roots(self, ctx: Any, args: dict) -> list:
         caps = ctx.session.client_capabilities

@@ -11,7 +11,9 @@
 //!   their own progress;
 //! - `completion/complete` is answered by the server that owns the prompt;
 //! - `notifications/resources/updated` reach only the sessions subscribed to
-//!   the URI (`tests/clients/resource_updates.cjs`), and stop at unsubscribe.
+//!   the URI (`tests/clients/resource_updates.cjs`), and stop at unsubscribe;
+//! - a call the client cancels (`notifications/cancelled`) is cancelled at the
+//!   upstream (`tests/clients/cancel_client.cjs`).
 //!
 //! Failures are collected over all targets and reported together.
 mod common;
@@ -31,6 +33,10 @@ const SCRIPT: &str = concat!(
 const UPDATES_SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/clients/resource_updates.cjs"
+);
+const CANCEL_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/cancel_client.cjs"
 );
 /// One client run: Node start, handshake, one call (the script gives the call 30 s).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -361,6 +367,39 @@ async fn resource_updates_reach_only_the_sessions_subscribed_to_them() {
             &mut failures,
             t,
             "resources/updated to subscribers only",
+            outcome,
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_the_client_cancels_is_cancelled_at_the_upstream() {
+    let (_fixture, _fleets, targets) = targets("relay-cancel").await;
+    let mut failures = Vec::new();
+    // All targets at once: a cancellation that is not relayed costs the fixture's 15 s wait.
+    let runs = targets.iter().enumerate().map(|(i, t)| {
+        let group = format!("cancel-{i}-{}", std::process::id());
+        async move { node(CANCEL_SCRIPT, t, &[group]).await }
+    });
+    for (t, seen) in targets
+        .iter()
+        .zip(futures_util::future::join_all(runs).await)
+    {
+        // A relayed cancel lands in milliseconds; one after 10 s would be some
+        // deadline's doing, not the client's.
+        let outcome = seen.and_then(|seen| {
+            let soon = seen["outcome"]["seconds"]
+                .as_f64()
+                .is_some_and(|s| s < 10.0);
+            (seen["outcome"]["outcome"] == "cancelled" && soon)
+                .then_some(())
+                .ok_or_else(|| format!("the upstream call was not cancelled at once: {seen}"))
+        });
+        check(
+            &mut failures,
+            t,
+            "notifications/cancelled reaches the upstream",
             outcome,
         );
     }

@@ -160,7 +160,8 @@ class Waiter:
 
 class Fixture:
     """Per-connection state (log level, subscriptions) is keyed by the connection object and
-    dropped with it; rendezvous groups are removed when they complete or time out."""
+    dropped with it; rendezvous groups are removed when they complete or time out, waiters of
+    test_wait_for_cancel when test_call_outcome reports their end."""
 
     def __init__(self) -> None:
         self.levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()

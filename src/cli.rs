@@ -28,8 +28,17 @@ use crate::{Error, Result};
     about = "Keeps a fleet of MCP servers running as containers, reconciled from a catalog"
 )]
 pub struct Cli {
+    /// Log lines as text (for people) or JSON (for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MCP_FLEET_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

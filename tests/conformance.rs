@@ -16,8 +16,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::fixture::{CONFORMANCE, HttpFixture, node_modules};
-use common::*;
+use common::fixture::{HttpFixture, container_entry, fixture_gateway, node_modules, remote_entry};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -141,17 +140,6 @@ fn report(target: &str, o: &Outcomes) -> String {
     text
 }
 
-/// A fleet whose gateway serves `entry` (named `conformance`) without a token:
-/// the suite's client sends none.
-async fn gateway(test: &str, entry: String) -> (Fleet, String) {
-    let mut f = Fleet::new(test).await;
-    f.catalog(&catalog_of(&[entry]));
-    f.start(&["--no-auth"]);
-    f.ready("conformance").await;
-    let url = format!("{}/mcp", f.gateway_url().await);
-    (f, url)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_scenario_that_passes_straight_passes_through_the_gateway() {
     let all = scenarios().await;
@@ -165,14 +153,12 @@ async fn every_scenario_that_passes_straight_passes_through_the_gateway() {
         report("straight", &straight)
     );
 
-    let remote_entry = format!(
-        "  conformance:\n    type: remote\n    remote:\n      url: {}\n      transport_type: streamable-http\n",
-        fixture.url
+    let (stdio_fleet, remote_fleet) = tokio::join!(
+        fixture_gateway("conf-stdio", container_entry()),
+        fixture_gateway("conf-remote", remote_entry(&fixture.url)),
     );
-    let ((_stdio_fleet, stdio_url), (_remote_fleet, remote_url)) = tokio::join!(
-        gateway("conf-stdio", entry("conformance", CONFORMANCE, "")),
-        gateway("conf-remote", remote_entry),
-    );
+    let stdio_url = format!("{}/mcp", stdio_fleet.gateway_url().await);
+    let remote_url = format!("{}/mcp", remote_fleet.gateway_url().await);
     let (stdio, remote) = tokio::join!(
         run_suite("gateway-stdio", &stdio_url, &all),
         run_suite("gateway-remote", &remote_url, &all),

@@ -9,7 +9,11 @@
 //! - `onprogress` receives a call's progress;
 //! - two clients calling the same upstream tool at once each receive only
 //!   their own progress;
-//! - `completion/complete` is answered by the server that owns the prompt.
+//! - `completion/complete` is answered by the server that owns the prompt;
+//! - `notifications/resources/updated` reach only the sessions subscribed to
+//!   the URI (`tests/clients/resource_updates.cjs`), and stop at unsubscribe;
+//! - a call the client cancels (`notifications/cancelled`) is cancelled at the
+//!   upstream (`tests/clients/cancel_client.cjs`).
 //!
 //! Failures are collected over all targets and reported together.
 mod common;
@@ -17,8 +21,8 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::fixture::{CONFORMANCE, HttpFixture, node_modules};
-use common::*;
+use common::Fleet;
+use common::fixture::{HttpFixture, container_entry, fixture_gateway, node_modules, remote_entry};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -26,60 +30,55 @@ const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/clients/relay_client.cjs"
 );
+const UPDATES_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/resource_updates.cjs"
+);
+const CANCEL_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/cancel_client.cjs"
+);
 /// One client run: Node start, handshake, one call (the script gives the call 30 s).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where a client connects, and the name the fixture's tools have there.
+/// Where a client connects.
 struct Target {
     name: String,
     url: String,
     transport: &'static str,
-    prefix: &'static str,
 }
 
-impl Target {
-    fn tool(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-}
-
-/// The fixture on the host, a fleet serving it as the container `stdio` and
-/// the remote `remote` (their tools clash, so the gateway prefixes them), and
-/// the targets: straight at the fixture, then each upstream over `/mcp` and `/sse`.
-async fn targets(test: &str) -> (HttpFixture, Fleet, Vec<Target>) {
+/// The fixture on the host, a fleet serving it as a container (stdio) and one
+/// serving it as a remote entry (streamable HTTP), and the targets: straight at
+/// the fixture, then each fleet's gateway over `/mcp` and `/sse`.
+async fn targets(test: &str) -> (HttpFixture, [Fleet; 2], Vec<Target>) {
     let fixture = HttpFixture::start().await;
-    let mut f = Fleet::new(test).await;
-    let remote = format!(
-        "  remote:\n    type: remote\n    remote:\n      url: {}\n      transport_type: streamable-http\n",
-        fixture.url
+    let names = (format!("{test}-stdio"), format!("{test}-remote"));
+    let fleets = tokio::join!(
+        fixture_gateway(&names.0, container_entry()),
+        fixture_gateway(&names.1, remote_entry(&fixture.url)),
     );
-    f.catalog(&catalog_of(&[entry("stdio", CONFORMANCE, ""), remote]));
-    f.start(&["--no-auth"]);
-    f.ready("stdio").await;
-    f.ready("remote").await;
-    let base = f.gateway_url().await;
     let mut all = vec![Target {
         name: "straight".into(),
         url: fixture.url.clone(),
         transport: "http",
-        prefix: "",
     }];
-    for (upstream, prefix) in [("stdio", "stdio__"), ("remote", "remote__")] {
+    for (upstream, fleet) in [("stdio", &fleets.0), ("remote", &fleets.1)] {
+        let base = fleet.gateway_url().await;
         for (transport, path) in [("http", "/mcp"), ("sse", "/sse")] {
             all.push(Target {
                 name: format!("gateway-{upstream} {path}"),
                 url: format!("{base}{path}"),
                 transport,
-                prefix,
             });
         }
     }
-    (fixture, f, all)
+    (fixture, fleets.into(), all)
 }
 
 /// Calls the fixture's `tool` with the TypeScript client.
 async fn run_client(t: &Target, tool: &str, args: Value, answers: &Value) -> Result<Value, String> {
-    let params = json!({"name": t.tool(tool), "arguments": args});
+    let params = json!({"name": tool, "arguments": args});
     request(t, "tools/call", params, answers).await
 }
 
@@ -90,11 +89,17 @@ async fn request(
     params: Value,
     answers: &Value,
 ) -> Result<Value, String> {
+    let args = [method.to_string(), params.to_string(), answers.to_string()];
+    node(SCRIPT, t, &args).await
+}
+
+/// Runs `script URL TRANSPORT ARGS...` with the SDK on NODE_PATH: the JSON it
+/// printed, or why it failed.
+async fn node(script: &str, t: &Target, args: &[String]) -> Result<Value, String> {
     let run = Command::new("node")
-        .arg(SCRIPT)
-        .args([&t.url, t.transport, method])
-        .arg(params.to_string())
-        .arg(answers.to_string())
+        .arg(script)
+        .args([&t.url, t.transport])
+        .args(args)
         .env("NODE_PATH", node_modules())
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -329,7 +334,7 @@ async fn completion_is_answered_by_the_server_that_owns_the_prompt() {
     let mut failures = Vec::new();
     for t in &targets {
         let params = json!({
-            "ref": {"type": "ref/prompt", "name": t.tool("test_prompt_with_arguments")},
+            "ref": {"type": "ref/prompt", "name": "test_prompt_with_arguments"},
             "argument": {"name": "arg1", "value": "par"},
         });
         let outcome = request(t, "completion/complete", params, &no_answers())
@@ -342,6 +347,61 @@ async fn completion_is_answered_by_the_server_that_owns_the_prompt() {
                     .ok_or_else(|| format!("completion {}, not values {want}", seen["result"]))
             });
         check(&mut failures, t, "completion/complete", outcome);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_updates_reach_only_the_sessions_subscribed_to_them() {
+    let (_fixture, _fleets, targets) = targets("relay-subscribe").await;
+    let mut failures = Vec::new();
+    let (watched, text) = ("test://watched-resource", "test://static-text");
+    for t in &targets {
+        let outcome = node(UPDATES_SCRIPT, t, &[]).await.and_then(|seen| {
+            let want = json!({"a": [watched, text], "b": [text, text]});
+            (seen == want)
+                .then_some(())
+                .ok_or_else(|| format!("the clients were told of {seen}, not {want}"))
+        });
+        check(
+            &mut failures,
+            t,
+            "resources/updated to subscribers only",
+            outcome,
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_the_client_cancels_is_cancelled_at_the_upstream() {
+    let (_fixture, _fleets, targets) = targets("relay-cancel").await;
+    let mut failures = Vec::new();
+    // All targets at once: a cancellation that is not relayed costs the fixture's 15 s wait.
+    let runs = targets.iter().enumerate().map(|(i, t)| {
+        let group = format!("cancel-{i}-{}", std::process::id());
+        async move { node(CANCEL_SCRIPT, t, &[group]).await }
+    });
+    for (t, seen) in targets
+        .iter()
+        .zip(futures_util::future::join_all(runs).await)
+    {
+        // A relayed cancel lands in milliseconds; one after 10 s would be some
+        // deadline's doing, not the client's.
+        let outcome = seen.and_then(|seen| {
+            let soon = seen["outcome"]["seconds"]
+                .as_f64()
+                .is_some_and(|s| s < 10.0);
+            (seen["outcome"]["outcome"] == "cancelled" && soon)
+                .then_some(())
+                .ok_or_else(|| format!("the upstream call was not cancelled at once: {seen}"))
+        });
+        check(
+            &mut failures,
+            t,
+            "notifications/cancelled reaches the upstream",
+            outcome,
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -14,9 +14,7 @@
 // elicitation/create / roots/list; otherwise the client lacks the capability.
 'use strict';
 
-const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
-const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/client/streamableHttp.js');
-const { SSEClientTransport } = require('@modelcontextprotocol/sdk/client/sse.js');
+const { connect } = require('./connect.cjs');
 const {
   CallToolResultSchema,
   CreateMessageRequestSchema,
@@ -28,7 +26,7 @@ const CALL_TIMEOUT_MS = 30000;
 
 async function main() {
   const [url, transport, method, paramsJson, answersJson] = process.argv.slice(2);
-  if (!answersJson || !['http', 'sse'].includes(transport)) {
+  if (!answersJson) {
     throw new Error('usage: relay_client.cjs URL http|sse METHOD PARAMS-JSON ANSWERS-JSON');
   }
   const params = JSON.parse(paramsJson);
@@ -40,17 +38,14 @@ async function main() {
     ['roots', ListRootsRequestSchema],
   ].filter(([kind]) => answers[kind]);
   const capabilities = Object.fromEntries(handlers.map(([kind]) => [kind, {}]));
-  const client = new Client({ name: 'mcp-fleet-relay-test', version: '1.0.0' }, { capabilities });
-  for (const [kind, schema] of handlers) {
-    client.setRequestHandler(schema, async (request) => {
-      seen[kind].push(request.params || {});
-      return answers[kind];
-    });
-  }
-  const endpoint = new URL(url);
-  await client.connect(
-    transport === 'sse' ? new SSEClientTransport(endpoint) : new StreamableHTTPClientTransport(endpoint),
-  );
+  const client = await connect(url, transport, capabilities, (c) => {
+    for (const [kind, schema] of handlers) {
+      c.setRequestHandler(schema, async (request) => {
+        seen[kind].push(request.params || {});
+        return answers[kind];
+      });
+    }
+  });
   let result;
   if (method === 'tools/call') {
     result = await client.callTool(params, CallToolResultSchema, {

@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::mcp_client::python;
+use super::{Fleet, catalog_of, entry};
 
 pub const CONFORMANCE: &str = "mcp-fleet-test/conformance:latest";
 
@@ -61,4 +62,29 @@ impl HttpFixture {
             .to_string();
         HttpFixture { url, _child: child }
     }
+}
+
+/// The name the fixture has in the fleets of [`fixture_gateway`].
+pub const FIXTURE: &str = "conformance";
+
+/// The fixture as a container entry (stdio).
+pub fn container_entry() -> String {
+    entry(FIXTURE, CONFORMANCE, "")
+}
+
+/// The fixture at `url` as a remote entry (streamable HTTP).
+pub fn remote_entry(url: &str) -> String {
+    format!(
+        "  {FIXTURE}:\n    type: remote\n    remote:\n      url: {url}\n      transport_type: streamable-http\n"
+    )
+}
+
+/// A fleet serving the one `entry` without a token (the conformance suite's
+/// client sends none), once the gateway has a session to it.
+pub async fn fixture_gateway(test: &str, entry: String) -> Fleet {
+    let mut f = Fleet::new(test).await;
+    f.catalog(&catalog_of(&[entry]));
+    f.start(&["--no-auth"]);
+    f.ready(FIXTURE).await;
+    f
 }

@@ -8,11 +8,16 @@ result is the raw JSON the scenarios describe).
                                   "listening on http://HOST:PORT/mcp" to stdout once bound
 
 Tools, prompts and resources: the names the suite calls (test_simple_text, test_sampling,
-test_prompt_with_arguments, test://static-text, ...), plus two for mcp-fleet's relay tests:
+test_prompt_with_arguments, test://static-text, ...), plus these for mcp-fleet's relay tests:
   test_progress_tagged {tag, group, parties}  progress 1..3 carrying `tag` as the message; after
       the first one, waits until `parties` calls of the same `group` are in flight (so concurrent
       callers' progress interleaves), bounded by 20 s
   test_list_roots {}                          asks the client for roots/list and returns them
+  test_wait_for_cancel {group}                waits until cancelled (at most 15 s)
+  test_call_outcome {group, wait}             waits until that call has `started` or `ended`;
+      on `ended`, says {"outcome": "cancelled" | "finished", "seconds": ...}
+  test_update_resource {uri}                  sends notifications/resources/updated for `uri` to
+      each connection subscribed to it (resources/subscribe), and says how many
 HTTP mode checks Host/Origin (loopback names only), as the SDK does for loopback servers.
 """
 from __future__ import annotations
@@ -24,6 +29,7 @@ import itertools
 import json
 import socket
 import sys
+import time
 import warnings
 import weakref
 from collections import deque
@@ -51,6 +57,8 @@ WAV = base64.b64encode(
 ).decode()
 
 LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+CANCELLABLE_WAIT = 15.0  # how long test_wait_for_cancel waits for its cancellation
+OUTCOME_TIMEOUT = 25.0  # bounds test_call_outcome's waits; under the test client's 30 s
 RENDEZVOUS_TIMEOUT = 20.0  # under the relay test client's 30 s call timeout, so the error arrives
 
 
@@ -102,6 +110,13 @@ TOOLS: list[dict[str, Any]] = [
      "inputSchema": obj_schema({"tag": STR, "group": STR, "parties": {"type": "integer", "minimum": 1}},
                                ["tag", "group", "parties"])},
     {"name": "test_list_roots", "description": "Asks the client for its roots", "inputSchema": obj_schema()},
+    {"name": "test_wait_for_cancel", "description": "Waits until cancelled (at most 15 s); test_call_outcome tells",
+     "inputSchema": obj_schema({"group": STR}, ["group"])},
+    {"name": "test_call_outcome", "description": "Waits until the test_wait_for_cancel call of `group` has "
+     "`started` or `ended`, and says how it ended", "inputSchema": obj_schema(
+         {"group": STR, "wait": {"type": "string", "enum": ["started", "ended"]}}, ["group", "wait"])},
+    {"name": "test_update_resource", "description": "Sends resources/updated for `uri` to the connections subscribed to it",
+     "inputSchema": obj_schema({"uri": STR}, ["uri"])},
 ]
 
 PROMPTS: list[dict[str, Any]] = [
@@ -133,14 +148,26 @@ COMPLETIONS = {"arg1": ["paris", "park", "party", "test", "testValue1"], "arg2":
                "id": ["123", "456"]}
 
 
+class Waiter:
+    """One test_wait_for_cancel call, as test_call_outcome sees it."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.outcome = ""
+        self.t0 = 0.0
+
+
 class Fixture:
     """Per-connection state (log level, subscriptions) is keyed by the connection object and
-    dropped with it; rendezvous groups are removed when they complete or time out."""
+    dropped with it; rendezvous groups are removed when they complete or time out, waiters of
+    test_wait_for_cancel when test_call_outcome reports their end."""
 
     def __init__(self) -> None:
         self.levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self.subscriptions: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         self.groups: dict[str, tuple[int, asyncio.Event]] = {}
+        self.waiters: dict[str, Waiter] = {}
 
     @staticmethod
     def conn(ctx: Any) -> Any:
@@ -297,6 +324,40 @@ class Fixture:
         await ctx.session.report_progress(2, 3, tag)
         await ctx.session.report_progress(3, 3, tag)
         return [text(f"progress done: {tag}")]
+
+    async def tool_test_wait_for_cancel(self, ctx: Any, args: dict) -> list:
+        w = self.waiters.setdefault(str(args["group"]), Waiter())
+        w.t0 = time.monotonic()
+        w.started.set()
+        try:
+            await asyncio.sleep(CANCELLABLE_WAIT)
+            w.outcome = "finished"
+        except asyncio.CancelledError:  # notifications/cancelled interrupts the handler
+            w.outcome = "cancelled"
+            raise
+        finally:
+            w.outcome = w.outcome or "failed"
+            w.ended.set()
+        return [text(f"not cancelled within {CANCELLABLE_WAIT:.0f} s")]
+
+    async def tool_test_call_outcome(self, ctx: Any, args: dict) -> list:
+        group, wait = str(args["group"]), str(args["wait"])
+        w = self.waiters.setdefault(group, Waiter())
+        try:
+            await asyncio.wait_for((w.started if wait == "started" else w.ended).wait(), OUTCOME_TIMEOUT)
+        except TimeoutError:
+            raise RuntimeError(f"the call of group {group!r} has not {wait} within {OUTCOME_TIMEOUT:.0f} s") from None
+        if wait == "started":
+            return [text("started")]
+        self.waiters.pop(group, None)
+        return [text(json.dumps({"outcome": w.outcome, "seconds": round(time.monotonic() - w.t0, 3)}))]
+
+    async def tool_test_update_resource(self, ctx: Any, args: dict) -> list:
+        uri = str(args["uri"])
+        subscribed = [conn for conn, uris in list(self.subscriptions.items()) if uri in uris]
+        for conn in subscribed:
+            await conn.outbound.notify("notifications/resources/updated", {"uri": uri})
+        return [text(f"notified {len(subscribed)} subscribed connection(s) of {uri}")]
 
     async def tool_test_list_roots(self, ctx: Any, args: dict) -> list:
         caps = ctx.session.client_capabilities

@@ -110,6 +110,7 @@ where
     let ready_state = state.clone();
     let page_state: Arc<dyn StatusSource> = state.clone();
     let metrics_state = state.clone();
+    let metrics_cap = cap.clone();
     let status_state = state;
     let security = Arc::new(Security {
         auth: cfg.auth,
@@ -129,6 +130,7 @@ where
         .route(
             "/metrics",
             get(move || async move {
+                metrics_cap.record_open().await;
                 (
                     [(
                         header::CONTENT_TYPE,

@@ -158,6 +158,20 @@ impl SessionCap {
         self.mcp.sessions.read().await.len() + self.sse.load(Ordering::SeqCst)
     }
 
+    /// Sets `mcp_fleet_gateway_sessions` by transport (at scrape time).
+    pub async fn record_open(&self) {
+        let sessions = &crate::metrics::global().sessions;
+        let mcp = self.mcp.sessions.read().await.len();
+        for (transport, n) in [
+            ("streamable-http", mcp),
+            ("sse", self.sse.load(Ordering::SeqCst)),
+        ] {
+            sessions
+                .get_or_create(&crate::metrics::Transport { transport })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     pub fn sse_opened(&self) {
         self.sse.fetch_add(1, Ordering::SeqCst);
     }

@@ -4,7 +4,9 @@
 //!   and its security layer ([`auth`]: bearer token; Host/Origin checks);
 //! - [`sse`]: the legacy HTTP+SSE transport;
 //! - [`handler`]: the aggregating MCP server, over [`aggregate`]'s index;
-//! - [`manage`]: the management tools (`mcp-find`, `mcp-add`, `mcp-remove`).
+//! - [`manage`]: the management tools (`mcp-find`, `mcp-add`, `mcp-remove`),
+//!   whose work on the config files is in `admin`.
+mod admin;
 pub mod aggregate;
 pub mod auth;
 pub mod handler;

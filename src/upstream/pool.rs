@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::relay::Relay;
 use super::session::{Handler, Listing, Session};
 use crate::catalog::Desired;
 use crate::controller::Context;
@@ -75,6 +76,8 @@ pub struct Pool {
     settings: PoolSettings,
     live: RwLock<HashMap<String, Arc<Live>>>,
     index: watch::Sender<Arc<Index>>,
+    /// Client sessions, for what upstreams send them (shared by all sessions).
+    relay: Arc<Relay>,
 }
 
 type Connected = (String, Key, Result<(Session, Listing), String>);
@@ -86,7 +89,12 @@ impl Pool {
             settings,
             live: RwLock::new(HashMap::new()),
             index: watch::Sender::new(Arc::new(Index::default())),
+            relay: Arc::default(),
         })
+    }
+
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
     }
 
     /// The current index and its changes.
@@ -234,7 +242,7 @@ impl Pool {
                 .status
                 .set_ready(&name, Some((false, "connecting".into())));
             let runtime = self.ctx.runtime.clone();
-            let handler = Handler::new(&name, changed_tx.clone());
+            let handler = Handler::new(&name, changed_tx.clone(), self.relay.clone());
             let done = done_tx.clone();
             let strikes = attempts.strikes.get(&name).copied().unwrap_or(0).min(4);
             let timeout = self.settings.handshake_timeout * 2u32.pow(strikes);

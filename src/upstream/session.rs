@@ -1,18 +1,26 @@
 //! One long-lived MCP client session to one upstream server: over the
 //! container's stdio (Engine API attach) or over HTTP for remote entries.
 //! Concurrent calls share the session; rmcp multiplexes them by request id.
+#![allow(deprecated)] // sampling, roots and logging are SEP-2577-deprecated, and relayed.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, ClientRequest,
-    GetPromptRequestParams, GetPromptResponse, Implementation, PingRequest, Prompt,
-    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, Resource, ResourceTemplate,
-    ResultType, Tool,
+    CancelledNotificationParam, ClientCapabilities, ClientConfig, ClientRequest, ClientResult,
+    ElicitationCapability, ErrorCode, GetExtensions, Implementation, PingRequest, ProgressToken,
+    Prompt, ProtocolVersion, RequestId, RequestMetaObject, Resource, ResourceTemplate, ResultType,
+    ServerNotification, ServerRequest, ServerResult, Tool,
 };
-use rmcp::service::{NotificationContext, RoleClient, RunningService, ServiceExt};
-use rmcp::{ClientHandler, Peer};
+use rmcp::service::{
+    InboundStreamOrigin, NotificationContext, OriginatingRequestId, PeerRequestOptions,
+    RequestContext, RequestHandle, RoleClient, RoleServer, RunningService, Service, ServiceExt,
+};
+use rmcp::{ErrorData as McpError, Peer};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::relay::{Call, Caller, InFlight, NOTIFY_TIMEOUT, Relay};
 
 use crate::runtime::Stdio;
 
@@ -26,54 +34,185 @@ pub struct Listing {
     pub resource_templates: Vec<ResourceTemplate>,
 }
 
-/// Forwards an upstream's own `list_changed` notifications, by server name.
-#[derive(Clone)]
+/// What an upstream sends on its own: `list_changed` goes to the pool (by
+/// server name); progress, logs, resource updates and server-to-client
+/// requests go to the client sessions they belong to (see [`super::relay`]).
+/// It implements rmcp's `Service` rather than the typed `ClientHandler` so a
+/// server-to-client request is relayed whole, custom methods included.
 pub struct Handler {
     server: String,
     changed: UnboundedSender<String>,
+    relay: Arc<Relay>,
+    calls: InFlight<Call>,
 }
 
+/// How long a client may take to answer an upstream's request (a person may
+/// be answering an elicitation); the call's own deadline waits meanwhile.
+pub const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+
 impl Handler {
-    pub fn new(server: &str, changed: UnboundedSender<String>) -> Self {
+    pub fn new(server: &str, changed: UnboundedSender<String>, relay: Arc<Relay>) -> Self {
         Handler {
             server: server.to_string(),
             changed,
+            relay,
+            calls: InFlight::default(),
         }
     }
 
-    fn changed(&self) -> std::future::Ready<()> {
-        let _ = self.changed.send(self.server.clone());
-        std::future::ready(())
+    /// Relays a server-to-client request to the client whose call it belongs
+    /// to, and the client's answer back unchanged.
+    async fn ask(
+        &self,
+        mut request: ServerRequest,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ClientResult, McpError> {
+        let method = server_method(&request).to_string();
+        let stream = match context.extensions.get::<InboundStreamOrigin>() {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let token = context.meta.get_progress_token();
+        let call = self
+            .calls
+            .route(stream.as_ref(), token.as_ref())
+            .await
+            .map_err(|e| e.error(&method))?;
+        client_can(&call.caller.peer, &request, &method)?;
+        let _asking = call.clock.asking();
+        request
+            .extensions_mut()
+            .insert(OriginatingRequestId(call.caller.request.clone()));
+        let options = PeerRequestOptions::no_options().with_meta(context.meta);
+        let peer = call.caller.peer.clone();
+        // A task of its own: rmcp tags a request sent while handling another
+        // with that one's id (here the upstream's), which would send it down
+        // the wrong client stream.
+        let handle =
+            tokio::spawn(async move { peer.send_request_with_option(request, options).await })
+                .await
+                .map_err(|e| McpError::internal_error(format!("relaying `{method}`: {e}"), None))?
+                .map_err(|e| {
+                    McpError::internal_error(format!("the client session is gone ({e})"), None)
+                })?;
+        let id = handle.id.clone();
+        let peer = handle.peer.clone();
+        let reason = tokio::select! {
+            answer = handle.rx => return match answer {
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(rmcp::ServiceError::McpError(e))) => Err(e),
+                Ok(Err(e)) => Err(McpError::internal_error(format!("the client did not answer `{method}`: {e}"), None)),
+                Err(_) => Err(McpError::internal_error("the client session closed before it answered", None)),
+            },
+            _ = context.ct.cancelled() => "the server cancelled its request".to_string(),
+            _ = tokio::time::sleep(CLIENT_ANSWER_TIMEOUT) => format!("no answer within {}s", CLIENT_ANSWER_TIMEOUT.as_secs()),
+        };
+        let cancel = CancelledNotificationParam::new(Some(id), Some(reason.clone()));
+        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_cancelled(cancel)).await;
+        Err(McpError::internal_error(
+            format!("`{method}` was not answered: {reason}"),
+            None,
+        ))
     }
 }
 
-impl ClientHandler for Handler {
-    fn on_tool_list_changed(
+fn server_method(request: &ServerRequest) -> &str {
+    match request {
+        ServerRequest::PingRequest(_) => "ping",
+        ServerRequest::CreateMessageRequest(_) => "sampling/createMessage",
+        ServerRequest::ListRootsRequest(_) => "roots/list",
+        ServerRequest::ElicitRequest(_) => "elicitation/create",
+        ServerRequest::CustomRequest(r) => r.method.as_str(),
+        _ => "(unknown)",
+    }
+}
+
+/// An error for the upstream if the calling client did not declare the
+/// capability `request` needs.
+fn client_can(
+    client: &Peer<RoleServer>,
+    request: &ServerRequest,
+    method: &str,
+) -> Result<(), McpError> {
+    let caps = client.peer_info().map(|i| i.capabilities.clone());
+    let (declared, capability) = match request {
+        ServerRequest::CreateMessageRequest(_) => (
+            caps.as_ref().is_some_and(|c| c.sampling.is_some()),
+            "sampling",
+        ),
+        ServerRequest::ElicitRequest(_) => (
+            caps.as_ref().is_some_and(|c| c.elicitation.is_some()),
+            "elicitation",
+        ),
+        ServerRequest::ListRootsRequest(_) => {
+            (caps.as_ref().is_some_and(|c| c.roots.is_some()), "roots")
+        }
+        _ => return Ok(()),
+    };
+    if declared {
+        return Ok(());
+    }
+    Err(McpError::new(
+        ErrorCode::METHOD_NOT_FOUND,
+        format!(
+            "the client this call came from does not support `{method}` (it did not declare the `{capability}` capability)"
+        ),
+        None,
+    ))
+}
+
+impl Service<RoleClient> for Handler {
+    async fn handle_request(
         &self,
-        _: NotificationContext<RoleClient>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        self.changed()
+        request: ServerRequest,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ClientResult, McpError> {
+        match request {
+            ServerRequest::PingRequest(_) => Ok(ClientResult::empty(())),
+            request => self.ask(request, context).await,
+        }
     }
 
-    fn on_prompt_list_changed(
+    async fn handle_notification(
         &self,
+        notification: ServerNotification,
         _: NotificationContext<RoleClient>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        self.changed()
-    }
-
-    fn on_resource_list_changed(
-        &self,
-        _: NotificationContext<RoleClient>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        self.changed()
+    ) -> Result<(), McpError> {
+        match notification {
+            ServerNotification::ToolListChangedNotification(_)
+            | ServerNotification::PromptListChangedNotification(_)
+            | ServerNotification::ResourceListChangedNotification(_) => {
+                let _ = self.changed.send(self.server.clone());
+            }
+            ServerNotification::ProgressNotification(n) => {
+                self.relay.progress(&self.calls, n.params).await
+            }
+            ServerNotification::LoggingMessageNotification(n) => {
+                self.relay.log(&self.calls, n.params).await
+            }
+            ServerNotification::ResourceUpdatedNotification(n) => {
+                self.relay.resource_updated(n.params).await
+            }
+            other => {
+                tracing::debug!(server = %self.server, ?other, "upstream notification not relayed")
+            }
+        }
+        Ok(())
     }
 
     fn get_info(&self) -> ClientConfig {
+        // What the gateway can relay to the client a request belongs to.
+        let mut caps = ClientCapabilities::default();
+        caps.sampling = Some(Default::default());
+        caps.roots = Some(Default::default());
+        let mut elicitation = ElicitationCapability::new();
+        elicitation.form = Some(Default::default());
+        elicitation.url = Some(Default::default());
+        caps.elicitation = Some(elicitation);
         // Stdio servers of every age answer `initialize`; the newest protocol
         // that still has it is the safe choice for a long-lived session.
         ClientConfig::new(
-            ClientCapabilities::default(),
+            caps,
             Implementation::new("mcp-fleet", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
@@ -197,54 +336,134 @@ impl Session {
         }
     }
 
-    pub async fn call_tool(
+    /// Forwards one client request as it is, within the call's deadline;
+    /// what the upstream sends on the call's behalf meanwhile reaches `caller`.
+    pub async fn forward(
         &self,
-        params: CallToolRequestParams,
-    ) -> Result<CallToolResponse, SessionError> {
-        completed(self.peer().call_tool_once(params).await)
+        request: ClientRequest,
+        forward: Forward,
+    ) -> Result<ServerResult, Failure> {
+        let calls = &self.service.service().calls;
+        let options = PeerRequestOptions::no_options().with_meta(upstream_meta(forward.meta));
+        calls.sending();
+        let handle = match self.peer().send_request_with_option(request, options).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                calls.abandon();
+                return Err(Failure::Closed(e.to_string()));
+            }
+        };
+        let call = Arc::new(Call::new(forward.caller));
+        let RequestHandle {
+            mut rx,
+            id,
+            progress_token,
+            peer,
+            ..
+        } = handle;
+        calls.insert(
+            id.clone(),
+            progress_token.clone(),
+            call.caller.session,
+            call.clone(),
+        );
+        let _registered = Registered {
+            calls,
+            id: &id,
+            token: &progress_token,
+        };
+        let timeout = forward.timeout;
+        let reason = loop {
+            let deadline = tokio::time::Instant::from_std(call.clock.deadline(timeout));
+            tokio::select! {
+                biased;
+                answer = &mut rx => return match answer {
+                    Ok(Ok(result)) => Ok(completed(result)),
+                    Ok(Err(rmcp::ServiceError::McpError(e))) => Err(Failure::Error(e)),
+                    Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
+                    Err(_) => Err(Failure::Closed("the session closed".into())),
+                },
+                _ = forward.ct.cancelled() => break Failure::Cancelled,
+                _ = tokio::time::sleep_until(deadline) => if call.clock.expired(timeout) {
+                    break Failure::Timeout(timeout);
+                },
+            }
+        };
+        let cancel = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
+        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_cancelled(cancel)).await;
+        Err(reason)
     }
+}
 
-    pub async fn get_prompt(
-        &self,
-        params: GetPromptRequestParams,
-    ) -> Result<GetPromptResponse, SessionError> {
-        completed(self.peer().get_prompt_once(params).await)
-    }
+/// What [`Session::forward`] needs besides the request.
+pub struct Forward {
+    pub caller: Caller,
+    /// The client request's `_meta`.
+    pub meta: RequestMetaObject,
+    /// Silence (no answer, no progress) after which the call is given up.
+    pub timeout: Duration,
+    /// Cancelled when the client cancels its request or goes away.
+    pub ct: CancellationToken,
+}
 
-    pub async fn read_resource(
-        &self,
-        params: ReadResourceRequestParams,
-    ) -> Result<ReadResourceResponse, SessionError> {
-        completed(self.peer().read_resource_once(params).await)
+/// Why a forwarded request got no result.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("did not answer within {}s", .0.as_secs_f64())]
+    Timeout(Duration),
+    #[error("the client cancelled the request")]
+    Cancelled,
+    /// The upstream's own JSON-RPC error, to be relayed as it is.
+    #[error("{}", .0.message)]
+    Error(McpError),
+    #[error("the session failed: {0}")]
+    Closed(String),
+}
+
+/// Unregisters a call however its forwarding ends.
+struct Registered<'a> {
+    calls: &'a InFlight<Call>,
+    id: &'a RequestId,
+    token: &'a ProgressToken,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.calls.remove(self.id, self.token);
     }
+}
+
+/// The client's `_meta` as the upstream gets it: without the client's
+/// progress token (rmcp sets the gateway's own, mapped back per call) and
+/// without the 2026-07-28 per-request client context, which describes the
+/// client to the gateway, not the gateway's session to the upstream.
+fn upstream_meta(mut meta: RequestMetaObject) -> RequestMetaObject {
+    for key in [
+        "progressToken",
+        "io.modelcontextprotocol/protocolVersion",
+        "io.modelcontextprotocol/clientInfo",
+        "io.modelcontextprotocol/clientCapabilities",
+    ] {
+        meta.0.remove(key);
+    }
+    meta
 }
 
 /// A final result as the newest protocol wants it. Upstreams on older
 /// revisions leave `resultType` out; clients on 2026-07-28 require it (rmcp
 /// strips it again for older clients).
-trait Completed {
-    fn completed(self) -> Self;
-}
-
-macro_rules! completed_for {
-    ($($t:ident),*) => {$(
-        impl Completed for $t {
-            fn completed(self) -> Self {
-                match self {
-                    $t::Complete(mut r) => {
-                        r.result_type.get_or_insert(ResultType::COMPLETE);
-                        $t::Complete(r)
-                    }
-                    other => other,
-                }
-            }
+fn completed(mut result: ServerResult) -> ServerResult {
+    match &mut result {
+        ServerResult::CallToolResult(r) => {
+            r.result_type.get_or_insert(ResultType::COMPLETE);
         }
-    )*};
-}
-
-completed_for!(CallToolResponse, GetPromptResponse, ReadResourceResponse);
-
-fn completed<T: Completed>(r: Result<T, rmcp::ServiceError>) -> Result<T, SessionError> {
-    r.map(Completed::completed)
-        .map_err(|e| SessionError::Call(e.to_string()))
+        ServerResult::GetPromptResult(r) => {
+            r.result_type.get_or_insert(ResultType::COMPLETE);
+        }
+        ServerResult::ReadResourceResult(r) => {
+            r.result_type.get_or_insert(ResultType::COMPLETE);
+        }
+        _ => {}
+    }
+    result
 }

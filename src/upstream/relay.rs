@@ -30,7 +30,7 @@ use rmcp::model::{
 };
 use rmcp::service::RoleServer;
 use rmcp::{ErrorData as McpError, Peer};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 /// How long one notification to one client session may take; a slow client
 /// never holds up the others (they are sent to concurrently).
@@ -77,13 +77,32 @@ pub struct Caller {
 pub struct Call {
     pub caller: Caller,
     pub clock: Clock,
+    /// Progress for the caller, in the order the upstream sent it: the task
+    /// forwarding the call sends it, and the rest before the result.
+    progress: mpsc::Sender<ProgressNotificationParam>,
 }
 
+/// Progress notifications of one call waiting to be sent to its caller.
+pub const PROGRESS_BUFFER: usize = 64;
+
 impl Call {
-    pub fn new(caller: Caller) -> Self {
-        Call {
+    pub fn new(caller: Caller) -> (Self, mpsc::Receiver<ProgressNotificationParam>) {
+        let (progress, rx) = mpsc::channel(PROGRESS_BUFFER);
+        let call = Call {
             caller,
             clock: Clock::new(Instant::now()),
+            progress,
+        };
+        (call, rx)
+    }
+
+    /// An upstream's progress for this call: restarts the deadline and, if
+    /// the caller asked for progress, queues it for the caller (a caller that
+    /// falls [`PROGRESS_BUFFER`] behind misses some).
+    pub fn progress(&self, params: ProgressNotificationParam) {
+        self.clock.touch();
+        if self.caller.progress_token.is_some() && self.progress.try_send(params).is_err() {
+            tracing::debug!("progress dropped: the caller is too far behind");
         }
     }
 }
@@ -271,6 +290,13 @@ impl<C> InFlight<C> {
                 return None;
             }
         }
+    }
+
+    /// The call an upstream progress token belongs to, if registered now.
+    pub fn by_token_now(&self, token: &ProgressToken) -> Option<Arc<C>> {
+        let inner = self.lock();
+        let id = inner.by_token.get(token)?;
+        inner.by_id.get(id).map(|e| e.call.clone())
     }
 
     /// The call an upstream progress token belongs to.
@@ -509,19 +535,15 @@ impl Relay {
         targets.len()
     }
 
-    /// Relays an upstream's progress to the one caller it belongs to.
-    pub async fn progress(&self, calls: &InFlight<Call>, mut params: ProgressNotificationParam) {
-        let Some(call) = calls.by_token(&params.progress_token).await else {
-            tracing::debug!(token = ?params.progress_token, "progress for no call in flight");
-            return;
-        };
-        call.clock.touch();
-        let Some(token) = call.caller.progress_token.clone() else {
-            return; // the client did not ask for progress
-        };
-        params.progress_token = token;
-        let send = call.caller.peer.notify_progress(params);
-        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, send).await;
+    /// Relays an upstream's progress to the one caller it belongs to (see
+    /// [`Call::progress`]).
+    pub async fn progress(&self, calls: &InFlight<Call>, params: ProgressNotificationParam) {
+        match calls.by_token(&params.progress_token).await {
+            Some(call) => call.progress(params),
+            None => {
+                tracing::debug!(token = ?params.progress_token, "progress for no call in flight")
+            }
+        }
     }
 
     /// Relays an upstream's log message: to the caller when every call in

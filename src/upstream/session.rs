@@ -3,19 +3,27 @@
 //! Concurrent calls share the session; rmcp multiplexes them by request id.
 #![allow(deprecated)] // sampling, roots and logging are SEP-2577-deprecated, and relayed.
 use std::collections::HashMap;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use rmcp::model::{
     CancelledNotificationParam, ClientCapabilities, ClientConfig, ClientRequest, ClientResult,
-    ElicitationCapability, ErrorCode, GetExtensions, Implementation, PingRequest, ProgressToken,
-    Prompt, ProtocolVersion, RequestId, RequestMetaObject, Resource, ResourceTemplate, ResultType,
-    ServerNotification, ServerRequest, ServerResult, Tool,
+    ElicitationCapability, ErrorCode, GetExtensions, Implementation, JsonRpcMessage, PingRequest,
+    ProgressNotificationParam, ProgressToken, Prompt, ProtocolVersion, RequestId,
+    RequestMetaObject, Resource, ResourceTemplate, ResultType, ServerNotification, ServerRequest,
+    ServerResult, Tool,
 };
 use rmcp::service::{
     InboundStreamOrigin, NotificationContext, OriginatingRequestId, PeerRequestOptions,
-    RequestContext, RequestHandle, RoleClient, RoleServer, RunningService, Service, ServiceExt,
+    RequestContext, RequestHandle, RoleClient, RoleServer, RunningService, RxJsonRpcMessage,
+    Service, ServiceExt, TxJsonRpcMessage,
 };
+use rmcp::transport::Transport;
+use rmcp::transport::async_rw::AsyncRwTransport;
+use rmcp::transport::sink_stream::SinkStreamTransport;
 use rmcp::{ErrorData as McpError, Peer};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +51,7 @@ pub struct Handler {
     server: String,
     changed: UnboundedSender<String>,
     relay: Arc<Relay>,
-    calls: InFlight<Call>,
+    calls: Arc<InFlight<Call>>,
 }
 
 /// How long a client may take to answer an upstream's request (a person may
@@ -56,7 +64,7 @@ impl Handler {
             server: server.to_string(),
             changed,
             relay,
-            calls: InFlight::default(),
+            calls: Arc::default(),
         }
     }
 
@@ -176,7 +184,7 @@ impl Service<RoleClient> for Handler {
     async fn handle_notification(
         &self,
         notification: ServerNotification,
-        _: NotificationContext<RoleClient>,
+        context: NotificationContext<RoleClient>,
     ) -> Result<(), McpError> {
         match notification {
             ServerNotification::ToolListChangedNotification(_)
@@ -185,7 +193,9 @@ impl Service<RoleClient> for Handler {
                 let _ = self.changed.send(self.server.clone());
             }
             ServerNotification::ProgressNotification(n) => {
-                self.relay.progress(&self.calls, n.params).await
+                if context.extensions.get::<Tapped>().is_none() {
+                    self.relay.progress(&self.calls, n.params).await
+                }
             }
             ServerNotification::LoggingMessageNotification(n) => {
                 self.relay.log(&self.calls, n.params).await
@@ -243,7 +253,8 @@ impl Session {
         handler: Handler,
         timeout: Duration,
     ) -> Result<Self, SessionError> {
-        Self::handshake(handler, (stdio.stdout, stdio.stdin), timeout).await
+        let transport = AsyncRwTransport::new_client(stdio.stdout, stdio.stdin);
+        Self::handshake(handler, transport, timeout).await
     }
 
     /// Connects to a remote server over streamable HTTP with its headers.
@@ -260,7 +271,7 @@ impl Session {
             let (tx, rx) = super::sse_client::connect(url, headers)
                 .await
                 .map_err(SessionError::Handshake)?;
-            return Self::handshake(handler, (tx, rx), timeout).await;
+            return Self::handshake(handler, SinkStreamTransport::new(tx, rx), timeout).await;
         }
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
         for (k, v) in headers {
@@ -277,15 +288,18 @@ impl Session {
         Self::handshake(handler, transport, timeout).await
     }
 
-    async fn handshake<T, E, A>(
+    async fn handshake<T>(
         handler: Handler,
         transport: T,
         timeout: Duration,
     ) -> Result<Self, SessionError>
     where
-        T: rmcp::transport::IntoTransport<RoleClient, E, A>,
-        E: std::error::Error + Send + Sync + 'static,
+        T: Transport<RoleClient> + 'static,
     {
+        let transport = Tap {
+            inner: Box::new(transport),
+            calls: handler.calls.clone(),
+        };
         match tokio::time::timeout(timeout, handler.serve(transport)).await {
             Err(_) => Err(SessionError::HandshakeTimeout(timeout)),
             Ok(Err(e)) => Err(SessionError::Handshake(e.to_string())),
@@ -353,7 +367,8 @@ impl Session {
                 return Err(Failure::Closed(e.to_string()));
             }
         };
-        let call = Arc::new(Call::new(forward.caller));
+        let (call, mut progress) = Call::new(forward.caller);
+        let call = Arc::new(call);
         let RequestHandle {
             mut rx,
             id,
@@ -377,12 +392,19 @@ impl Session {
             let deadline = tokio::time::Instant::from_std(call.clock.deadline(timeout));
             tokio::select! {
                 biased;
-                answer = &mut rx => return match answer {
+                answer = &mut rx => {
+                    // Progress the upstream sent before its answer goes first.
+                    while let Ok(p) = progress.try_recv() {
+                        relay_progress(&call.caller, p).await;
+                    }
+                    return match answer {
                     Ok(Ok(result)) => Ok(completed(result)),
                     Ok(Err(rmcp::ServiceError::McpError(e))) => Err(Failure::Error(e)),
                     Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
                     Err(_) => Err(Failure::Closed("the session closed".into())),
-                },
+                    };
+                }
+                Some(p) = progress.recv() => relay_progress(&call.caller, p).await,
                 _ = forward.ct.cancelled() => break Failure::Cancelled,
                 _ = tokio::time::sleep_until(deadline) => if call.clock.expired(timeout) {
                     break Failure::Timeout(timeout);
@@ -394,6 +416,81 @@ impl Session {
         Err(reason)
     }
 }
+
+/// Sends one progress notification to the caller, under its own token.
+async fn relay_progress(caller: &Caller, mut params: ProgressNotificationParam) {
+    let Some(token) = caller.progress_token.clone() else {
+        return;
+    };
+    params.progress_token = token;
+    let _ = tokio::time::timeout(NOTIFY_TIMEOUT, caller.peer.notify_progress(params)).await;
+}
+
+/// The upstream transport with progress taken out as it arrives, in order
+/// with the answers: rmcp hands notifications to tasks of their own, so a
+/// call's last progress could otherwise reach the client after its result.
+struct Tap {
+    inner: Box<dyn Erased>,
+    calls: Arc<InFlight<Call>>,
+}
+
+/// A transport behind a box: rustc cannot prove the futures of a generic
+/// transport wrapped in another `Send` for every lifetime (rust-lang/rust#100013).
+trait Erased: Send {
+    fn send(&mut self, item: TxJsonRpcMessage<RoleClient>) -> BoxFuture<'static, io::Result<()>>;
+    fn receive(&mut self) -> BoxFuture<'_, Option<RxJsonRpcMessage<RoleClient>>>;
+    fn close(&mut self) -> BoxFuture<'_, io::Result<()>>;
+}
+
+impl<T: Transport<RoleClient>> Erased for T {
+    fn send(&mut self, item: TxJsonRpcMessage<RoleClient>) -> BoxFuture<'static, io::Result<()>> {
+        Box::pin(Transport::send(self, item).map(|r| r.map_err(io::Error::other)))
+    }
+
+    fn receive(&mut self) -> BoxFuture<'_, Option<RxJsonRpcMessage<RoleClient>>> {
+        Box::pin(Transport::receive(self))
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(Transport::close(self).map(|r| r.map_err(io::Error::other)))
+    }
+}
+
+impl Transport<RoleClient> for Tap {
+    type Error = io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    /// Progress for a registered call is queued for it here, in order, and
+    /// marked [`Tapped`] for the handler to leave alone.
+    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleClient>>> + Send {
+        let calls = self.calls.clone();
+        self.inner.receive().map(move |message| {
+            let mut message = message?;
+            if let JsonRpcMessage::Notification(n) = &mut message
+                && let ServerNotification::ProgressNotification(p) = &mut n.notification
+                && let Some(call) = calls.by_token_now(&p.params.progress_token)
+            {
+                call.progress(p.params.clone());
+                p.extensions.insert(Tapped);
+            }
+            Some(message)
+        })
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
+/// Marks progress [`Tap`] already queued for its call.
+#[derive(Debug, Clone, Copy)]
+struct Tapped;
 
 /// What [`Session::forward`] needs besides the request.
 pub struct Forward {

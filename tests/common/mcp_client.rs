@@ -63,8 +63,26 @@ impl McpClient {
         transport: McpTransport,
         token: Option<&str>,
     ) -> Result<Self, String> {
+        Self::try_connect_with(url, transport, token, &[]).await
+    }
+
+    /// Opens a session with more arguments for the client (`--sampling TEXT`,
+    /// `--elicit TEXT`, `--root URI`: see the script); panics if it cannot.
+    pub async fn connect_with(url: &str, transport: McpTransport, args: &[&str]) -> Self {
+        match Self::try_connect_with(url, transport, None, args).await {
+            Ok(client) => client,
+            Err(e) => panic!("MCP client could not open a session at {url}: {e}"),
+        }
+    }
+
+    async fn try_connect_with(
+        url: &str,
+        transport: McpTransport,
+        token: Option<&str>,
+        args: &[&str],
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(python());
-        cmd.arg(SCRIPT).arg(url).arg("--transport");
+        cmd.arg(SCRIPT).arg(url).args(args).arg("--transport");
         match transport {
             McpTransport::Http => cmd.arg("http"),
             McpTransport::HttpDiscover => cmd.args(["http", "--mode", "discover"]),

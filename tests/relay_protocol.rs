@@ -202,6 +202,83 @@ async fn sampling_elicitation_and_roots_reach_the_caller_over_http() {
     server_requests_reach_their_caller(Upstream::Http, "relay-ask-http").await;
 }
 
+/// Two sessions' calls ask for sampling while both are in flight.
+async fn concurrent_sampling(upstream: Upstream, test: &str) -> (Value, Value) {
+    let r = Relay::start(test, upstream, &[]).await;
+    let mut a = r.client(&["--sampling", "A"]).await;
+    let mut b = r.client(&["--sampling", "B"]).await;
+    let ask = |prompt: &str| json!({"prompt": prompt, "delay": 1.0, "linger": 1.0});
+    let (ra, rb) = tokio::join!(
+        call(&mut a, "ask_model", ask("from a")),
+        call(&mut b, "ask_model", ask("from b"))
+    );
+    a.close().await;
+    b.close().await;
+    (ra, rb)
+}
+
+/// Over streamable HTTP the stream a request arrives on says whose call it
+/// is: each client answers its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_server_requests_follow_their_stream_over_http() {
+    let (a, b) = concurrent_sampling(Upstream::Http, "relay-both-http").await;
+    assert_eq!(text(&a), "model said: A <- from a", "{a}");
+    assert_eq!(text(&b), "model said: B <- from b", "{b}");
+}
+
+/// Over stdio nothing says whose call a request belongs to when two
+/// sessions have calls in flight: the upstream gets an error, not a guess.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_server_requests_over_stdio_are_refused_not_guessed() {
+    let (a, b) = concurrent_sampling(Upstream::Stdio, "relay-both").await;
+    for answer in [&a, &b] {
+        let t = text(answer);
+        assert!(
+            t.starts_with("sampling failed") && t.contains("cannot tell which client"),
+            "{answer}"
+        );
+    }
+}
+
+/// Polls the upstream's `tool` (a list of tags) until it names `tag`.
+async fn upstream_lists(r: &Relay, c: &mut McpClient, tool: &str, tag: &str) {
+    let until = Instant::now() + MIN;
+    loop {
+        let answer = call(c, tool, json!({})).await;
+        if text(&answer).split(' ').any(|t| t == tag) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "the upstream's {tool} never listed {tag}\n{}",
+            r.fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client's `notifications/cancelled` reaches the upstream (ids mapped),
+/// and so does a client that goes away in the middle of a call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_or_abandoned_call_is_cancelled_upstream() {
+    let r = Relay::start("relay-cancel", Upstream::Stdio, &[]).await;
+    let mut c = r.client(&[]).await;
+    let answer = c
+        .send(json!({"cmd": "call", "name": "hang", "arguments": {"tag": "h2"}, "read_timeout": 1}))
+        .await;
+    assert_eq!(answer["ok"], json!(false), "the client gave up: {answer}");
+    upstream_lists(&r, &mut c, "cancelled", "h2").await;
+
+    let sse = r.mcp.replace("/mcp", "/sse");
+    let mut gone = McpClient::connect(&sse, McpTransport::Sse, None).await;
+    gone.begin(json!({"cmd": "call", "name": "hang", "arguments": {"tag": "h3"}}))
+        .await;
+    upstream_lists(&r, &mut c, "started", "h3").await;
+    drop(gone); // killed: its SSE stream, and so its session, ends
+    upstream_lists(&r, &mut c, "cancelled", "h3").await;
+    c.close().await;
+}
+
 /// A call the upstream never answers ends at `--call-timeout` with a tool
 /// error that says so, and the upstream is told to cancel it.
 #[tokio::test(flavor = "multi_thread")]
@@ -221,19 +298,7 @@ async fn a_call_that_is_never_answered_ends_at_the_deadline() {
         "{took:?}"
     );
     // The upstream saw notifications/cancelled: its handler was cancelled.
-    let until = Instant::now() + MIN;
-    loop {
-        let answer = call(&mut c, "cancelled", json!({})).await;
-        if text(&answer).split(' ').any(|t| t == "h1") {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the upstream never saw the cancellation\n{}",
-            r.fleet.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    upstream_lists(&r, &mut c, "cancelled", "h1").await;
     c.close().await;
 }
 

@@ -38,8 +38,9 @@ use super::aggregate::{Index, Route};
 use super::manage::{self, AddPolicy};
 use crate::controller::Context;
 use crate::upstream::Pool;
+use crate::upstream::calls::Caller;
 use crate::upstream::pool::Live;
-use crate::upstream::relay::{Caller, NOTIFY_TIMEOUT, Relay};
+use crate::upstream::relay::{NOTIFY_TIMEOUT, Relay};
 use crate::upstream::session::{Failure, Forward};
 
 pub const REQUESTS_FILE: &str = "requests.yaml";

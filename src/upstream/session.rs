@@ -28,7 +28,8 @@ use rmcp::{ErrorData as McpError, Peer};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::relay::{Call, Caller, InFlight, NOTIFY_TIMEOUT, Relay};
+use super::calls::{Call, Caller, InFlight};
+use super::relay::{NOTIFY_TIMEOUT, Relay};
 
 use crate::runtime::Stdio;
 

@@ -22,6 +22,7 @@ per line on stdin and answers each with one JSON line on stdout:
                                              since the last wait, else {"ok": false, "error": "timeout"}
     {"cmd": "ping"}                       -> {"ok": true}
     {"cmd": "call", ..., "progress": true} -> also "progress": [[progress, total, message]...]
+    {"cmd": "call", ..., "read_timeout": secs} -> gives up (and cancels) after secs
     {"cmd": "set_level", "level": L}      -> {"ok": true}
     {"cmd": "wait_log", "contains": S, "timeout": secs}
                                           -> {"ok": true, "logs": [[level, data]...]} once a log
@@ -247,7 +248,10 @@ async def run_commands(session: ClientSession, changes: ListChanged) -> None:
                 result = await session.read_resource(command["uri"])
                 emit({"ok": True, "text": "\n".join(getattr(c, "text", "") for c in result.contents)})
             elif cmd == "call":
-                result = await session.call_tool(command["name"], command.get("arguments") or {})
+                result = await session.call_tool(
+                    command["name"], command.get("arguments") or {},
+                    read_timeout_seconds=command.get("read_timeout"),
+                )
                 emit({"ok": True, "is_error": bool(result.is_error), "text": text_of(result)})
             elif cmd == "wait_list_changed":
                 kind = command.get("kind", "tools")

@@ -181,6 +181,17 @@ impl McpClient {
         }
     }
 
+    /// Sends a command without waiting for its answer (e.g. a call that will
+    /// not end before the client is killed).
+    pub async fn begin(&mut self, command: Value) {
+        let line = format!("{command}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("MCP client stdin");
+        self.stdin.flush().await.expect("MCP client stdin");
+    }
+
     /// Sends a command that must succeed and returns its answer.
     pub async fn ok(&mut self, command: Value) -> Value {
         let answer = self.send(command.clone()).await;

@@ -139,6 +139,7 @@ def main(argv: list[str]) -> None:
 # what the upstream got.
 
 CANCELLED: list[str] = []
+STARTED: list[str] = []
 
 
 def add_relay_tools(server) -> None:
@@ -153,17 +154,20 @@ def add_relay_tools(server) -> None:
             await ctx.report_progress(i, steps, f"{tag} {i}")
         return f"{tag}: {steps} steps"
 
-    @server.tool(description="Ask the client's model (sampling/createMessage) and return its text")
-    async def ask_model(prompt: str, ctx: Context) -> str:
+    @server.tool(description="After `delay` s, ask the client's model (sampling/createMessage) and return its text")
+    async def ask_model(prompt: str, ctx: Context, delay: float = 0.0, linger: float = 0.0) -> str:
+        await anyio.sleep(delay)
         try:
             result = await ctx.session.create_message(
                 messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text", text=prompt))],
                 max_tokens=64,
                 related_request_id=ctx.request_id,
             )
+            answer = f"model said: {getattr(result.content, 'text', result.content)}"
         except Exception as exc:  # the test reads what the server got
-            return f"sampling failed: {exc}"
-        return f"model said: {getattr(result.content, 'text', result.content)}"
+            answer = f"sampling failed: {exc}"
+        await anyio.sleep(linger)
+        return answer
 
     class Answer(BaseModel):
         answer: str
@@ -187,6 +191,7 @@ def add_relay_tools(server) -> None:
 
     @server.tool(description="Never answer; record the cancellation when it comes")
     async def hang(tag: str) -> str:
+        STARTED.append(tag)
         try:
             await anyio.sleep_forever()
         finally:
@@ -196,6 +201,10 @@ def add_relay_tools(server) -> None:
     @server.tool(description="The tags of hang calls cancelled so far")
     def cancelled() -> str:
         return " ".join(CANCELLED)
+
+    @server.tool(description="The tags of hang calls started so far")
+    def started() -> str:
+        return " ".join(STARTED)
 
     @server.tool(description="Send a debug and an error log message during the call")
     async def chatter(tag: str, ctx: Context) -> str:

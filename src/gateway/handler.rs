@@ -1,47 +1,23 @@
-//! The aggregating MCP server. [`Gateway`] is the state every client session
-//! shares; each session gets its own [`SessionHandler`], which forgets the
-//! session's relay state (log level, subscriptions) the moment rmcp drops it.
-//! Lists come from the pool's index; requests are forwarded as they are (only
-//! a tool's or prompt's name is renamed) to the owning upstream session, and
-//! what the upstream sends on a call's behalf comes back to that session (see
-//! [`crate::upstream::relay`]). Changes are pushed to every live session as
-//! `*/list_changed`.
-//!
-//! The handler implements rmcp's typed `ServerHandler` and passes each typed
-//! params object through whole, rather than a raw `Service::handle_request`:
-//! rmcp's `ServerHandler` dispatch does the per-revision work (inline
-//! 2026-07-28 metadata checks, `resultType` for older peers, gating
-//! `input_required` and tasks) that a raw handler would have to copy.
-#![allow(deprecated)] // logging is SEP-2577-deprecated, and relayed.
-
+//! The state every client session of the gateway shares ([`Gateway`]): the
+//! pool's index, routes of restarting servers, `subscriptions/listen` sinks,
+//! and the push of `*/list_changed` to every live session. Each session gets
+//! its own handler ([`SessionHandler`], in [`super::session`]).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest,
-    CompleteRequest, CompleteRequestParams, CompleteResult, ContentBlock, GetPromptRequest,
-    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, Reference,
-    ServerCapabilities, ServerConfig, ServerResult, SetLevelRequestParams, SubscribeRequest,
-    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequest, UnsubscribeRequestParams,
-};
-use rmcp::service::{
-    NotificationContext, RequestContext, RoleServer, SubscriptionContext, SubscriptionSink,
-};
-use rmcp::{ErrorData as McpError, ServerHandler};
+use rmcp::ErrorData as McpError;
+use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
+use rmcp::service::SubscriptionSink;
 use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{Index, Route};
-use super::manage::{self, AddPolicy};
+use super::manage::AddPolicy;
 use crate::controller::Context;
 use crate::upstream::Pool;
-use crate::upstream::calls::Caller;
 use crate::upstream::pool::Live;
 use crate::upstream::relay::{NOTIFY_TIMEOUT, Relay};
-use crate::upstream::session::{Failure, Forward};
 
 pub const REQUESTS_FILE: &str = "requests.yaml";
 
@@ -95,12 +71,12 @@ impl Gateway {
         }))
     }
 
-    /// The handler of one new client session.
-    pub fn session(&self) -> SessionHandler {
-        SessionHandler {
-            id: self.relay().next_id(),
-            gateway: self.clone(),
-        }
+    pub(super) fn call_timeout(&self) -> Duration {
+        self.0.settings.call_timeout
+    }
+
+    pub(super) fn sinks(&self) -> &Mutex<Vec<SubscriptionSink>> {
+        &self.0.sinks
     }
 
     pub(super) fn ctx(&self) -> &Arc<Context> {
@@ -115,7 +91,7 @@ impl Gateway {
         &self.0.edits
     }
 
-    fn relay(&self) -> &Arc<Relay> {
+    pub(super) fn relay(&self) -> &Arc<Relay> {
         self.0.pool.relay()
     }
 
@@ -248,7 +224,7 @@ impl Gateway {
     }
 
     /// The ready session of `server`, or the protocol error a client gets.
-    fn live(&self, server: &str) -> Result<Arc<Live>, McpError> {
+    pub(super) fn live(&self, server: &str) -> Result<Arc<Live>, McpError> {
         self.0.pool.session(server).ok_or_else(|| {
             McpError::internal_error(format!("server `{server}` is not ready"), None)
         })
@@ -268,7 +244,7 @@ impl Gateway {
     }
 
     /// The route of a tool, also of a server that is restarting.
-    fn tool_route(&self, name: &str) -> Result<Route, McpError> {
+    pub(super) fn tool_route(&self, name: &str) -> Result<Route, McpError> {
         self.index()
             .tool_routes
             .get(name)
@@ -286,7 +262,11 @@ impl Gateway {
 
     /// The session a tool call goes to, after waiting (bounded) for a
     /// restarting server; `Err` is the tool error the client gets.
-    async fn tool_session(&self, name: &str, route: &Route) -> Result<Arc<Live>, CallToolResponse> {
+    pub(super) async fn tool_session(
+        &self,
+        name: &str,
+        route: &Route,
+    ) -> Result<Arc<Live>, CallToolResponse> {
         if !self.index().servers.contains(&route.server)
             && !self
                 .wait_ready(&route.server, self.0.settings.call_wait)
@@ -305,336 +285,6 @@ impl Gateway {
                 route.server
             ))
         })
-    }
-}
-
-/// The handler of one client session (or of one stateless request).
-pub struct SessionHandler {
-    id: u64,
-    gateway: Gateway,
-}
-
-impl Drop for SessionHandler {
-    fn drop(&mut self) {
-        self.gateway.relay().close(self.id);
-    }
-}
-
-/// A protocol error for a request that got no result upstream.
-fn failure_error(server: &str, failure: Failure) -> McpError {
-    match failure {
-        Failure::Error(e) => e,
-        other => McpError::internal_error(format!("server `{server}` {other}"), None),
-    }
-}
-
-fn unexpected(server: &str, method: &str) -> McpError {
-    McpError::internal_error(
-        format!("server `{server}` answered `{method}` with a result of another kind"),
-        None,
-    )
-}
-
-impl SessionHandler {
-    /// Forwards `request` to `live` on behalf of the request in `context`.
-    async fn forward(
-        &self,
-        live: &Live,
-        request: ClientRequest,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ServerResult, Failure> {
-        let caller = Caller {
-            session: self.id,
-            peer: context.peer,
-            request: context.id,
-            progress_token: context.meta.get_progress_token(),
-            log_level: context.meta.log_level(),
-        };
-        let forward = Forward {
-            caller,
-            meta: context.meta,
-            timeout: self.gateway.0.settings.call_timeout,
-            ct: context.ct,
-        };
-        live.session.forward(request, forward).await
-    }
-
-    async fn call_upstream(
-        &self,
-        mut params: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        let name = params.name.to_string();
-        let route = self.gateway.tool_route(&name)?;
-        let live = match self.gateway.tool_session(&name, &route).await {
-            Ok(live) => live,
-            Err(answer) => return Ok(answer),
-        };
-        params.name = route.name.into();
-        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let server = &route.server;
-        match self.forward(&live, request, context).await {
-            Ok(ServerResult::CallToolResult(r)) => Ok(CallToolResponse::Complete(r)),
-            Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
-            Ok(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(r)),
-            Ok(_) => Err(unexpected(server, "tools/call")),
-            Err(Failure::Timeout(t)) => Ok(text_error(format!(
-                "server `{server}` did not answer `{name}` within {}s; the call was cancelled",
-                t.as_secs_f64()
-            ))),
-            Err(Failure::Closed(e)) => Ok(text_error(format!(
-                "server `{server}` failed during the call: {e}"
-            ))),
-            Err(e) => Err(failure_error(server, e)),
-        }
-    }
-
-    /// Forwards a subscription change to the server that owns `uri`.
-    async fn resource_request(
-        &self,
-        uri: &str,
-        request: ClientRequest,
-        context: RequestContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        let server = self
-            .gateway
-            .index()
-            .resource_server(uri)
-            .ok_or_else(|| McpError::resource_not_found(format!("no server offers `{uri}`"), None))?
-            .to_string();
-        let live = self.gateway.live(&server)?;
-        self.forward(&live, request, context)
-            .await
-            .map(|_| ())
-            .map_err(|e| failure_error(&server, e))
-    }
-}
-
-impl ServerHandler for SessionHandler {
-    fn get_info(&self) -> ServerConfig {
-        let caps = ServerCapabilities::builder()
-            .enable_logging()
-            .enable_completions()
-            .enable_tools()
-            .enable_tool_list_changed()
-            .enable_prompts()
-            .enable_prompts_list_changed()
-            .enable_resources()
-            .enable_resources_list_changed()
-            .enable_resources_subscribe()
-            .build();
-        ServerConfig::new(caps)
-            .with_server_info(Implementation::new("mcp-fleet", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "mcp-fleet serves the tools of every approved MCP server. Use mcp-find to search \
-                 the catalog and mcp-add to ask for a server; the tool list changes as servers come and go.",
-            )
-    }
-
-    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        self.gateway.relay().open(self.id, &context.peer);
-    }
-
-    fn accepted_subscription_filter(
-        &self,
-        _requested: &SubscriptionFilter,
-    ) -> Option<SubscriptionFilter> {
-        let mut f = SubscriptionFilter::new();
-        f.tools_list_changed = Some(true);
-        f.prompts_list_changed = Some(true);
-        f.resources_list_changed = Some(true);
-        Some(f)
-    }
-
-    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        let sinks = &self.gateway.0.sinks;
-        sinks
-            .lock()
-            .expect("sinks lock")
-            .push(context.sink().clone());
-        context.cancelled().await;
-        let id = context.sink().id().clone();
-        sinks.lock().expect("sinks lock").retain(|s| s.id() != &id);
-        Ok(())
-    }
-
-    async fn list_tools(
-        &self,
-        _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, McpError> {
-        let mut tools = self.gateway.index().tools.clone();
-        tools.extend(manage::tools());
-        Ok(ListToolsResult::with_all_items(tools))
-    }
-
-    async fn call_tool(
-        &self,
-        params: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        let name = params.name.to_string();
-        if manage::NAMES.contains(&name.as_str()) {
-            return Ok(self.gateway.manage(&name, &params, &context).await);
-        }
-        self.call_upstream(params, context).await
-    }
-
-    async fn list_prompts(
-        &self,
-        _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
-    ) -> Result<ListPromptsResult, McpError> {
-        Ok(ListPromptsResult::with_all_items(
-            self.gateway.index().prompts.clone(),
-        ))
-    }
-
-    async fn get_prompt(
-        &self,
-        mut params: GetPromptRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<GetPromptResponse, McpError> {
-        let route = self
-            .gateway
-            .index()
-            .prompt_routes
-            .get(&params.name)
-            .cloned()
-            .ok_or_else(|| {
-                McpError::invalid_params(format!("unknown prompt `{}`", params.name), None)
-            })?;
-        let live = self.gateway.live(&route.server)?;
-        params.name = route.name;
-        let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
-        match self.forward(&live, request, context).await {
-            Ok(ServerResult::GetPromptResult(r)) => Ok(GetPromptResponse::Complete(r)),
-            Ok(ServerResult::InputRequiredResult(r)) => Ok(GetPromptResponse::InputRequired(r)),
-            Ok(_) => Err(unexpected(&route.server, "prompts/get")),
-            Err(e) => Err(failure_error(&route.server, e)),
-        }
-    }
-
-    async fn list_resources(
-        &self,
-        _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
-    ) -> Result<ListResourcesResult, McpError> {
-        Ok(ListResourcesResult::with_all_items(
-            self.gateway.index().resources.clone(),
-        ))
-    }
-
-    async fn list_resource_templates(
-        &self,
-        _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
-    ) -> Result<ListResourceTemplatesResult, McpError> {
-        Ok(ListResourceTemplatesResult::with_all_items(
-            self.gateway.index().resource_templates.clone(),
-        ))
-    }
-
-    async fn read_resource(
-        &self,
-        params: ReadResourceRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ReadResourceResponse, McpError> {
-        let server = self
-            .gateway
-            .index()
-            .resource_server(&params.uri)
-            .ok_or_else(|| {
-                McpError::resource_not_found(format!("no server offers `{}`", params.uri), None)
-            })?
-            .to_string();
-        let live = self.gateway.live(&server)?;
-        let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
-        match self.forward(&live, request, context).await {
-            Ok(ServerResult::ReadResourceResult(r)) => Ok(ReadResourceResponse::Complete(r)),
-            Ok(ServerResult::InputRequiredResult(r)) => Ok(ReadResourceResponse::InputRequired(r)),
-            Ok(_) => Err(unexpected(&server, "resources/read")),
-            Err(e) => Err(failure_error(&server, e)),
-        }
-    }
-
-    async fn subscribe(
-        &self,
-        params: SubscribeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        let uri = params.uri.clone();
-        let relay = self.gateway.relay();
-        relay
-            .subscribe(self.id, &context.peer, &uri)
-            .map_err(|e| McpError::invalid_request(e, None))?;
-        let request = ClientRequest::SubscribeRequest(SubscribeRequest::new(params));
-        let result = self.resource_request(&uri, request, context).await;
-        if result.is_err() {
-            relay.unsubscribe(self.id, &uri);
-        }
-        result
-    }
-
-    async fn unsubscribe(
-        &self,
-        params: UnsubscribeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        let uri = params.uri.clone();
-        if !self.gateway.relay().unsubscribe(self.id, &uri) {
-            return Ok(()); // another session still wants its updates
-        }
-        let request = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(params));
-        self.resource_request(&uri, request, context).await
-    }
-
-    async fn set_level(
-        &self,
-        params: SetLevelRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        // Upstreams are shared: they send what they log, the relay filters.
-        self.gateway
-            .relay()
-            .set_level(self.id, &context.peer, params.level);
-        Ok(())
-    }
-
-    async fn complete(
-        &self,
-        mut params: CompleteRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CompleteResult, McpError> {
-        let index = self.gateway.index();
-        let server = match &mut params.r#ref {
-            Reference::Prompt(prompt) => {
-                let route = index.prompt_routes.get(&prompt.name).ok_or_else(|| {
-                    McpError::invalid_params(format!("unknown prompt `{}`", prompt.name), None)
-                })?;
-                prompt.name = route.name.clone();
-                route.server.clone()
-            }
-            Reference::Resource(template) => index
-                .resource_server(&template.uri)
-                .ok_or_else(|| {
-                    McpError::invalid_params(format!("no server offers `{}`", template.uri), None)
-                })?
-                .to_string(),
-            _ => {
-                return Err(McpError::invalid_params(
-                    "completion/complete: unknown kind of ref",
-                    None,
-                ));
-            }
-        };
-        let live = self.gateway.live(&server)?;
-        let request = ClientRequest::CompleteRequest(CompleteRequest::new(params));
-        match self.forward(&live, request, context).await {
-            Ok(ServerResult::CompleteResult(r)) => Ok(r),
-            Ok(_) => Err(unexpected(&server, "completion/complete")),
-            Err(e) => Err(failure_error(&server, e)),
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Upstream sessions: one MCP client session per ready server, kept by the
 //! pool in step with what the controller runs.
 pub mod calls;
+pub mod inbound;
 pub mod pool;
 pub mod relay;
 pub mod session;

@@ -11,8 +11,9 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::inbound::Handler;
 use super::relay::Relay;
-use super::session::{Handler, Listing, Session};
+use super::session::{Listing, Session};
 use crate::catalog::Desired;
 use crate::controller::Context;
 use crate::gateway::aggregate::{Index, Source, ToolNames};

@@ -96,7 +96,10 @@ impl Handler {
                 .await
                 .map_err(|e| McpError::internal_error(format!("relaying `{method}`: {e}"), None))?
                 .map_err(|e| {
-                    McpError::internal_error(format!("the client session is gone ({e})"), None)
+                    McpError::internal_error(
+                        format!("cannot relay `{method}` to the client: {e}"),
+                        None,
+                    )
                 })?;
         let id = handle.id.clone();
         let peer = handle.peer.clone();

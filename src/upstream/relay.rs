@@ -116,6 +116,11 @@ impl Relay {
 
     /// Forgets a session and everything it set.
     pub fn close(&self, id: u64) {
+        // Most handlers never registered (one per stateless request): a read
+        // lock tells, without contending with the others for the write lock.
+        if self.get(id).is_none() {
+            return;
+        }
         self.sessions
             .write()
             .unwrap_or_else(|e| e.into_inner())

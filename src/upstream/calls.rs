@@ -189,6 +189,23 @@ impl<C> Default for InFlight<C> {
     }
 }
 
+/// A call being sent; see [`InFlight::sending`].
+pub struct Sending<'a, C>(&'a InFlight<C>);
+
+impl<C> Sending<'_, C> {
+    /// Registers the sent call under its upstream id and progress token.
+    pub fn register(self, id: RequestId, token: ProgressToken, session: u64, call: Arc<C>) {
+        self.0.insert(id, token, session, call);
+    }
+}
+
+impl<C> Drop for Sending<'_, C> {
+    fn drop(&mut self) {
+        self.0.sending.fetch_sub(1, Ordering::AcqRel);
+        self.0.registered.notify_waiters();
+    }
+}
+
 /// How long a lookup waits for a call being registered.
 const REGISTER_WAIT: Duration = Duration::from_secs(1);
 
@@ -197,26 +214,19 @@ impl<C> InFlight<C> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Announces a call about to be sent; pair with [`Self::insert`] or [`Self::abandon`].
-    pub fn sending(&self) {
+    /// Announces a call about to be sent: until the returned guard registers
+    /// it (or is dropped), lookups that miss wait for it.
+    pub fn sending(&self) -> Sending<'_, C> {
         self.sending.fetch_add(1, Ordering::AcqRel);
+        Sending(self)
     }
 
-    /// A call announced with [`Self::sending`] was not sent after all.
-    pub fn abandon(&self) {
-        self.sending.fetch_sub(1, Ordering::AcqRel);
-        self.registered.notify_waiters();
-    }
-
-    pub fn insert(&self, id: RequestId, token: ProgressToken, session: u64, call: Arc<C>) {
-        {
-            let mut inner = self.lock();
-            let seq = inner.next_seq;
-            inner.next_seq += 1;
-            inner.by_token.insert(token, id.clone());
-            inner.by_id.insert(id, Entry { seq, session, call });
-        }
-        self.abandon();
+    fn insert(&self, id: RequestId, token: ProgressToken, session: u64, call: Arc<C>) {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.by_token.insert(token, id.clone());
+        inner.by_id.insert(id, Entry { seq, session, call });
     }
 
     pub fn remove(&self, id: &RequestId, token: &ProgressToken) {
@@ -354,8 +364,8 @@ mod tests {
     fn calls(entries: &[(i64, u64, &'static str)]) -> InFlight<&'static str> {
         let f = InFlight::default();
         for (n, session, name) in entries {
-            f.sending();
-            f.insert(id(*n), token(*n + 100), *session, Arc::new(*name));
+            f.sending()
+                .register(id(*n), token(*n + 100), *session, Arc::new(*name));
         }
         f
     }
@@ -410,11 +420,11 @@ mod tests {
     #[tokio::test]
     async fn a_lookup_waits_for_a_call_being_registered() {
         let f = Arc::new(InFlight::<&'static str>::default());
-        f.sending();
+        let sending = f.sending();
         let g = f.clone();
         let lookup = tokio::spawn(async move { g.by_token(&token(101)).await });
         tokio::task::yield_now().await;
-        f.insert(id(1), token(101), 10, Arc::new("late"));
+        sending.register(id(1), token(101), 10, Arc::new("late"));
         assert_eq!(*lookup.await.unwrap().unwrap(), "late");
     }
 

@@ -160,14 +160,12 @@ impl Session {
     ) -> Result<ServerResult, Failure> {
         let calls = self.service.service().calls();
         let options = PeerRequestOptions::no_options().with_meta(upstream_meta(forward.meta));
-        calls.sending();
-        let handle = match self.peer().send_request_with_option(request, options).await {
-            Ok(handle) => handle,
-            Err(e) => {
-                calls.abandon();
-                return Err(Failure::Closed(e.to_string()));
-            }
-        };
+        let sending = calls.sending();
+        let handle = self
+            .peer()
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| Failure::Closed(e.to_string()))?;
         let (call, mut progress) = Call::new(forward.caller);
         let call = Arc::new(call);
         let RequestHandle {
@@ -177,7 +175,7 @@ impl Session {
             peer,
             ..
         } = handle;
-        calls.insert(
+        sending.register(
             id.clone(),
             progress_token.clone(),
             call.caller.session,

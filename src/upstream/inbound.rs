@@ -91,16 +91,23 @@ impl Handler {
         // A task of its own: rmcp tags a request sent while handling another
         // with that one's id (here the upstream's), which would send it down
         // the wrong client stream.
-        let handle =
-            tokio::spawn(async move { peer.send_request_with_option(request, options).await })
-                .await
-                .map_err(|e| McpError::internal_error(format!("relaying `{method}`: {e}"), None))?
-                .map_err(|e| {
-                    McpError::internal_error(
-                        format!("cannot relay `{method}` to the client: {e}"),
-                        None,
-                    )
-                })?;
+        let mut send =
+            tokio::spawn(async move { peer.send_request_with_option(request, options).await });
+        let handle = match tokio::time::timeout(NOTIFY_TIMEOUT, &mut send).await {
+            Err(_) => {
+                send.abort();
+                Err(format!(
+                    "the client did not take it within {}s",
+                    NOTIFY_TIMEOUT.as_secs()
+                ))
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Ok(Ok(handle))) => Ok(handle),
+        }
+        .map_err(|e| {
+            McpError::internal_error(format!("cannot relay `{method}` to the client: {e}"), None)
+        })?;
         let id = handle.id.clone();
         let peer = handle.peer.clone();
         let reason = tokio::select! {

@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rmcp::model::{LoggingLevel, ProgressNotificationParam, ProgressToken, RequestId};
+use rmcp::model::{
+    LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
+    RequestId,
+};
 use rmcp::service::RoleServer;
 use rmcp::{ErrorData as McpError, Peer};
 use tokio::sync::{Notify, mpsc};
@@ -35,32 +38,49 @@ pub struct Caller {
 pub struct Call {
     pub caller: Caller,
     pub clock: Clock,
-    /// Progress for the caller, in the order the upstream sent it: the task
+    /// What the upstream sent for the caller, in its order: the task
     /// forwarding the call sends it, and the rest before the result.
-    progress: mpsc::Sender<ProgressNotificationParam>,
+    queue: mpsc::Sender<ForCaller>,
 }
 
-/// Progress notifications of one call waiting to be sent to its caller.
-pub const PROGRESS_BUFFER: usize = 64;
+/// A notification of a call's upstream, for its caller.
+pub enum ForCaller {
+    Progress(ProgressNotificationParam),
+    Log(LoggingMessageNotificationParam),
+}
+
+/// Notifications of one call waiting to be sent to its caller.
+pub const CALLER_BUFFER: usize = 64;
 
 impl Call {
-    pub fn new(caller: Caller) -> (Self, mpsc::Receiver<ProgressNotificationParam>) {
-        let (progress, rx) = mpsc::channel(PROGRESS_BUFFER);
+    pub fn new(caller: Caller) -> (Self, mpsc::Receiver<ForCaller>) {
+        let (queue, rx) = mpsc::channel(CALLER_BUFFER);
         let call = Call {
             caller,
             clock: Clock::new(Instant::now()),
-            progress,
+            queue,
         };
         (call, rx)
     }
 
     /// An upstream's progress for this call: restarts the deadline and, if
-    /// the caller asked for progress, queues it for the caller (a caller that
-    /// falls [`PROGRESS_BUFFER`] behind misses some).
+    /// the caller asked for progress, queues it for the caller.
     pub fn progress(&self, params: ProgressNotificationParam) {
         self.clock.touch();
-        if self.caller.progress_token.is_some() && self.progress.try_send(params).is_err() {
-            tracing::debug!("progress dropped: the caller is too far behind");
+        if self.caller.progress_token.is_some() {
+            self.queue(ForCaller::Progress(params));
+        }
+    }
+
+    /// A log message for the caller (already filtered by its level).
+    pub fn log(&self, params: LoggingMessageNotificationParam) {
+        self.queue(ForCaller::Log(params));
+    }
+
+    /// A caller that falls [`CALLER_BUFFER`] behind misses some.
+    fn queue(&self, item: ForCaller) {
+        if self.queue.try_send(item).is_err() {
+            tracing::debug!("a notification for a caller was dropped: it is too far behind");
         }
     }
 }

@@ -47,6 +47,7 @@ impl Handler {
         Tap {
             inner: Box::new(transport),
             calls: self.calls.clone(),
+            relay: self.relay.clone(),
         }
     }
 
@@ -203,7 +204,9 @@ impl Service<RoleClient> for Handler {
                 }
             }
             ServerNotification::LoggingMessageNotification(n) => {
-                self.relay.log(&self.calls, n.params).await
+                if context.extensions.get::<Tapped>().is_none() {
+                    self.relay.log(n.params).await
+                }
             }
             ServerNotification::ResourceUpdatedNotification(n) => {
                 self.relay.resource_updated(n.params).await
@@ -240,6 +243,7 @@ impl Service<RoleClient> for Handler {
 pub(super) struct Tap {
     inner: Box<dyn Erased>,
     calls: Arc<InFlight<Call>>,
+    relay: Arc<Relay>,
 }
 
 /// A transport behind a box: rustc cannot prove the futures of a generic
@@ -274,18 +278,32 @@ impl Transport<RoleClient> for Tap {
         self.inner.send(item)
     }
 
-    /// Progress for a registered call is queued for it here, in order, and
-    /// marked [`Tapped`] for the handler to leave alone.
+    /// Progress for a registered call, and log messages while every call in
+    /// flight comes from one session, are queued for the call here, in order
+    /// with its answer, and marked [`Tapped`] for the handler to leave alone.
     fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleClient>>> + Send {
         let calls = self.calls.clone();
+        let relay = self.relay.clone();
         self.inner.receive().map(move |message| {
             let mut message = message?;
-            if let JsonRpcMessage::Notification(n) = &mut message
-                && let ServerNotification::ProgressNotification(p) = &mut n.notification
-                && let Some(call) = calls.by_token_now(&p.params.progress_token)
-            {
-                call.progress(p.params.clone());
-                p.extensions.insert(Tapped);
+            if let JsonRpcMessage::Notification(n) = &mut message {
+                match &mut n.notification {
+                    ServerNotification::ProgressNotification(p) => {
+                        if let Some(call) = calls.by_token_now(&p.params.progress_token) {
+                            call.progress(p.params.clone());
+                            p.extensions.insert(Tapped);
+                        }
+                    }
+                    ServerNotification::LoggingMessageNotification(l) => {
+                        if let Some(call) = calls.sole_caller() {
+                            if relay.caller_wants(&call.caller, l.params.level) {
+                                call.log(l.params.clone());
+                            }
+                            l.extensions.insert(Tapped);
+                        }
+                    }
+                    _ => {}
+                }
             }
             Some(message)
         })

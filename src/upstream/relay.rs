@@ -27,7 +27,7 @@ use rmcp::Peer;
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam};
 use rmcp::service::RoleServer;
 
-use super::calls::{Call, InFlight};
+use super::calls::{Call, Caller, InFlight};
 
 /// How long one notification to one client session may take; a slow client
 /// never holds up the others (they are sent to concurrently).
@@ -227,21 +227,18 @@ impl Relay {
         }
     }
 
-    /// Relays an upstream's log message: to the caller when every call in
-    /// flight on that server comes from one session, else to every session
-    /// whose `logging/setLevel` lets it through.
-    pub async fn log(&self, calls: &InFlight<Call>, params: LoggingMessageNotificationParam) {
-        if let Some(call) = calls.sole_caller() {
-            let min = call
-                .caller
-                .log_level
-                .or_else(|| self.get(call.caller.session).and_then(|s| s.level()));
-            if passes(min, params.level) {
-                let send = call.caller.peer.notify_logging_message(params);
-                let _ = tokio::time::timeout(NOTIFY_TIMEOUT, send).await;
-            }
-            return;
-        }
+    /// Whether the caller's level (its request's, else its session's) lets
+    /// a message at `level` through.
+    pub fn caller_wants(&self, caller: &Caller, level: LoggingLevel) -> bool {
+        let min = caller
+            .log_level
+            .or_else(|| self.get(caller.session).and_then(|s| s.level()));
+        passes(min, level)
+    }
+
+    /// Relays an upstream's log message that belongs to no one call (see
+    /// `inbound`): to every session whose `logging/setLevel` lets it through.
+    pub async fn log(&self, params: LoggingMessageNotificationParam) {
         let level = params.level;
         self.broadcast(
             |s| s.level().is_some() && passes(s.level(), level),

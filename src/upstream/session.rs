@@ -1,14 +1,14 @@
 //! One long-lived MCP client session to one upstream server: over the
 //! container's stdio (Engine API attach) or over HTTP for remote entries.
 //! Concurrent calls share the session; rmcp multiplexes them by request id.
+#![allow(deprecated)] // logging is SEP-2577-deprecated, and relayed.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CancelledNotificationParam, ClientRequest, PingRequest, ProgressNotificationParam,
-    ProgressToken, Prompt, RequestId, RequestMetaObject, Resource, ResourceTemplate, ResultType,
-    ServerResult, Tool,
+    CancelledNotificationParam, ClientRequest, PingRequest, ProgressToken, Prompt, RequestId,
+    RequestMetaObject, Resource, ResourceTemplate, ResultType, ServerResult, Tool,
 };
 use rmcp::service::{PeerRequestOptions, RequestHandle, RoleClient, RunningService, ServiceExt};
 use rmcp::transport::Transport;
@@ -17,7 +17,7 @@ use rmcp::transport::sink_stream::SinkStreamTransport;
 use rmcp::{ErrorData as McpError, Peer};
 use tokio_util::sync::CancellationToken;
 
-use super::calls::{Call, Caller, InFlight};
+use super::calls::{Call, Caller, ForCaller, InFlight};
 use super::inbound::Handler;
 use super::relay::NOTIFY_TIMEOUT;
 
@@ -166,7 +166,7 @@ impl Session {
             .send_request_with_option(request, options)
             .await
             .map_err(|e| Failure::Closed(e.to_string()))?;
-        let (call, mut progress) = Call::new(forward.caller);
+        let (call, mut queue) = Call::new(forward.caller);
         let call = Arc::new(call);
         let RequestHandle {
             mut rx,
@@ -193,8 +193,8 @@ impl Session {
                 biased;
                 answer = &mut rx => {
                     // Progress the upstream sent before its answer goes first.
-                    while let Ok(p) = progress.try_recv() {
-                        relay_progress(&call.caller, p).await;
+                    while let Ok(item) = queue.try_recv() {
+                        deliver(&call.caller, item).await;
                     }
                     return match answer {
                     Ok(Ok(result)) => Ok(completed(result)),
@@ -203,7 +203,7 @@ impl Session {
                     Err(_) => Err(Failure::Closed("the session closed".into())),
                     };
                 }
-                Some(p) = progress.recv() => relay_progress(&call.caller, p).await,
+                Some(item) = queue.recv() => deliver(&call.caller, item).await,
                 _ = forward.ct.cancelled() => break Failure::Cancelled,
                 _ = tokio::time::sleep_until(deadline) => if call.clock.expired(timeout) {
                     break Failure::Timeout(timeout);
@@ -216,13 +216,24 @@ impl Session {
     }
 }
 
-/// Sends one progress notification to the caller, under its own token.
-async fn relay_progress(caller: &Caller, mut params: ProgressNotificationParam) {
-    let Some(token) = caller.progress_token.clone() else {
-        return;
+/// Sends the caller a notification of its call (progress under its own token).
+async fn deliver(caller: &Caller, item: ForCaller) {
+    let peer = &caller.peer;
+    let send = async {
+        match item {
+            ForCaller::Progress(mut params) => {
+                let Some(token) = caller.progress_token.clone() else {
+                    return;
+                };
+                params.progress_token = token;
+                let _ = peer.notify_progress(params).await;
+            }
+            ForCaller::Log(params) => {
+                let _ = peer.notify_logging_message(params).await;
+            }
+        }
     };
-    params.progress_token = token;
-    let _ = tokio::time::timeout(NOTIFY_TIMEOUT, caller.peer.notify_progress(params)).await;
+    let _ = tokio::time::timeout(NOTIFY_TIMEOUT, send).await;
 }
 
 /// What [`Session::forward`] needs besides the request.

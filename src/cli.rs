@@ -165,6 +165,11 @@ pub struct GatewayArgs {
     /// answered 503 until some close.
     #[arg(long, default_value_t = http::DEFAULT_MAX_SESSIONS, value_parser = clap::value_parser!(usize))]
     pub max_sessions: usize,
+    /// Seconds of silence (no answer, no progress) after which a request
+    /// forwarded to a server is given up: the client gets an error saying so
+    /// and the server gets notifications/cancelled. Progress restarts it.
+    #[arg(long, default_value_t = 120.0)]
+    pub call_timeout: f64,
 }
 
 fn parse_fleet(s: &str) -> Result<String, String> {
@@ -302,6 +307,7 @@ async fn run(args: RunArgs) -> Result<()> {
             add_policy: g.add_policy,
             call_wait: secs(g.call_wait, "call-wait")?,
             add_wait: secs(g.add_wait, "add-wait")?,
+            call_timeout: secs(g.call_timeout, "call-timeout")?.max(Duration::from_millis(100)),
         },
     );
     let listener = tokio::net::TcpListener::bind(g.listen)
@@ -314,7 +320,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let router = http::router(
         {
             let gateway = gateway.clone();
-            move || gateway.clone()
+            move || gateway.session()
         },
         Arc::new(Health(ctx.clone())),
         http::HttpConfig {

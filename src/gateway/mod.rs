@@ -4,10 +4,14 @@
 //!   and its security layer ([`auth`]: bearer token; Host/Origin checks);
 //! - [`mcp`]: the streamable HTTP transport; [`sse`]: the legacy HTTP+SSE one;
 //!   [`wire`]: what they share (error bodies, body parsing, the session cap);
-//! - [`ready`]: what `/readyz` and `/status` say;
-//! - [`handler`]: the aggregating MCP server, over the pool's index
+//! - [`ready`]: what `/readyz`, `/status` and `/metrics` say ([`observe`]);
+//!   [`page`]: the status page;
+//! - [`handler`]: the state all client sessions share, over the pool's index
 //!   ([`crate::upstream::index`]);
-//! - [`manage`]: the management tools (`mcp-find`, `mcp-add`, `mcp-remove`).
+//! - [`session`]: the MCP server of one client session, which relays it to upstreams;
+//! - [`manage`]: the management tools (`mcp-find`, `mcp-add`, `mcp-remove`),
+//!   whose work on the config files is in `admin`.
+mod admin;
 pub mod auth;
 pub mod handler;
 pub mod http;
@@ -16,5 +20,6 @@ pub mod mcp;
 pub mod observe;
 pub mod page;
 pub mod ready;
+pub mod session;
 pub mod sse;
 pub mod wire;

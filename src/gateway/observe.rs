@@ -1,6 +1,8 @@
 //! `/metrics`: the process-wide counters plus the gauges that are read off
 //! the fleet's status at scrape time (servers by phase, restarts, upstream
 //! readiness), so they can never drift from what `/status` says.
+use rmcp::ErrorData;
+
 use crate::metrics::{self, Phase, Server};
 use crate::status::FleetStatus;
 
@@ -30,4 +32,15 @@ pub fn metrics_text(status: &FleetStatus) -> String {
     }
     m.forget_servers(&|server| status.servers.contains_key(server));
     m.encode()
+}
+
+/// Counts a client request by method and outcome
+/// (`mcp_fleet_gateway_requests`) and hands its result on.
+pub fn counted<T>(method: &'static str, result: Result<T, ErrorData>) -> Result<T, ErrorData> {
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::global()
+        .requests
+        .get_or_create(&metrics::Method { method, outcome })
+        .inc();
+    result
 }

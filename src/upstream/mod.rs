@@ -1,8 +1,11 @@
 //! Upstream sessions: one MCP client session per ready server, kept by the
 //! pool in step with what the controller runs, and the [`index`] of what
 //! they offer together. Nothing here knows the gateway that serves it.
+pub mod calls;
+pub mod inbound;
 pub mod index;
 pub mod pool;
+pub mod relay;
 pub mod relist;
 pub mod session;
 pub mod sse_client;

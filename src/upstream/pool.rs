@@ -24,9 +24,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::inbound::Handler;
 use super::index::{Index, Source, ToolNames};
+use super::relay::Relay;
 use super::relist::ListChanges;
-use super::session::{Handler, Listing, Session};
+use super::session::{Listing, Session};
 use crate::catalog::Desired;
 use crate::controller::Context;
 use crate::controller::view::{Servers, Upstream};
@@ -127,6 +129,8 @@ pub struct Pool {
     live: RwLock<HashMap<String, Arc<Live>>>,
     index: watch::Sender<Arc<Index>>,
     changes: ListChanges,
+    /// Client sessions, for what upstreams send them (shared by all sessions).
+    relay: Arc<Relay>,
 }
 
 type Connected = (String, Upstream, Result<(Session, Listing), String>);
@@ -140,7 +144,12 @@ impl Pool {
             live: RwLock::new(HashMap::new()),
             index: watch::Sender::new(Arc::new(Index::default())),
             changes: ListChanges::default(),
+            relay: Arc::default(),
         })
+    }
+
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
     }
 
     /// The current index and its changes.
@@ -265,7 +274,7 @@ impl Pool {
             self.ctx.status.set_ready(name, Some((false, message)));
             attempts.connecting.insert(name.clone(), key.clone());
             let runtime = self.ctx.runtime.clone();
-            let handler = Handler::new(name, self.changes.clone());
+            let handler = Handler::new(name, self.changes.clone(), self.relay.clone());
             let strikes = attempts.strikes.get(name).copied().unwrap_or(0).min(4);
             let (name, key) = (name.clone(), key.clone());
             let timeout = self.settings.handshake_timeout * 2u32.pow(strikes);

@@ -1,19 +1,26 @@
 //! One long-lived MCP client session to one upstream server: over the
 //! container's stdio (Engine API attach) or over HTTP for remote entries.
 //! Concurrent calls share the session; rmcp multiplexes them by request id.
+#![allow(deprecated)] // logging is SEP-2577-deprecated, and relayed.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, ClientRequest,
-    GetPromptRequestParams, GetPromptResponse, Implementation, PingRequest, Prompt,
-    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, Resource, ResourceTemplate,
-    ResultType, Tool,
+    CancelledNotificationParam, ClientRequest, PingRequest, ProgressToken, Prompt, RequestId,
+    RequestMetaObject, Resource, ResourceTemplate, ResultType, ServerResult, Tool,
 };
-use rmcp::service::{NotificationContext, RoleClient, RunningService, ServiceExt};
-use rmcp::{ClientHandler, Peer};
+use rmcp::service::{PeerRequestOptions, RequestHandle, RoleClient, RunningService, ServiceExt};
+use rmcp::transport::Transport;
+use rmcp::transport::async_rw::AsyncRwTransport;
+use rmcp::transport::sink_stream::SinkStreamTransport;
+use rmcp::{ErrorData as McpError, Peer};
+use tokio_util::sync::CancellationToken;
 
-use super::relist::ListChanges;
+use super::calls::{Call, Caller, ForCaller, InFlight};
+use super::inbound::Handler;
+use super::relay::NOTIFY_TIMEOUT;
+
 use crate::runtime::Stdio;
 
 /// What an upstream server offers, as listed right after the handshake (and
@@ -24,60 +31,6 @@ pub struct Listing {
     pub prompts: Vec<Prompt>,
     pub resources: Vec<Resource>,
     pub resource_templates: Vec<ResourceTemplate>,
-}
-
-/// Forwards an upstream's own `list_changed` notifications, by server name.
-#[derive(Clone)]
-pub struct Handler {
-    server: String,
-    changed: ListChanges,
-}
-
-impl Handler {
-    pub fn new(server: &str, changed: ListChanges) -> Self {
-        Handler {
-            server: server.to_string(),
-            changed,
-        }
-    }
-
-    fn changed(&self) -> std::future::Ready<()> {
-        self.changed.mark(&self.server);
-        std::future::ready(())
-    }
-}
-
-impl ClientHandler for Handler {
-    fn on_tool_list_changed(
-        &self,
-        _: NotificationContext<RoleClient>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        self.changed()
-    }
-
-    fn on_prompt_list_changed(
-        &self,
-        _: NotificationContext<RoleClient>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        self.changed()
-    }
-
-    fn on_resource_list_changed(
-        &self,
-        _: NotificationContext<RoleClient>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        self.changed()
-    }
-
-    fn get_info(&self) -> ClientConfig {
-        // Stdio servers of every age answer `initialize`; the newest protocol
-        // that still has it is the safe choice for a long-lived session.
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("mcp-fleet", env!("CARGO_PKG_VERSION")),
-        )
-        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
-    }
 }
 
 /// A ready session. Dropping it closes the connection (not the container).
@@ -104,7 +57,8 @@ impl Session {
         handler: Handler,
         timeout: Duration,
     ) -> Result<Self, SessionError> {
-        Self::handshake(handler, (stdio.stdout, stdio.stdin), timeout).await
+        let transport = AsyncRwTransport::new_client(stdio.stdout, stdio.stdin);
+        Self::handshake(handler, transport, timeout).await
     }
 
     /// Connects to a remote server over streamable HTTP with its headers.
@@ -121,7 +75,7 @@ impl Session {
             let (tx, rx) = super::sse_client::connect(url, headers)
                 .await
                 .map_err(SessionError::Handshake)?;
-            return Self::handshake(handler, (tx, rx), timeout).await;
+            return Self::handshake(handler, SinkStreamTransport::new(tx, rx), timeout).await;
         }
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
         for (k, v) in headers {
@@ -138,15 +92,15 @@ impl Session {
         Self::handshake(handler, transport, timeout).await
     }
 
-    async fn handshake<T, E, A>(
+    async fn handshake<T>(
         handler: Handler,
         transport: T,
         timeout: Duration,
     ) -> Result<Self, SessionError>
     where
-        T: rmcp::transport::IntoTransport<RoleClient, E, A>,
-        E: std::error::Error + Send + Sync + 'static,
+        T: Transport<RoleClient> + 'static,
     {
+        let transport = handler.tap(transport);
         match tokio::time::timeout(timeout, handler.serve(transport)).await {
             Err(_) => Err(SessionError::HandshakeTimeout(timeout)),
             Ok(Err(e)) => Err(SessionError::Handshake(e.to_string())),
@@ -197,54 +151,160 @@ impl Session {
         }
     }
 
-    pub async fn call_tool(
+    /// Forwards one client request as it is, within the call's deadline;
+    /// what the upstream sends on the call's behalf meanwhile reaches `caller`.
+    pub async fn forward(
         &self,
-        params: CallToolRequestParams,
-    ) -> Result<CallToolResponse, SessionError> {
-        completed(self.peer().call_tool_once(params).await)
+        request: ClientRequest,
+        forward: Forward,
+    ) -> Result<ServerResult, Failure> {
+        let calls = self.service.service().calls();
+        let options = PeerRequestOptions::no_options().with_meta(upstream_meta(forward.meta));
+        let sending = calls.sending();
+        let handle = self
+            .peer()
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| Failure::Closed(e.to_string()))?;
+        let (call, mut queue) = Call::new(forward.caller);
+        let call = Arc::new(call);
+        let RequestHandle {
+            mut rx,
+            id,
+            progress_token,
+            peer,
+            ..
+        } = handle;
+        sending.register(
+            id.clone(),
+            progress_token.clone(),
+            call.caller.session,
+            call.clone(),
+        );
+        let _registered = Registered {
+            calls,
+            id: &id,
+            token: &progress_token,
+        };
+        let timeout = forward.timeout;
+        let reason = loop {
+            let deadline = tokio::time::Instant::from_std(call.clock.deadline(timeout));
+            tokio::select! {
+                biased;
+                answer = &mut rx => {
+                    // Progress the upstream sent before its answer goes first.
+                    while let Ok(item) = queue.try_recv() {
+                        deliver(&call.caller, item).await;
+                    }
+                    return match answer {
+                    Ok(Ok(result)) => Ok(completed(result)),
+                    Ok(Err(rmcp::ServiceError::McpError(e))) => Err(Failure::Error(e)),
+                    Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
+                    Err(_) => Err(Failure::Closed("the session closed".into())),
+                    };
+                }
+                Some(item) = queue.recv() => deliver(&call.caller, item).await,
+                _ = forward.ct.cancelled() => break Failure::Cancelled,
+                _ = tokio::time::sleep_until(deadline) => if call.clock.expired(timeout) {
+                    break Failure::Timeout(timeout);
+                },
+            }
+        };
+        let cancel = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
+        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_cancelled(cancel)).await;
+        Err(reason)
     }
+}
 
-    pub async fn get_prompt(
-        &self,
-        params: GetPromptRequestParams,
-    ) -> Result<GetPromptResponse, SessionError> {
-        completed(self.peer().get_prompt_once(params).await)
-    }
+/// Sends the caller a notification of its call (progress under its own token).
+async fn deliver(caller: &Caller, item: ForCaller) {
+    let peer = &caller.peer;
+    let send = async {
+        match item {
+            ForCaller::Progress(mut params) => {
+                let Some(token) = caller.progress_token.clone() else {
+                    return;
+                };
+                params.progress_token = token;
+                let _ = peer.notify_progress(params).await;
+            }
+            ForCaller::Log(params) => {
+                let _ = peer.notify_logging_message(params).await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(NOTIFY_TIMEOUT, send).await;
+}
 
-    pub async fn read_resource(
-        &self,
-        params: ReadResourceRequestParams,
-    ) -> Result<ReadResourceResponse, SessionError> {
-        completed(self.peer().read_resource_once(params).await)
+/// What [`Session::forward`] needs besides the request.
+pub struct Forward {
+    pub caller: Caller,
+    /// The client request's `_meta`.
+    pub meta: RequestMetaObject,
+    /// Silence (no answer, no progress) after which the call is given up.
+    pub timeout: Duration,
+    /// Cancelled when the client cancels its request or goes away.
+    pub ct: CancellationToken,
+}
+
+/// Why a forwarded request got no result.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("did not answer within {}s", .0.as_secs_f64())]
+    Timeout(Duration),
+    #[error("the client cancelled the request")]
+    Cancelled,
+    /// The upstream's own JSON-RPC error, to be relayed as it is.
+    #[error("{}", .0.message)]
+    Error(McpError),
+    #[error("the session failed: {0}")]
+    Closed(String),
+}
+
+/// Unregisters a call however its forwarding ends.
+struct Registered<'a> {
+    calls: &'a InFlight<Call>,
+    id: &'a RequestId,
+    token: &'a ProgressToken,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.calls.remove(self.id, self.token);
     }
+}
+
+/// The client's `_meta` as the upstream gets it: without the client's
+/// progress token (rmcp sets the gateway's own, mapped back per call) and
+/// without the 2026-07-28 per-request client context, which describes the
+/// client to the gateway, not the gateway's session to the upstream.
+fn upstream_meta(mut meta: RequestMetaObject) -> RequestMetaObject {
+    for key in [
+        "progressToken",
+        "io.modelcontextprotocol/protocolVersion",
+        "io.modelcontextprotocol/clientInfo",
+        "io.modelcontextprotocol/clientCapabilities",
+    ] {
+        meta.0.remove(key);
+    }
+    meta
 }
 
 /// A final result as the newest protocol wants it. Upstreams on older
 /// revisions leave `resultType` out; clients on 2026-07-28 require it (rmcp
 /// strips it again for older clients).
-trait Completed {
-    fn completed(self) -> Self;
-}
-
-macro_rules! completed_for {
-    ($($t:ident),*) => {$(
-        impl Completed for $t {
-            fn completed(self) -> Self {
-                match self {
-                    $t::Complete(mut r) => {
-                        r.result_type.get_or_insert(ResultType::COMPLETE);
-                        $t::Complete(r)
-                    }
-                    other => other,
-                }
-            }
+fn completed(mut result: ServerResult) -> ServerResult {
+    match &mut result {
+        ServerResult::CallToolResult(r) => {
+            r.result_type.get_or_insert(ResultType::COMPLETE);
         }
-    )*};
-}
-
-completed_for!(CallToolResponse, GetPromptResponse, ReadResourceResponse);
-
-fn completed<T: Completed>(r: Result<T, rmcp::ServiceError>) -> Result<T, SessionError> {
-    r.map(Completed::completed)
-        .map_err(|e| SessionError::Call(e.to_string()))
+        ServerResult::GetPromptResult(r) => {
+            r.result_type.get_or_insert(ResultType::COMPLETE);
+        }
+        ServerResult::ReadResourceResult(r) => {
+            r.result_type.get_or_insert(ResultType::COMPLETE);
+        }
+        _ => {}
+    }
+    result
 }

@@ -2,6 +2,7 @@
 """A real MCP client session, driven over stdin/stdout by the Rust tests.
 
     mcp_session.py URL --transport http|sse [--token T] [--mode legacy|discover]
+                   [--sampling TEXT] [--elicit TEXT] [--root URI]...
 
 Opens one session with the official Python MCP SDK (`mcp` 2.x) and prints
 `{"ready": true, "protocol_version": ...}` once it is initialized (or
@@ -20,8 +21,24 @@ per line on stdin and answers each with one JSON line on stdout:
                                           -> {"ok": true} once such a notification arrived
                                              since the last wait, else {"ok": false, "error": "timeout"}
     {"cmd": "ping"}                       -> {"ok": true}
+    {"cmd": "call", ..., "progress": true} -> also "progress": [[progress, total, message]...]
+    {"cmd": "call", ..., "read_timeout": secs} -> gives up (and cancels) after secs
+    {"cmd": "set_level", "level": L}      -> {"ok": true}
+    {"cmd": "wait_log", "contains": S, "timeout": secs}
+                                          -> {"ok": true, "logs": [[level, data]...]} once a log
+                                             message containing S arrived (all logs so far)
+    {"cmd": "subscribe"|"unsubscribe", "uri": U} -> {"ok": true}
+    {"cmd": "wait_updated", "uri": U, "timeout": secs}
+                                          -> {"ok": true} once notifications/resources/updated
+                                             for U arrived since the last wait, else "timeout"
+    {"cmd": "updated", "uri": U}          -> {"ok": true, "count": N} updates for U so far
+    {"cmd": "complete", "prompt": P, "argument": A, "value": V}
+                                          -> {"ok": true, "values": [...]}
     {"cmd": "close"}                      -> {"ok": true}, then the session is closed
 
+`--sampling TEXT` answers sampling/createMessage with "TEXT <- <the prompt>",
+`--elicit TEXT` accepts elicitation/create with {"answer": TEXT}, `--root URI`
+lists a root; without them the client does not declare the capability.
 Any failure answers {"ok": false, "error": "..."}. `--mode discover` (http
 only) uses the 2026-07-28 `server/discover` lifecycle instead of `initialize`,
 and takes list changes from a `subscriptions/listen` stream.
@@ -94,6 +111,113 @@ def text_of(result: Any) -> str:
     return "".join(parts)
 
 
+class Seen:
+    """Log messages and resource updates the server sent, with waits."""
+
+    def __init__(self) -> None:
+        self.logs: list[list[Any]] = []
+        self.updated: dict[str, int] = {}
+        self.consumed: dict[str, int] = {}
+        self.arrived = anyio.Event()
+
+    def _wake(self) -> None:
+        self.arrived.set()
+        self.arrived = anyio.Event()
+
+    async def log(self, params: Any) -> None:
+        self.logs.append([str(params.level), params.data])
+        self._wake()
+
+    def note(self, message: Any) -> None:
+        if getattr(message, "method", None) == "notifications/resources/updated":
+            uri = str(message.params.uri)
+            self.updated[uri] = self.updated.get(uri, 0) + 1
+            self._wake()
+
+    async def wait(self, ready: Any, timeout: float) -> bool:
+        with anyio.move_on_after(timeout):
+            while not ready():
+                await self.arrived.wait()
+            return True
+        return False
+
+
+seen = Seen()
+
+
+def client_callbacks(args: argparse.Namespace) -> dict[str, Any]:
+    from mcp import types
+
+    callbacks: dict[str, Any] = {"logging_callback": seen.log}
+    if args.sampling is not None:
+        async def sampling(context: Any, params: Any) -> Any:
+            prompt = " ".join(getattr(m.content, "text", "") for m in params.messages)
+            return types.CreateMessageResult(
+                role="assistant",
+                content=types.TextContent(type="text", text=f"{args.sampling} <- {prompt}"),
+                model="mcp-session-test-model",
+            )
+        callbacks["sampling_callback"] = sampling
+    if args.elicit is not None:
+        async def elicit(context: Any, params: Any) -> Any:
+            return types.ElicitResult(action="accept", content={"answer": args.elicit})
+        callbacks["elicitation_callback"] = elicit
+    if args.root:
+        async def roots(context: Any) -> Any:
+            return types.ListRootsResult(roots=[types.Root(uri=u) for u in args.root])
+        callbacks["list_roots_callback"] = roots
+    return callbacks
+
+
+async def relay_command(session: ClientSession, command: dict[str, Any]) -> bool:
+    """The commands of the relay tests; False if `command` is not one."""
+    from mcp import types
+
+    cmd = command.get("cmd")
+    timeout = float(command.get("timeout", 10))
+    if cmd == "call" and command.get("progress"):
+        progress: list[list[Any]] = []
+
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+            progress.append([value, total, message])
+
+        result = await session.call_tool(
+            command["name"], command.get("arguments") or {}, progress_callback=on_progress
+        )
+        emit({"ok": True, "is_error": bool(result.is_error), "text": text_of(result), "progress": progress})
+    elif cmd == "set_level":
+        await session.set_logging_level(command["level"])
+        emit({"ok": True})
+    elif cmd == "wait_log":
+        want = command["contains"]
+        found = await seen.wait(lambda: any(want in str(d) for _, d in seen.logs), timeout)
+        emit({"ok": found, "logs": seen.logs, **({} if found else {"error": "timeout"})})
+    elif cmd in ("subscribe", "unsubscribe"):
+        if cmd == "subscribe":
+            await session.subscribe_resource(command["uri"])
+        else:
+            await session.unsubscribe_resource(command["uri"])
+        emit({"ok": True})
+    elif cmd == "wait_updated":
+        uri = command["uri"]
+        if await seen.wait(lambda: seen.updated.get(uri, 0) > seen.consumed.get(uri, 0), timeout):
+            seen.consumed[uri] = seen.updated[uri]
+            emit({"ok": True})
+        else:
+            emit({"ok": False, "error": "timeout"})
+    elif cmd == "updated":
+        emit({"ok": True, "count": seen.updated.get(command["uri"], 0)})
+    elif cmd == "complete":
+        result = await session.complete(
+            types.PromptReference(type="ref/prompt", name=command["prompt"]),
+            {"name": command["argument"], "value": command["value"]},
+        )
+        emit({"ok": True, "values": result.completion.values})
+    else:
+        return False
+    return True
+
+
 async def run_commands(session: ClientSession, changes: ListChanged) -> None:
     while True:
         line = await anyio.to_thread.run_sync(sys.stdin.readline)
@@ -105,7 +229,9 @@ async def run_commands(session: ClientSession, changes: ListChanged) -> None:
         try:
             command = json.loads(line)
             cmd = command.get("cmd")
-            if cmd == "list_tools":
+            if await relay_command(session, command):
+                pass
+            elif cmd == "list_tools":
                 result = await session.list_tools()
                 emit({"ok": True, "tools": [t.name for t in result.tools]})
             elif cmd == "list_prompts":
@@ -122,7 +248,10 @@ async def run_commands(session: ClientSession, changes: ListChanged) -> None:
                 result = await session.read_resource(command["uri"])
                 emit({"ok": True, "text": "\n".join(getattr(c, "text", "") for c in result.contents)})
             elif cmd == "call":
-                result = await session.call_tool(command["name"], command.get("arguments") or {})
+                result = await session.call_tool(
+                    command["name"], command.get("arguments") or {},
+                    read_timeout_seconds=command.get("read_timeout"),
+                )
                 emit({"ok": True, "is_error": bool(result.is_error), "text": text_of(result)})
             elif cmd == "wait_list_changed":
                 kind = command.get("kind", "tools")
@@ -151,6 +280,9 @@ async def main() -> int:
     parser.add_argument("--transport", choices=["http", "sse"], required=True)
     parser.add_argument("--token")
     parser.add_argument("--mode", choices=["legacy", "discover"], default="legacy")
+    parser.add_argument("--sampling")
+    parser.add_argument("--elicit")
+    parser.add_argument("--root", action="append", default=[])
     args = parser.parse_args()
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
@@ -163,6 +295,7 @@ async def main() -> int:
         method = getattr(message, "method", None)
         if method:
             changes.note(method)
+            seen.note(message)
 
     ready = False
     try:
@@ -171,7 +304,9 @@ async def main() -> int:
         else:
             transport = streamable_http_client(args.url, http_client=create_mcp_http_client(headers=headers))
         async with transport as (read, write):
-            async with ClientSession(read, write, message_handler=on_message) as session:
+            async with ClientSession(
+                read, write, message_handler=on_message, **client_callbacks(args)
+            ) as session:
                 if args.mode == "discover":
                     result = await session.discover()
                 else:

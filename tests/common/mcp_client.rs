@@ -63,8 +63,26 @@ impl McpClient {
         transport: McpTransport,
         token: Option<&str>,
     ) -> Result<Self, String> {
+        Self::try_connect_with(url, transport, token, &[]).await
+    }
+
+    /// Opens a session with more arguments for the client (`--sampling TEXT`,
+    /// `--elicit TEXT`, `--root URI`: see the script); panics if it cannot.
+    pub async fn connect_with(url: &str, transport: McpTransport, args: &[&str]) -> Self {
+        match Self::try_connect_with(url, transport, None, args).await {
+            Ok(client) => client,
+            Err(e) => panic!("MCP client could not open a session at {url}: {e}"),
+        }
+    }
+
+    async fn try_connect_with(
+        url: &str,
+        transport: McpTransport,
+        token: Option<&str>,
+        args: &[&str],
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(python());
-        cmd.arg(SCRIPT).arg(url).arg("--transport");
+        cmd.arg(SCRIPT).arg(url).args(args).arg("--transport");
         match transport {
             McpTransport::Http => cmd.arg("http"),
             McpTransport::HttpDiscover => cmd.args(["http", "--mode", "discover"]),
@@ -161,6 +179,17 @@ impl McpClient {
             Ok(answer) => answer,
             Err(e) => panic!("{command}: {e}\nclient stderr:\n{}", self.stderr()),
         }
+    }
+
+    /// Sends a command without waiting for its answer (e.g. a call that will
+    /// not end before the client is killed).
+    pub async fn begin(&mut self, command: Value) {
+        let line = format!("{command}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("MCP client stdin");
+        self.stdin.flush().await.expect("MCP client stdin");
     }
 
     /// Sends a command that must succeed and returns its answer.

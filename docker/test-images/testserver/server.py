@@ -8,6 +8,10 @@ Tools:
   storm {n: int}         -> sends n tools/list_changed (the last after adding `storm_done`)
   list_calls_so_far {}   -> how many tools/list requests it has answered
 Prompt: greet {name}; resource: test://info (text).
+Relay tools (tests/relay_protocol.rs), in their own block below: progress, sampling,
+elicitation, roots, logging, resource subscriptions, completion, a call that never ends.
+
+  --http PORT                                    serve streamable HTTP on 127.0.0.1:PORT instead of stdio
 
 Fault switches (a command-line flag wins over its environment variable):
   --exit-after SECS   / TESTSERVER_EXIT_AFTER    exit with --exit-code SECS seconds after process start
@@ -52,6 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--exit-code", type=int, default=int(os.environ.get("TESTSERVER_EXIT_CODE") or 1), metavar="N")
     p.add_argument("--start-delay", type=float, default=env_float("TESTSERVER_START_DELAY"), metavar="SECS")
     p.add_argument("--never-answer", action="store_true", default=env_flag("TESTSERVER_NEVER_ANSWER"))
+    p.add_argument("--http", type=int, metavar="PORT")
     return p.parse_args(argv)
 
 
@@ -148,9 +153,122 @@ def main(argv: list[str]) -> None:
     def info() -> str:
         return "mcp-fleet test server"
 
+    add_relay_tools(server)
+
+    if args.http:
+        log(f"ready on http://127.0.0.1:{args.http}/mcp")
+        server.run("streamable-http", host="127.0.0.1", port=args.http)
+        return
     log("ready on stdio")
     server.run("stdio")
     log("stdin closed, exiting")
+
+
+# --- relay tools (tests/relay_protocol.rs) -----------------------------------
+# What an upstream sends a client through the gateway during a call. Failures
+# of a server-to-client request are returned as text, so a test sees exactly
+# what the upstream got.
+
+CANCELLED: list[str] = []
+STARTED: list[str] = []
+
+
+def add_relay_tools(server) -> None:
+    import anyio
+    from mcp import types
+    from pydantic import BaseModel
+
+    @server.tool(description="Report progress `steps` times, `delay` seconds apart, as '<tag> <step>'")
+    async def progress(steps: int, delay: float, tag: str, ctx: Context) -> str:
+        for i in range(1, steps + 1):
+            await anyio.sleep(delay)
+            await ctx.report_progress(i, steps, f"{tag} {i}")
+        return f"{tag}: {steps} steps"
+
+    @server.tool(description="After `delay` s, ask the client's model (sampling/createMessage) and return its text")
+    async def ask_model(prompt: str, ctx: Context, delay: float = 0.0, linger: float = 0.0) -> str:
+        await anyio.sleep(delay)
+        try:
+            result = await ctx.session.create_message(
+                messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text", text=prompt))],
+                max_tokens=64,
+                related_request_id=ctx.request_id,
+            )
+            answer = f"model said: {getattr(result.content, 'text', result.content)}"
+        except Exception as exc:  # the test reads what the server got
+            answer = f"sampling failed: {exc}"
+        await anyio.sleep(linger)
+        return answer
+
+    class Answer(BaseModel):
+        answer: str
+
+    @server.tool(description="Ask the user (elicitation/create) and return the action and answer")
+    async def ask_user(question: str, ctx: Context) -> str:
+        try:
+            result = await ctx.elicit(question, Answer)
+        except Exception as exc:
+            return f"elicitation failed: {exc}"
+        data = getattr(result, "data", None)
+        return f"{result.action}: {data.answer if data else ''}"
+
+    @server.tool(description="List the client's roots (roots/list)")
+    async def ask_roots(ctx: Context) -> str:
+        try:
+            result = await ctx.session.list_roots()
+        except Exception as exc:
+            return f"roots failed: {exc}"
+        return " ".join(str(r.uri) for r in result.roots)
+
+    @server.tool(description="Never answer; record the cancellation when it comes")
+    async def hang(tag: str) -> str:
+        STARTED.append(tag)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            CANCELLED.append(tag)
+        return "unreachable"
+
+    @server.tool(description="The tags of hang calls cancelled so far")
+    def cancelled() -> str:
+        return " ".join(CANCELLED)
+
+    @server.tool(description="The tags of hang calls started so far")
+    def started() -> str:
+        return " ".join(STARTED)
+
+    @server.tool(description="Send a debug and an error log message during the call")
+    async def chatter(tag: str, ctx: Context) -> str:
+        await ctx.log("debug", f"debug {tag}")
+        await ctx.log("error", f"error {tag}")
+        return f"logged {tag}"
+
+    @server.resource("test://counter", description="Changes when touch is called")
+    def counter() -> str:
+        return str(len(TOUCHED))
+
+    @server.tool(description="Send notifications/resources/updated for a URI")
+    async def touch(uri: str, ctx: Context) -> str:
+        TOUCHED.append(uri)
+        await ctx.session.send_resource_updated(uri)
+        return f"touched {uri}"
+
+    async def subscribe(ctx, params) -> types.EmptyResult:
+        return types.EmptyResult()
+
+    server._lowlevel_server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    server._lowlevel_server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, subscribe)
+
+    @server.completion()
+    async def complete(ref, argument, context):
+        if isinstance(ref, types.PromptReference) and ref.name == "greet":
+            names = ["Alice", "Albert", "Bob"]
+            return types.Completion(values=[n for n in names if n.startswith(argument.value)])
+        return None
+
+
+TOUCHED: list[str] = []
+# --- end of relay tools -------------------------------------------------------
 
 
 if __name__ == "__main__":

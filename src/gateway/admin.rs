@@ -1,0 +1,236 @@
+//! The management tools' work (`mcp-find`, `mcp-add`, `mcp-remove`): reading
+//! the catalog and status, and editing `registry.yaml` / `requests.yaml`.
+use std::path::PathBuf;
+
+use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock};
+use rmcp::service::{RequestContext, RoleServer};
+use serde_json::json;
+
+use super::handler::{Gateway, REQUESTS_FILE, text_error, text_ok};
+use super::manage::{self, AddArgs, AddPolicy, FindArgs, RemoveArgs};
+use crate::catalog::{ApprovalMode, REGISTRY_FILE};
+use crate::status::{Phase, write_atomic};
+
+impl Gateway {
+    fn client_identity(context: &RequestContext<RoleServer>) -> String {
+        let who = context
+            .peer
+            .peer_info()
+            .map(|i| format!("{}/{}", i.client_info.name, i.client_info.version))
+            .unwrap_or_else(|| "unknown client".to_string());
+        let session = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(|s| format!(" (session {s})"))
+            .unwrap_or_default();
+        format!("{who}{session}")
+    }
+
+    pub(super) async fn manage(
+        &self,
+        tool: &str,
+        params: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResponse {
+        let args = params.arguments.as_ref();
+        let result = match tool {
+            manage::FIND => match manage::parse_args::<FindArgs>(tool, args) {
+                Ok(a) => self.find(&a),
+                Err(e) => Err(e),
+            },
+            manage::ADD => match manage::parse_args::<AddArgs>(tool, args) {
+                Ok(a) => self.add(&a, context).await,
+                Err(e) => Err(e),
+            },
+            _ => match manage::parse_args::<RemoveArgs>(tool, args) {
+                Ok(a) => self.remove(&a, context).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(r) => r,
+            Err(e) => text_error(e),
+        }
+    }
+
+    fn config_path(&self, file: &str) -> PathBuf {
+        self.ctx().settings.config_dir.join(file)
+    }
+
+    fn read(&self, file: &str) -> Result<Option<String>, String> {
+        match std::fs::read_to_string(self.config_path(file)) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{file}: {e}")),
+        }
+    }
+
+    fn find(&self, a: &FindArgs) -> Result<CallToolResponse, String> {
+        let desired = self
+            .ctx()
+            .desired()
+            .ok_or("the catalog has not been loaded yet")?;
+        let pending = manage::pending(self.read(REQUESTS_FILE)?.as_deref());
+        let matches = manage::find(
+            &a.query,
+            a.limit.unwrap_or(10),
+            &desired,
+            &self.ctx().status.snapshot(),
+            &pending,
+        );
+        let text = serde_json::to_string_pretty(&json!({"matches": matches})).expect("json");
+        Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+            ContentBlock::text(text),
+        ])))
+    }
+
+    async fn add(
+        &self,
+        a: &AddArgs,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, String> {
+        let desired = self
+            .ctx()
+            .desired()
+            .ok_or("the catalog has not been loaded yet")?;
+        let mode = self.ctx().settings.load.approval;
+        if manage::check_add(&a.name, &desired, mode)? {
+            return Ok(self.ready_answer(&a.name, "is already approved").await);
+        }
+        match self.settings().add_policy {
+            AddPolicy::Deny => Err(format!(
+                "adding servers is disabled on this gateway (--add-policy deny); ask an operator to approve `{}`",
+                a.name
+            )),
+            AddPolicy::Request => {
+                self.record_request(&a.name, "add", a.reason.clone(), context)
+                    .await?;
+                Ok(text_ok(format!(
+                    "approval for `{}` is pending: the request is recorded for an operator to decide",
+                    a.name
+                )))
+            }
+            AddPolicy::Approve => {
+                self.edit_registry(|text| manage::registry_add(text, &a.name))
+                    .await?;
+                Ok(self.ready_answer(&a.name, "was approved").await)
+            }
+        }
+    }
+
+    async fn remove(
+        &self,
+        a: &RemoveArgs,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, String> {
+        let desired = self
+            .ctx()
+            .desired()
+            .ok_or("the catalog has not been loaded yet")?;
+        if !desired.servers.contains_key(&a.name) {
+            return Err(format!("`{}` is not approved; nothing to remove", a.name));
+        }
+        if self.ctx().settings.load.approval == ApprovalMode::All {
+            return Err(format!(
+                "this gateway approves everything in the catalog (--approval all): remove `{}` from the catalog instead",
+                a.name
+            ));
+        }
+        match self.settings().add_policy {
+            AddPolicy::Deny => Err(format!(
+                "removing servers is disabled on this gateway (--add-policy deny); ask an operator to remove `{}`",
+                a.name
+            )),
+            AddPolicy::Request => {
+                self.record_request(&a.name, "remove", None, context)
+                    .await?;
+                Ok(text_ok(format!(
+                    "removal of `{}` is pending an operator's decision",
+                    a.name
+                )))
+            }
+            AddPolicy::Approve => {
+                self.edit_registry(|text| manage::registry_remove(text.unwrap_or(""), &a.name))
+                    .await?;
+                Ok(text_ok(format!(
+                    "`{}` was removed from {REGISTRY_FILE}; its container is being removed",
+                    a.name
+                )))
+            }
+        }
+    }
+
+    async fn edit_registry(
+        &self,
+        edit: impl FnOnce(Option<&str>) -> Result<String, String>,
+    ) -> Result<(), String> {
+        let _guard = self.edits().lock().await;
+        let text = self.read(REGISTRY_FILE)?;
+        let next = edit(text.as_deref())?;
+        if Some(&next) != text.as_ref() {
+            write_atomic(&self.config_path(REGISTRY_FILE), next.as_bytes())
+                .await
+                .map_err(|e| format!("{REGISTRY_FILE}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn record_request(
+        &self,
+        server: &str,
+        action: &'static str,
+        reason: Option<String>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(), String> {
+        let _guard = self.edits().lock().await;
+        let text = self.read(REQUESTS_FILE)?;
+        let request = manage::Request {
+            server: server.to_string(),
+            action,
+            reason,
+            client: Self::client_identity(context),
+            time: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        };
+        let next = manage::request_append(text.as_deref(), &request)?;
+        write_atomic(&self.config_path(REQUESTS_FILE), next.as_bytes())
+            .await
+            .map_err(|e| format!("{REQUESTS_FILE}: {e}"))?;
+        tracing::info!(server, action, client = %request.client, "request recorded");
+        Ok(())
+    }
+
+    /// Waits (bounded) for `server` to be ready and says what it offers.
+    async fn ready_answer(&self, server: &str, what: &str) -> CallToolResponse {
+        if self.wait_ready(server, self.settings().add_wait).await {
+            let index = self.index();
+            let mut tools: Vec<&String> = index
+                .tool_routes
+                .iter()
+                .filter(|(_, r)| r.server == server)
+                .map(|(exposed, _)| exposed)
+                .collect();
+            tools.sort();
+            let text =
+                json!({"server": server, "status": format!("{what} and ready"), "tools": tools});
+            return text_ok(text.to_string());
+        }
+        let failing = self
+            .ctx()
+            .status
+            .server(server)
+            .is_some_and(|s| s.phase.is_failing() || s.phase == Phase::Unsupported);
+        let text = format!(
+            "`{server}` {what} but is not ready yet ({})",
+            self.describe(server)
+        );
+        if failing {
+            text_error(text)
+        } else {
+            text_ok(text)
+        }
+    }
+}

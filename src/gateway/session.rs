@@ -1,0 +1,461 @@
+//! The MCP server one client session talks to. It forwards each request as
+//! it is (only a tool's or prompt's name is renamed) to the upstream session
+//! that owns it, and what the upstream sends on the call's behalf comes back
+//! to this session (see [`crate::upstream::relay`]). Dropping the handler
+//! (rmcp does when the session ends) forgets the session's relay state at once.
+//!
+//! It implements rmcp's typed `ServerHandler` and passes each typed params
+//! object through whole, rather than a raw `Service::handle_request`: rmcp's
+//! `ServerHandler` dispatch does the per-revision work (inline 2026-07-28
+//! metadata checks, `resultType` for older peers, gating `input_required` and
+//! tasks) that a raw handler would have to copy.
+#![allow(deprecated)] // logging is SEP-2577-deprecated, and relayed.
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
+    CompleteRequestParams, CompleteResult, GetPromptRequest, GetPromptRequestParams,
+    GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequest,
+    ReadResourceRequestParams, ReadResourceResponse, Reference, ServerCapabilities, ServerConfig,
+    ServerResult, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequest, UnsubscribeRequestParams,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
+use rmcp::{ErrorData as McpError, ServerHandler};
+
+use super::handler::{Gateway, text_error};
+use super::manage;
+use crate::upstream::calls::Caller;
+use crate::upstream::pool::Live;
+use crate::upstream::session::{Failure, Forward};
+
+/// The handler of one client session (or of one stateless request).
+pub struct SessionHandler {
+    id: u64,
+    gateway: Gateway,
+}
+
+impl Gateway {
+    /// The handler of one new client session.
+    pub fn session(&self) -> SessionHandler {
+        SessionHandler {
+            id: self.relay().next_id(),
+            gateway: self.clone(),
+        }
+    }
+}
+
+impl Drop for SessionHandler {
+    fn drop(&mut self) {
+        self.gateway.relay().close(self.id);
+    }
+}
+
+/// A protocol error for a request that got no result upstream.
+fn failure_error(server: &str, failure: Failure) -> McpError {
+    match failure {
+        Failure::Error(e) => e,
+        other => McpError::internal_error(format!("server `{server}` {other}"), None),
+    }
+}
+
+fn unexpected(server: &str, method: &str) -> McpError {
+    McpError::internal_error(
+        format!("server `{server}` answered `{method}` with a result of another kind"),
+        None,
+    )
+}
+
+impl SessionHandler {
+    /// Forwards `request` to `live` on behalf of the request in `context`.
+    async fn forward(
+        &self,
+        live: &Live,
+        request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, Failure> {
+        let caller = Caller {
+            session: self.id,
+            peer: context.peer,
+            request: context.id,
+            progress_token: context.meta.get_progress_token(),
+            log_level: context.meta.log_level(),
+        };
+        let forward = Forward {
+            caller,
+            meta: context.meta,
+            timeout: self.gateway.call_timeout(),
+            ct: context.ct,
+        };
+        live.session.forward(request, forward).await
+    }
+
+    async fn call_upstream(
+        &self,
+        mut params: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = params.name.to_string();
+        let route = self.gateway.tool_route(&name)?;
+        let live = match self.gateway.tool_session(&name, &route).await {
+            Ok(live) => live,
+            Err(answer) => return Ok(answer),
+        };
+        params.name = route.name.into();
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let server = &route.server;
+        let started = std::time::Instant::now();
+        let result = self.forward(&live, request, context).await;
+        let outcome = match &result {
+            Ok(ServerResult::CallToolResult(r)) if r.is_error != Some(true) => "ok",
+            Err(Failure::Timeout(_)) => "timeout",
+            _ => "error",
+        };
+        crate::metrics::global().tool_call(server, outcome, started.elapsed());
+        match result {
+            Ok(ServerResult::CallToolResult(r)) => Ok(CallToolResponse::Complete(r)),
+            Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
+            Ok(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(r)),
+            Ok(_) => Err(unexpected(server, "tools/call")),
+            Err(Failure::Timeout(t)) => Ok(text_error(format!(
+                "server `{server}` did not answer `{name}` within {}s; the call was cancelled",
+                t.as_secs_f64()
+            ))),
+            Err(Failure::Closed(e)) => Ok(text_error(format!(
+                "server `{server}` failed during the call: {e}"
+            ))),
+            Err(e) => Err(failure_error(server, e)),
+        }
+    }
+
+    /// Forwards a subscription change to the server that owns `uri`.
+    async fn resource_request(
+        &self,
+        uri: &str,
+        request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let server = self
+            .gateway
+            .index()
+            .resource_server(uri)
+            .ok_or_else(|| McpError::resource_not_found(format!("no server offers `{uri}`"), None))?
+            .to_string();
+        let live = self.gateway.live(&server)?;
+        self.forward(&live, request, context)
+            .await
+            .map(|_| ())
+            .map_err(|e| failure_error(&server, e))
+    }
+}
+
+use super::observe::counted;
+
+impl ServerHandler for SessionHandler {
+    fn get_info(&self) -> ServerConfig {
+        let caps = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_completions()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_resources()
+            .enable_resources_list_changed()
+            .enable_resources_subscribe()
+            .build();
+        ServerConfig::new(caps)
+            .with_server_info(Implementation::new("mcp-fleet", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "mcp-fleet serves the tools of every approved MCP server. Use mcp-find to search \
+                 the catalog and mcp-add to ask for a server; the tool list changes as servers come and go.",
+            )
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.gateway.relay().open(self.id, &context.peer);
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut f = SubscriptionFilter::new();
+        f.tools_list_changed = Some(true);
+        f.prompts_list_changed = Some(true);
+        f.resources_list_changed = Some(true);
+        Some(f)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let sinks = self.gateway.sinks();
+        sinks
+            .lock()
+            .expect("sinks lock")
+            .push(context.sink().clone());
+        context.cancelled().await;
+        let id = context.sink().id().clone();
+        sinks.lock().expect("sinks lock").retain(|s| s.id() != &id);
+        Ok(())
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        counted(
+            "tools/list",
+            async {
+                let mut tools = self.gateway.index().tools.clone();
+                tools.extend(manage::tools());
+                Ok(ListToolsResult::with_all_items(tools))
+            }
+            .await,
+        )
+    }
+
+    async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        counted(
+            "tools/call",
+            async {
+                let name = params.name.to_string();
+                if manage::NAMES.contains(&name.as_str()) {
+                    return Ok(self.gateway.manage(&name, &params, &context).await);
+                }
+                self.call_upstream(params, context).await
+            }
+            .await,
+        )
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        counted(
+            "prompts/list",
+            async {
+                Ok(ListPromptsResult::with_all_items(
+                    self.gateway.index().prompts.clone(),
+                ))
+            }
+            .await,
+        )
+    }
+
+    async fn get_prompt(
+        &self,
+        mut params: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        counted(
+            "prompts/get",
+            async {
+                let route = self
+                    .gateway
+                    .index()
+                    .prompt_routes
+                    .get(&params.name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        McpError::invalid_params(format!("unknown prompt `{}`", params.name), None)
+                    })?;
+                let live = self.gateway.live(&route.server)?;
+                params.name = route.name;
+                let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
+                match self.forward(&live, request, context).await {
+                    Ok(ServerResult::GetPromptResult(r)) => Ok(GetPromptResponse::Complete(r)),
+                    Ok(ServerResult::InputRequiredResult(r)) => {
+                        Ok(GetPromptResponse::InputRequired(r))
+                    }
+                    Ok(_) => Err(unexpected(&route.server, "prompts/get")),
+                    Err(e) => Err(failure_error(&route.server, e)),
+                }
+            }
+            .await,
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        counted(
+            "resources/list",
+            async {
+                Ok(ListResourcesResult::with_all_items(
+                    self.gateway.index().resources.clone(),
+                ))
+            }
+            .await,
+        )
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        counted(
+            "resources/templates/list",
+            async {
+                Ok(ListResourceTemplatesResult::with_all_items(
+                    self.gateway.index().resource_templates.clone(),
+                ))
+            }
+            .await,
+        )
+    }
+
+    async fn read_resource(
+        &self,
+        params: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        counted(
+            "resources/read",
+            async {
+                let server = self
+                    .gateway
+                    .index()
+                    .resource_server(&params.uri)
+                    .ok_or_else(|| {
+                        McpError::resource_not_found(
+                            format!("no server offers `{}`", params.uri),
+                            None,
+                        )
+                    })?
+                    .to_string();
+                let live = self.gateway.live(&server)?;
+                let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
+                match self.forward(&live, request, context).await {
+                    Ok(ServerResult::ReadResourceResult(r)) => {
+                        Ok(ReadResourceResponse::Complete(r))
+                    }
+                    Ok(ServerResult::InputRequiredResult(r)) => {
+                        Ok(ReadResourceResponse::InputRequired(r))
+                    }
+                    Ok(_) => Err(unexpected(&server, "resources/read")),
+                    Err(e) => Err(failure_error(&server, e)),
+                }
+            }
+            .await,
+        )
+    }
+
+    async fn subscribe(
+        &self,
+        params: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        counted(
+            "resources/subscribe",
+            async {
+                let uri = params.uri.clone();
+                let relay = self.gateway.relay();
+                relay
+                    .subscribe(self.id, &context.peer, &uri)
+                    .map_err(|e| McpError::invalid_request(e, None))?;
+                let request = ClientRequest::SubscribeRequest(SubscribeRequest::new(params));
+                let result = self.resource_request(&uri, request, context).await;
+                if result.is_err() {
+                    relay.unsubscribe(self.id, &uri);
+                }
+                result
+            }
+            .await,
+        )
+    }
+
+    async fn unsubscribe(
+        &self,
+        params: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        counted(
+            "resources/unsubscribe",
+            async {
+                let uri = params.uri.clone();
+                if !self.gateway.relay().unsubscribe(self.id, &uri) {
+                    return Ok(()); // another session still wants its updates
+                }
+                let request = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(params));
+                self.resource_request(&uri, request, context).await
+            }
+            .await,
+        )
+    }
+
+    async fn set_level(
+        &self,
+        params: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        counted(
+            "logging/setLevel",
+            async {
+                // Upstreams are shared: they send what they log, the relay filters.
+                self.gateway
+                    .relay()
+                    .set_level(self.id, &context.peer, params.level);
+                Ok(())
+            }
+            .await,
+        )
+    }
+
+    async fn complete(
+        &self,
+        mut params: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        counted(
+            "completion/complete",
+            async {
+                let index = self.gateway.index();
+                let server = match &mut params.r#ref {
+                    Reference::Prompt(prompt) => {
+                        let route = index.prompt_routes.get(&prompt.name).ok_or_else(|| {
+                            McpError::invalid_params(
+                                format!("unknown prompt `{}`", prompt.name),
+                                None,
+                            )
+                        })?;
+                        prompt.name = route.name.clone();
+                        route.server.clone()
+                    }
+                    Reference::Resource(template) => index
+                        .resource_server(&template.uri)
+                        .ok_or_else(|| {
+                            McpError::invalid_params(
+                                format!("no server offers `{}`", template.uri),
+                                None,
+                            )
+                        })?
+                        .to_string(),
+                    _ => {
+                        return Err(McpError::invalid_params(
+                            "completion/complete: unknown kind of ref",
+                            None,
+                        ));
+                    }
+                };
+                let live = self.gateway.live(&server)?;
+                let request = ClientRequest::CompleteRequest(CompleteRequest::new(params));
+                match self.forward(&live, request, context).await {
+                    Ok(ServerResult::CompleteResult(r)) => Ok(r),
+                    Ok(_) => Err(unexpected(&server, "completion/complete")),
+                    Err(e) => Err(failure_error(&server, e)),
+                }
+            }
+            .await,
+        )
+    }
+}

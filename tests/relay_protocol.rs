@@ -280,9 +280,8 @@ async fn a_cancelled_or_abandoned_call_is_cancelled_upstream() {
 
 /// A call the upstream never answers ends at `--call-timeout` with a tool
 /// error that says so, and the upstream is told to cancel it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_call_that_is_never_answered_ends_at_the_deadline() {
-    let r = Relay::start("relay-deadline", Upstream::Stdio, &["--call-timeout", "2"]).await;
+async fn unanswered_call_ends_at_the_deadline(upstream: Upstream, test: &str) {
+    let r = Relay::start(test, upstream, &["--call-timeout", "2"]).await;
     let mut c = r.client(&[]).await;
     let started = Instant::now();
     let answer = call(&mut c, "hang", json!({"tag": "h1"})).await;
@@ -299,6 +298,16 @@ async fn a_call_that_is_never_answered_ends_at_the_deadline() {
     // The upstream saw notifications/cancelled: its handler was cancelled.
     upstream_lists(&r, &mut c, "cancelled", "h1").await;
     c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_is_never_answered_ends_at_the_deadline() {
+    unanswered_call_ends_at_the_deadline(Upstream::Stdio, "relay-deadline").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_is_never_answered_ends_at_the_deadline_over_http() {
+    unanswered_call_ends_at_the_deadline(Upstream::Http, "relay-deadline-http").await;
 }
 
 /// `notifications/resources/updated` reaches only subscribed sessions; log

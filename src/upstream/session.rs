@@ -196,12 +196,7 @@ impl Session {
                     while let Ok(item) = queue.try_recv() {
                         deliver(&call.caller, item).await;
                     }
-                    return match answer {
-                    Ok(Ok(result)) => Ok(completed(result)),
-                    Ok(Err(rmcp::ServiceError::McpError(e))) => Err(Failure::Error(e)),
-                    Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
-                    Err(_) => Err(Failure::Closed("the session closed".into())),
-                    };
+                    return answered(answer);
                 }
                 Some(item) = queue.recv() => deliver(&call.caller, item).await,
                 _ = forward.ct.cancelled() => break Failure::Cancelled,
@@ -213,6 +208,21 @@ impl Session {
         let cancel = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
         let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_cancelled(cancel)).await;
         Err(reason)
+    }
+}
+
+/// What the upstream's answer means for the client.
+fn answered(
+    answer: Result<
+        Result<ServerResult, rmcp::ServiceError>,
+        tokio::sync::oneshot::error::RecvError,
+    >,
+) -> Result<ServerResult, Failure> {
+    match answer {
+        Ok(Ok(result)) => Ok(completed(result)),
+        Ok(Err(rmcp::ServiceError::McpError(e))) => Err(Failure::Error(e)),
+        Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
+        Err(_) => Err(Failure::Closed("the session closed".into())),
     }
 }
 

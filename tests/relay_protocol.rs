@@ -319,36 +319,26 @@ async fn subscriptions_logs_and_completions_reach_only_who_asked() {
     let mut a = r.client(&[]).await;
     let mut b = r.client(&[]).await;
 
-    a.ok(json!({"cmd": "subscribe", "uri": "test://counter"}))
+    // A subscribes; B does not. Each check that a notification did not
+    // arrive first waits for a later one on the same session.
+    a.ok(json!({"cmd": "subscribe", "uri": "test://info"}))
         .await;
-    b.ok(json!({"cmd": "subscribe", "uri": "test://info"}))
+    call(&mut b, "touch", json!({"uri": "test://info"})).await;
+    a.ok(json!({"cmd": "wait_updated", "uri": "test://info", "timeout": 30}))
         .await;
-    call(&mut b, "touch", json!({"uri": "test://counter"})).await;
-    a.ok(json!({"cmd": "wait_updated", "uri": "test://counter", "timeout": 30}))
+    call(&mut b, "chatter", json!({"tag": "p1"})).await;
+    b.ok(json!({"cmd": "wait_log", "contains": "debug p1", "timeout": 30}))
         .await;
-    // B's own update comes after A's on the same upstream stream: once it is
-    // in, A's would have been too.
-    call(&mut a, "touch", json!({"uri": "test://info"})).await;
-    b.ok(json!({"cmd": "wait_updated", "uri": "test://info", "timeout": 30}))
+    let count = b.ok(json!({"cmd": "updated", "uri": "test://info"})).await;
+    assert_eq!(count["count"], json!(0), "B is not subscribed");
+    // After unsubscribing, A no longer gets the updates.
+    a.ok(json!({"cmd": "unsubscribe", "uri": "test://info"}))
         .await;
-    let count = b
-        .ok(json!({"cmd": "updated", "uri": "test://counter"}))
+    call(&mut b, "touch", json!({"uri": "test://info"})).await;
+    call(&mut a, "chatter", json!({"tag": "p2"})).await;
+    a.ok(json!({"cmd": "wait_log", "contains": "debug p2", "timeout": 30}))
         .await;
-    assert_eq!(
-        count["count"],
-        json!(0),
-        "B is not subscribed to the counter"
-    );
-    // After unsubscribing, A no longer gets the counter's updates.
-    a.ok(json!({"cmd": "unsubscribe", "uri": "test://counter"}))
-        .await;
-    call(&mut b, "touch", json!({"uri": "test://counter"})).await;
-    call(&mut a, "touch", json!({"uri": "test://info"})).await;
-    b.ok(json!({"cmd": "wait_updated", "uri": "test://info", "timeout": 30}))
-        .await;
-    let count = a
-        .ok(json!({"cmd": "updated", "uri": "test://counter"}))
-        .await;
+    let count = a.ok(json!({"cmd": "updated", "uri": "test://info"})).await;
     assert_eq!(count["count"], json!(1), "A unsubscribed after one update");
 
     a.ok(json!({"cmd": "set_level", "level": "error"})).await;

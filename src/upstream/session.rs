@@ -318,3 +318,29 @@ fn completed(mut result: ServerResult) -> ServerResult {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_gets_the_clients_meta_without_its_token_and_client_context() {
+        let mut meta = RequestMetaObject::new();
+        meta.set_progress_token(ProgressToken(rmcp::model::NumberOrString::Number(7)));
+        meta.set_protocol_version(rmcp::model::ProtocolVersion::V_2026_07_28);
+        meta.set_client_capabilities(Default::default());
+        meta.set_client_info(rmcp::model::Implementation::new("c", "1"));
+        meta.set_log_level(rmcp::model::LoggingLevel::Warning);
+        meta.set_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        meta.0
+            .insert("vendor/x".into(), serde_json::json!({"keep": true}));
+        let out = upstream_meta(meta);
+        assert!(out.get_progress_token().is_none());
+        assert!(out.protocol_version().is_none());
+        assert!(out.client_capabilities().is_none());
+        assert!(out.client_info().is_none());
+        assert_eq!(out.log_level(), Some(rmcp::model::LoggingLevel::Warning));
+        assert!(out.get_traceparent().is_some());
+        assert_eq!(out.0["vendor/x"], serde_json::json!({"keep": true}));
+    }
+}

@@ -1,6 +1,7 @@
 //! The management tools' work (`mcp-find`, `mcp-add`, `mcp-remove`): reading
 //! the catalog and status, and editing `registry.yaml` / `requests.yaml`.
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock};
 use rmcp::service::{RequestContext, RoleServer};
@@ -8,7 +9,7 @@ use serde_json::json;
 
 use super::handler::{Gateway, REQUESTS_FILE, text_error, text_ok};
 use super::manage::{self, AddArgs, AddPolicy, FindArgs, RemoveArgs};
-use crate::catalog::{ApprovalMode, REGISTRY_FILE};
+use crate::catalog::{ApprovalMode, DesiredState, REGISTRY_FILE};
 use crate::status::{Phase, write_atomic};
 
 impl Gateway {
@@ -55,6 +56,13 @@ impl Gateway {
         }
     }
 
+    /// The catalog as loaded, or why there is none yet.
+    fn loaded(&self) -> Result<Arc<DesiredState>, String> {
+        self.ctx()
+            .desired()
+            .ok_or_else(|| "the catalog has not been loaded yet".to_string())
+    }
+
     fn config_path(&self, file: &str) -> PathBuf {
         self.ctx().settings.config_dir.join(file)
     }
@@ -68,10 +76,7 @@ impl Gateway {
     }
 
     fn find(&self, a: &FindArgs) -> Result<CallToolResponse, String> {
-        let desired = self
-            .ctx()
-            .desired()
-            .ok_or("the catalog has not been loaded yet")?;
+        let desired = self.loaded()?;
         let pending = manage::pending(self.read(REQUESTS_FILE)?.as_deref());
         let matches = manage::find(
             &a.query,
@@ -91,10 +96,7 @@ impl Gateway {
         a: &AddArgs,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, String> {
-        let desired = self
-            .ctx()
-            .desired()
-            .ok_or("the catalog has not been loaded yet")?;
+        let desired = self.loaded()?;
         let mode = self.ctx().settings.load.approval;
         if manage::check_add(&a.name, &desired, mode)? {
             return Ok(self.ready_answer(&a.name, "is already approved").await);
@@ -125,10 +127,7 @@ impl Gateway {
         a: &RemoveArgs,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, String> {
-        let desired = self
-            .ctx()
-            .desired()
-            .ok_or("the catalog has not been loaded yet")?;
+        let desired = self.loaded()?;
         if !desired.servers.contains_key(&a.name) {
             return Err(format!("`{}` is not approved; nothing to remove", a.name));
         }

@@ -196,12 +196,7 @@ impl Session {
                     while let Ok(item) = queue.try_recv() {
                         deliver(&call.caller, item).await;
                     }
-                    return match answer {
-                    Ok(Ok(result)) => Ok(completed(result)),
-                    Ok(Err(rmcp::ServiceError::McpError(e))) => Err(Failure::Error(e)),
-                    Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
-                    Err(_) => Err(Failure::Closed("the session closed".into())),
-                    };
+                    return answered(answer);
                 }
                 Some(item) = queue.recv() => deliver(&call.caller, item).await,
                 _ = forward.ct.cancelled() => break Failure::Cancelled,
@@ -213,6 +208,21 @@ impl Session {
         let cancel = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
         let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_cancelled(cancel)).await;
         Err(reason)
+    }
+}
+
+/// What the upstream's answer means for the client.
+fn answered(
+    answer: Result<
+        Result<ServerResult, rmcp::ServiceError>,
+        tokio::sync::oneshot::error::RecvError,
+    >,
+) -> Result<ServerResult, Failure> {
+    match answer {
+        Ok(Ok(result)) => Ok(completed(result)),
+        Ok(Err(rmcp::ServiceError::McpError(e))) => Err(Failure::Error(e)),
+        Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
+        Err(_) => Err(Failure::Closed("the session closed".into())),
     }
 }
 
@@ -307,4 +317,30 @@ fn completed(mut result: ServerResult) -> ServerResult {
         _ => {}
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_gets_the_clients_meta_without_its_token_and_client_context() {
+        let mut meta = RequestMetaObject::new();
+        meta.set_progress_token(ProgressToken(rmcp::model::NumberOrString::Number(7)));
+        meta.set_protocol_version(rmcp::model::ProtocolVersion::V_2026_07_28);
+        meta.set_client_capabilities(Default::default());
+        meta.set_client_info(rmcp::model::Implementation::new("c", "1"));
+        meta.set_log_level(rmcp::model::LoggingLevel::Warning);
+        meta.set_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        meta.0
+            .insert("vendor/x".into(), serde_json::json!({"keep": true}));
+        let out = upstream_meta(meta);
+        assert!(out.get_progress_token().is_none());
+        assert!(out.protocol_version().is_none());
+        assert!(out.client_capabilities().is_none());
+        assert!(out.client_info().is_none());
+        assert_eq!(out.log_level(), Some(rmcp::model::LoggingLevel::Warning));
+        assert!(out.get_traceparent().is_some());
+        assert_eq!(out.0["vendor/x"], serde_json::json!({"keep": true}));
+    }
 }

@@ -9,7 +9,8 @@ Tools:
   list_calls_so_far {}   -> how many tools/list requests it has answered
 Prompt: greet {name}; resource: test://info (text).
 Relay tools (tests/relay_protocol.rs), in their own block below: progress, sampling,
-elicitation, roots, logging, resource subscriptions, completion, a call that never ends.
+elicitation, roots, logging, resource subscriptions (test://info), completion, a call that
+never ends.
 
   --http PORT                                    serve streamable HTTP on 127.0.0.1:PORT instead of stdio
 
@@ -243,13 +244,8 @@ def add_relay_tools(server) -> None:
         await ctx.log("error", f"error {tag}")
         return f"logged {tag}"
 
-    @server.resource("test://counter", description="Changes when touch is called")
-    def counter() -> str:
-        return str(len(TOUCHED))
-
     @server.tool(description="Send notifications/resources/updated for a URI")
     async def touch(uri: str, ctx: Context) -> str:
-        TOUCHED.append(uri)
         await ctx.session.send_resource_updated(uri)
         return f"touched {uri}"
 
@@ -266,8 +262,6 @@ def add_relay_tools(server) -> None:
             return types.Completion(values=[n for n in names if n.startswith(argument.value)])
         return None
 
-
-TOUCHED: list[str] = []
 # --- end of relay tools -------------------------------------------------------
 
 

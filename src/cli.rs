@@ -108,8 +108,9 @@ pub struct RunArgs {
     /// A container that stays up this many seconds has its back-off reset.
     #[arg(long, default_value_t = 60.0)]
     pub backoff_reset: f64,
-    /// How long a catalog without a final newline may stay unchanged before it
-    /// is taken as complete, in seconds.
+    /// How long the catalog must stay unchanged before containers it no longer
+    /// wants are removed or replaced (creations never wait), and before a
+    /// catalog without a final newline is taken as complete, in seconds.
     #[arg(long, default_value_t = 2.0)]
     pub settle: f64,
     #[command(flatten)]
@@ -261,7 +262,8 @@ async fn run(args: RunArgs) -> Result<()> {
     );
     let g = &args.gateway;
     let auth = auth::resolve(g.auth_token_file.as_deref(), g.no_auth).map_err(Error::Usage)?;
-    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
+    // The engine may not be up yet: the controller waits for it.
+    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::new()?);
     let ctx = Context::new(runtime, settings);
     let pool = Pool::new(
         ctx.clone(),

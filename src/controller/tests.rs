@@ -5,15 +5,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
+use super::reconcile::redact_url;
 use super::*;
-use crate::catalog::{ApprovalMode, Limits, ServerSpec};
-use crate::runtime::{Container, container_name};
+use crate::catalog::{ApprovalMode, Desired, Limits, ServerSpec};
+use crate::runtime::{Container, State, container_name};
+use crate::status::Phase;
 
 #[derive(Default)]
 struct Fake {
     containers: Mutex<Vec<Container>>,
     writes: AtomicUsize,
     missing_image: bool,
+    pulls: AtomicUsize,
+    finished: Mutex<Option<std::time::SystemTime>>,
 }
 
 #[async_trait]
@@ -26,6 +30,7 @@ impl Runtime for Fake {
             .collect())
     }
     async fn ensure_image(&self, image: &str, _: PullPolicy) -> Result<()> {
+        self.pulls.fetch_add(1, Ordering::SeqCst);
         if self.missing_image {
             return Err(Error::Image {
                 image: image.into(),
@@ -67,6 +72,9 @@ impl Runtime for Fake {
     }
     fn events(&self, _: &str) -> BoxStream<'static, Result<String>> {
         stream::empty().boxed()
+    }
+    async fn finished_at(&self, _: &str) -> Result<Option<std::time::SystemTime>> {
+        Ok(*self.finished.lock().unwrap())
     }
 }
 
@@ -171,12 +179,37 @@ async fn image_failure_is_image_pull_backoff_with_growing_retries() {
         ctx.status.server("a").unwrap().phase,
         Phase::ImagePullBackOff
     );
+    // Woken early (a resync, an event): the wait holds, no second pull.
+    let pulls = fake.pulls.load(Ordering::SeqCst);
+    assert!(matches!(
+        reconcile("a", &ctx).await.unwrap(),
+        Next::RequeueAfter(d) if d <= Duration::from_secs(1)
+    ));
+    assert_eq!(fake.pulls.load(Ordering::SeqCst), pulls);
+    // A new spec is tried at once; its failure backs off further.
+    set_image(&ctx, "a", "img2");
     let err = reconcile("a", &ctx).await.unwrap_err();
+    assert_eq!(fake.pulls.load(Ordering::SeqCst), pulls + 1);
     assert_eq!(
         error_policy("a", &err, &ctx),
         Next::RequeueAfter(Duration::from_secs(2))
     );
     assert_eq!(fake.writes.load(Ordering::SeqCst), 0);
+}
+
+fn set_image(ctx: &Context, server: &str, image: &str) {
+    let mut state = (*ctx.desired().unwrap()).clone();
+    let spec = ServerSpec::of_image(image);
+    state.servers.insert(
+        server.to_string(),
+        Desired::Container(ContainerServer {
+            hash: spec.hash(),
+            spec,
+            warnings: vec![],
+            prefix: None,
+        }),
+    );
+    *ctx.desired.write().unwrap() = Some(Arc::new(state));
 }
 
 #[test]

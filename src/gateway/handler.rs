@@ -639,8 +639,9 @@ impl super::http::GatewayState for Gateway {
         serde_json::to_value(self.ctx().status.snapshot()).expect("status serialises")
     }
 
-    /// Ready once the catalog has been read (servers come and go after that).
+    /// Ready once the catalog has been read and the engine answers (servers
+    /// come and go after that).
     fn ready(&self) -> bool {
-        self.ctx().desired().is_some()
+        self.ctx().ready()
     }
 }

@@ -1,7 +1,9 @@
 //! The Docker Engine backend (bollard). The API version is negotiated, so
 //! engines as old as 20.10 (API 1.41) work.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -13,7 +15,8 @@ use bollard::query_parameters::{
     EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
 };
-use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
 
 use super::{Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State, Stdio};
 use crate::catalog::ContainerServer;
@@ -21,19 +24,45 @@ use crate::{Error, Result};
 
 #[derive(Clone)]
 pub struct DockerRuntime {
-    docker: Docker,
+    /// The client as configured, before the API version is known.
+    base: Docker,
+    /// The client with the API version the engine agreed to; set on the
+    /// first call that reaches the engine.
+    api: Arc<OnceCell<Docker>>,
 }
 
 impl DockerRuntime {
-    /// Connects from `DOCKER_HOST` or the default socket and negotiates the
-    /// API version with the engine.
+    /// A client for `DOCKER_HOST` (or the default socket) that reaches the
+    /// engine only when first used: an engine that is not up yet is not an
+    /// error here, the calls fail until it answers.
+    pub fn new() -> Result<Self> {
+        let base = Docker::connect_with_defaults().map_err(|e| Error::runtime("connect", e))?;
+        Ok(DockerRuntime {
+            base,
+            api: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// A client that has reached the engine (for one-shot commands).
     pub async fn connect() -> Result<Self> {
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| Error::runtime("connect", e))?
-            .negotiate_version()
+        let rt = Self::new()?;
+        rt.docker().await?;
+        Ok(rt)
+    }
+
+    async fn docker(&self) -> Result<&Docker> {
+        self.api
+            .get_or_try_init(|| async {
+                self.base.clone().negotiate_version().await.map_err(|e| {
+                    let host = std::env::var("DOCKER_HOST")
+                        .unwrap_or_else(|_| "the default socket".to_string());
+                    Error::runtime(
+                        "connect",
+                        format!("cannot reach the engine at {host} (is it running?): {e}"),
+                    )
+                })
+            })
             .await
-            .map_err(|e| Error::runtime("connect (is the engine running? DOCKER_HOST?)", e))?;
-        Ok(DockerRuntime { docker })
     }
 }
 
@@ -67,7 +96,8 @@ impl Runtime for DockerRuntime {
             .filters(&label_filter(fleet, server))
             .build();
         let found = self
-            .docker
+            .docker()
+            .await?
             .list_containers(Some(opts))
             .await
             .map_err(|e| Error::runtime("list containers", e))?;
@@ -105,7 +135,7 @@ impl Runtime for DockerRuntime {
             message,
         };
         if policy != PullPolicy::Always {
-            match self.docker.inspect_image(image).await {
+            match self.docker().await?.inspect_image(image).await {
                 Ok(_) => return Ok(()),
                 Err(e) if status_of(&e) == Some(404) => {}
                 Err(e) => return Err(image_err(e.to_string())),
@@ -119,7 +149,8 @@ impl Runtime for DockerRuntime {
         let opts = CreateImageOptionsBuilder::default()
             .from_image(image)
             .build();
-        self.docker
+        self.docker()
+            .await?
             .create_image(Some(opts), None, None)
             .try_for_each(|_| async { Ok(()) })
             .await
@@ -161,24 +192,16 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self
-            .docker
-            .create_container(Some(opts), body)
-            .await
-            .map_err(|e| match status_of(&e) {
-                Some(409) => Error::Runtime {
-                    op: format!("create {name}"),
-                    message: "the name is taken by a container mcp-fleet does not manage; \
-                              rename or remove it"
-                        .into(),
-                },
-                _ => Error::runtime(format!("create {name}"), e),
-            })?;
-        Ok(created.id)
+        let docker = self.docker().await?;
+        match docker.create_container(Some(opts), body).await {
+            Ok(created) => Ok(created.id),
+            Err(e) if status_of(&e) == Some(409) => Err(self.name_conflict(&name).await),
+            Err(e) => Err(Error::runtime(format!("create {name}"), e)),
+        }
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        match self.docker.start_container(id, None).await {
+        match self.docker().await?.start_container(id, None).await {
             Ok(()) => Ok(()),
             Err(e) if status_of(&e) == Some(304) => Ok(()),
             Err(e) => Err(Error::runtime(format!("start {}", short(id)), e)),
@@ -188,7 +211,7 @@ impl Runtime for DockerRuntime {
     async fn remove(&self, id: &str, timeout: Duration) -> Result<()> {
         let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let stop = StopContainerOptionsBuilder::default().t(t).build();
-        match self.docker.stop_container(id, Some(stop)).await {
+        match self.docker().await?.stop_container(id, Some(stop)).await {
             Ok(()) => {}
             Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
             Err(e) => return Err(Error::runtime(format!("stop {}", short(id)), e)),
@@ -197,7 +220,7 @@ impl Runtime for DockerRuntime {
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(id, Some(rm)).await {
+        match self.docker().await?.remove_container(id, Some(rm)).await {
             Ok(()) => Ok(()),
             // 404: gone already; 409: removal already in progress.
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
@@ -214,7 +237,8 @@ impl Runtime for DockerRuntime {
             .logs(false)
             .build();
         let attached = self
-            .docker
+            .docker()
+            .await?
             .attach_container(id, Some(opts))
             .await
             .map_err(|e| Error::runtime(format!("attach {}", short(id)), e))?;
@@ -236,19 +260,61 @@ impl Runtime for DockerRuntime {
         let mut filters = label_filter(fleet, None);
         filters.insert("type".into(), vec!["container".into()]);
         let opts = EventsOptionsBuilder::default().filters(&filters).build();
-        self.docker
-            .events(Some(opts))
-            .filter_map(|ev| async move {
-                match ev {
-                    Ok(msg) => msg
-                        .actor
-                        .and_then(|a| a.attributes)
-                        .and_then(|mut attrs| attrs.remove(LABEL_SERVER))
-                        .map(Ok),
-                    Err(e) => Some(Err(Error::runtime("events", e))),
-                }
+        let rt = self.clone();
+        // The stream starts once the engine answers; until then it fails at once.
+        stream::once(async move { rt.docker().await.cloned() })
+            .flat_map(move |docker| match docker {
+                Ok(d) => d
+                    .events(Some(opts.clone()))
+                    .filter_map(|ev| async move {
+                        match ev {
+                            Ok(msg) => msg
+                                .actor
+                                .and_then(|a| a.attributes)
+                                .and_then(|mut attrs| attrs.remove(LABEL_SERVER))
+                                .map(Ok),
+                            Err(e) => Some(Err(Error::runtime("events", e))),
+                        }
+                    })
+                    .boxed(),
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
             })
             .boxed()
+    }
+
+    async fn finished_at(&self, id: &str) -> Result<Option<SystemTime>> {
+        let found = self
+            .docker()
+            .await?
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| Error::runtime(format!("inspect {}", short(id)), e))?;
+        let at = found.state.and_then(|s| s.finished_at);
+        Ok(at.and_then(|t| {
+            let t = time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+            // The engine says 0001-01-01 for "never".
+            (t.unix_timestamp() > 0).then(|| SystemTime::from(t))
+        }))
+    }
+}
+
+impl DockerRuntime {
+    /// Names who holds `name`, for a create refused with 409.
+    async fn name_conflict(&self, name: &str) -> Error {
+        let holder = match self.docker().await {
+            Ok(d) => d.inspect_container(name, None).await.ok(),
+            Err(_) => None,
+        };
+        let holder = holder.map(|c| {
+            let image = c.config.and_then(|c| c.image).unwrap_or_default();
+            let id = c.id.unwrap_or_default();
+            format!("container {} (image {image})", short(&id))
+        });
+        Error::Conflict {
+            name: name.to_string(),
+            holder: holder.unwrap_or_else(|| "another container".to_string()),
+        }
     }
 }
 

@@ -22,6 +22,8 @@ use crate::{Error, Result};
 #[command(
     name = "mcp-fleet",
     version,
+    // A flag given twice takes its last value (wrappers append overrides).
+    args_override_self = true,
     about = "Keeps a fleet of MCP servers running as containers, reconciled from a catalog"
 )]
 pub struct Cli {
@@ -263,7 +265,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let g = &args.gateway;
     let auth = auth::resolve(g.auth_token_file.as_deref(), g.no_auth).map_err(Error::Usage)?;
     // The engine may not be up yet: the controller waits for it.
-    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::new()?);
+    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::new());
     let ctx = Context::new(runtime, settings);
     let pool = Pool::new(
         ctx.clone(),

@@ -63,8 +63,8 @@ pub struct ServerStatus {
     pub spec_hash: Option<String>,
     /// RFC 3339; changes only when the phase does.
     pub last_transition_time: String,
-    /// The last back-off delay, while the server is backing off; kept so that
-    /// a restarted controller continues the back-off instead of starting over.
+    /// The last back-off delay (restart or retry); a restarted controller
+    /// continues the back-off from it instead of starting over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_ms: Option<u64>,
     /// Whether the gateway has a working MCP session to the server; absent
@@ -145,7 +145,7 @@ impl Update {
         self
     }
 
-    /// The back-off in force (`None`: not backing off).
+    /// The last back-off delay (`None`: none yet).
     pub fn backoff(mut self, delay: Option<std::time::Duration>) -> Self {
         self.backoff_ms = Some(delay.map(|d| d.as_millis() as u64));
         self

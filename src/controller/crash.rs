@@ -55,9 +55,16 @@ impl CrashState {
 
     /// Continues where a previous controller left off: `restarts` so far and
     /// the back-off delay it last used (the next one is longer).
-    pub fn resume(settings: BackoffSettings, restarts: u32, last_delay: Option<Duration>) -> Self {
+    /// A container that runs now counts as started now (for the reset).
+    pub fn resume(
+        settings: BackoffSettings,
+        restarts: u32,
+        last_delay: Option<Duration>,
+        running: bool,
+    ) -> Self {
         let mut st = CrashState::new(settings);
         st.restarts = restarts;
+        st.last_start = running.then(Instant::now);
         if let Some(last) = last_delay {
             st.last_delay = last;
             // Use up the delays up to `last`, so the next one is longer
@@ -130,9 +137,10 @@ impl CrashState {
         self.failed_until = None;
     }
 
-    /// The back-off in force, for the status (`None` when not backing off).
+    /// The last back-off delay, for the status (`None` before any): a
+    /// restarted controller continues from it.
     pub fn backoff(&self) -> Option<Duration> {
-        (self.retry_at.is_some() || self.failed_until.is_some()).then_some(self.last_delay)
+        (!self.last_delay.is_zero()).then_some(self.last_delay)
     }
 
     fn next_delay(&mut self) -> Duration {
@@ -219,14 +227,14 @@ mod tests {
 
     #[test]
     fn a_resumed_state_continues_the_count_and_the_back_off() {
-        let mut c = CrashState::resume(settings(), 5, Some(Duration::from_secs(2)));
+        let mut c = CrashState::resume(settings(), 5, Some(Duration::from_secs(2)), false);
         assert_eq!(c.restarts, 5);
-        assert_eq!(c.backoff(), None);
+        assert_eq!(c.backoff(), Some(Duration::from_secs(2)));
         let now = Instant::now();
         assert_eq!(c.on_exited(now), Duration::from_secs(4));
         assert_eq!(c.on_failure(now, "h"), Duration::from_secs(4));
         // At the cap it stays there.
-        let mut c = CrashState::resume(settings(), 9, Some(Duration::from_secs(8)));
+        let mut c = CrashState::resume(settings(), 9, Some(Duration::from_secs(8)), false);
         assert_eq!(c.on_exited(now), Duration::from_secs(8));
     }
 }

@@ -141,18 +141,20 @@ impl Context {
         let same = prev
             .container_id
             .as_ref()
-            .is_some_and(|id| containers.iter().any(|c| &c.id == id));
-        if same {
+            .and_then(|id| containers.iter().find(|c| &c.id == id));
+        if let Some(c) = same {
             let st = CrashState::resume(
                 self.settings.backoff,
                 prev.restart_count,
                 prev.backoff_ms.map(Duration::from_millis),
+                c.state.is_running(),
             );
+            // Taken once, at the server's first reconcile: whatever state
+            // exists by then is fresh and knows less.
             self.crashes
                 .lock()
                 .expect("crash lock")
-                .entry(server.to_string())
-                .or_insert(st);
+                .insert(server.to_string(), st);
         }
     }
 
@@ -401,6 +403,7 @@ async fn worker(ctx: Arc<Context>) {
             Ok(n) => n,
             Err(e) => error_policy(&server, &e, &ctx),
         };
+        tracing::debug!(server, ?next, "reconciled");
         ctx.queue.done(&server);
         if let Next::RequeueAfter(d) = next {
             ctx.queue.add_after(&server, d);

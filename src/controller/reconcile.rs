@@ -90,13 +90,13 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         }
         (Some(Desired::Container(c)), _) => {
             if let Some(r) = running.filter(|r| r.hash == c.hash) {
-                let restarts = ctx.crash(server, |s| s.restarts);
+                let (restarts, backoff) = ctx.crash(server, |s| (s.restarts, s.backoff()));
                 ctx.status.update(
                     server,
                     Update::phase(Phase::Running, running_message(c))
                         .container(Some(&r.id), Some(&r.hash))
                         .restarts(restarts)
-                        .backoff(None),
+                        .backoff(backoff),
                 );
             }
         }
@@ -327,10 +327,10 @@ fn crash_wait(
 /// A container of `server` was started: the back-off starts over and the
 /// status says it runs.
 fn started(server: &str, id: &str, want: Option<&ContainerServer>, restart: bool, ctx: &Context) {
-    let restarts = ctx.crash(server, |c| {
+    let (restarts, backoff) = ctx.crash(server, |c| {
         c.on_started(Instant::now(), restart);
         c.on_success();
-        c.restarts
+        (c.restarts, c.backoff())
     });
     // A report about the previous incarnation says nothing about this one.
     ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
@@ -341,7 +341,7 @@ fn started(server: &str, id: &str, want: Option<&ContainerServer>, restart: bool
             Update::phase(Phase::Running, running_message(want))
                 .container(Some(id), Some(&want.hash))
                 .restarts(restarts)
-                .backoff(None),
+                .backoff(backoff),
         );
     }
 }

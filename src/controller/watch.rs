@@ -54,9 +54,9 @@ fn is_input(p: &Path) -> bool {
 /// nothing (opens, reads, access-time updates).
 pub fn classify(kind: &EventKind) -> Option<Trigger> {
     match kind {
-        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
-            Some(Trigger::ConfigReplaced)
-        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Some(Trigger::ConfigReplaced),
+        // inotify reports a rename as `to` and again as `from+to`: once is enough.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Trigger::ConfigWritten),
         EventKind::Access(_)
         | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => None,
@@ -183,12 +183,8 @@ mod tests {
         std::fs::rename(&tmp, &path).unwrap();
         assert_eq!(next(&mut rx).await, Trigger::ConfigReplaced);
         std::fs::write(&path, "registry: {}\n# changed\n").unwrap();
-        // (the rename may be reported twice: as `to` and as `from+to`)
-        let mut t = next(&mut rx).await;
-        while t == Trigger::ConfigReplaced {
-            t = next(&mut rx).await;
-        }
-        assert_eq!(t, Trigger::ConfigWritten);
+        // One rename, one trigger: the next is the write.
+        assert_eq!(next(&mut rx).await, Trigger::ConfigWritten);
     }
 
     async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Trigger>) -> Trigger {

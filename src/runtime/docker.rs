@@ -22,30 +22,24 @@ use super::{Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtim
 use crate::catalog::ContainerServer;
 use crate::{Error, Result};
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct DockerRuntime {
-    /// The client as configured, before the API version is known.
-    base: Docker,
-    /// The client with the API version the engine agreed to; set on the
-    /// first call that reaches the engine.
+    /// The client for `DOCKER_HOST` (or the default socket) with the API
+    /// version the engine agreed to; made on the first call that reaches the
+    /// engine (making it needs the socket to exist).
     api: Arc<OnceCell<Docker>>,
 }
 
 impl DockerRuntime {
-    /// A client for `DOCKER_HOST` (or the default socket) that reaches the
-    /// engine only when first used: an engine that is not up yet is not an
-    /// error here, the calls fail until it answers.
-    pub fn new() -> Result<Self> {
-        let base = Docker::connect_with_defaults().map_err(|e| Error::runtime("connect", e))?;
-        Ok(DockerRuntime {
-            base,
-            api: Arc::new(OnceCell::new()),
-        })
+    /// A client that reaches the engine only when first used: an engine that
+    /// is not up yet is not an error here, the calls fail until it answers.
+    pub fn new() -> Self {
+        DockerRuntime::default()
     }
 
     /// A client that has reached the engine (for one-shot commands).
     pub async fn connect() -> Result<Self> {
-        let rt = Self::new()?;
+        let rt = Self::new();
         rt.docker().await?;
         Ok(rt)
     }
@@ -53,14 +47,19 @@ impl DockerRuntime {
     async fn docker(&self) -> Result<&Docker> {
         self.api
             .get_or_try_init(|| async {
-                self.base.clone().negotiate_version().await.map_err(|e| {
+                let unreachable = |e: DockerError| {
                     let host = std::env::var("DOCKER_HOST")
                         .unwrap_or_else(|_| "the default socket".to_string());
                     Error::runtime(
                         "connect",
                         format!("cannot reach the engine at {host} (is it running?): {e}"),
                     )
-                })
+                };
+                Docker::connect_with_defaults()
+                    .map_err(unreachable)?
+                    .negotiate_version()
+                    .await
+                    .map_err(unreachable)
             })
             .await
     }

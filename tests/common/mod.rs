@@ -2,6 +2,7 @@
 //! directory and name, the real `mcp-fleet` binary, and a real Docker engine
 //! (from DOCKER_HOST; `scripts/test` starts one and builds the test images).
 #![allow(dead_code)]
+pub mod engine_proxy;
 pub mod mcp_client;
 
 use std::collections::HashMap;
@@ -18,8 +19,10 @@ pub const FETCH: &str = "mcp-fleet-test/fetch:latest";
 pub const TIME: &str = "mcp-fleet-test/time:latest";
 pub const TESTSERVER: &str = "mcp-fleet-test/testserver:latest";
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mcp-fleet")
+/// The binary under test; `MCP_FLEET_TEST_BIN` points the tests at another
+/// build (e.g. an older one, to see a new test fail before its fix).
+pub fn bin() -> String {
+    std::env::var("MCP_FLEET_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mcp-fleet").into())
 }
 
 pub async fn docker() -> Docker {
@@ -79,6 +82,11 @@ impl Fleet {
 
     /// Starts `mcp-fleet run` on this fleet with fast test timings.
     pub fn start(&mut self, extra: &[&str]) {
+        self.start_env(extra, &[]);
+    }
+
+    /// Like [`Fleet::start`], with extra environment (e.g. another DOCKER_HOST).
+    pub fn start_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.controller.is_none(), "controller already running");
         self.runs += 1;
         let log = std::fs::File::create(self.path(&format!("controller-{}.log", self.runs)))
@@ -100,6 +108,7 @@ impl Fleet {
             .args(extra)
             .env("MCP_FLEET_LOG", "info,mcp_fleet=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -139,6 +148,25 @@ impl Fleet {
 
     pub fn controller_pid(&self) -> Option<u32> {
         self.controller.as_ref().map(Child::id)
+    }
+
+    /// The exit status of the controller if it has exited.
+    pub fn controller_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.controller.as_mut()?.try_wait().ok()?
+    }
+
+    /// The log of the current controller run only.
+    pub fn current_log(&self) -> String {
+        std::fs::read_to_string(self.path(&format!("controller-{}.log", self.runs)))
+            .unwrap_or_default()
+    }
+
+    /// How many lines of all runs' logs contain every one of `parts`.
+    pub fn log_count(&self, parts: &[&str]) -> usize {
+        self.logs()
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
     }
 
     pub fn logs(&self) -> String {

@@ -63,10 +63,18 @@ async fn approving_fetch_runs_a_hardened_labelled_container() {
         "no engine restart policy: {policy:?}"
     );
 
-    // The server really runs under these restrictions: still up a moment later
-    // (a crash would show as a restart).
-    let again = f.running("fetch").await;
-    assert_eq!(again.id, c.id);
+    // The server really runs under these restrictions: the gateway completed
+    // an MCP handshake with it, and it was never restarted (a healed crash
+    // keeps the container id, so the start time and the count tell).
+    let started = i.state.unwrap().started_at;
+    f.until("fetch answering MCP", MIN, || async {
+        (f.status()?["servers"]["fetch"]["ready"]["status"] == true).then_some(())
+    })
+    .await;
+    let again = f.inspect(&c.id).await.state.unwrap();
+    assert_eq!(again.started_at, started, "fetch was restarted");
+    assert_eq!(again.running, Some(true));
+    assert_eq!(f.status().unwrap()["servers"]["fetch"]["restartCount"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,7 +95,9 @@ async fn removal_and_spec_change_follow_the_catalog() {
     let time = f.running("time").await;
     let before = f.running("test").await;
 
-    // A description change or reordered keys recreate nothing.
+    // A description change or reordered keys recreate nothing: once the
+    // controller has read it, the plan it acts on is empty.
+    let loaded = f.log_count(&["catalog loaded"]);
     f.catalog(&catalog_of(&[
         entry(
             "test",
@@ -96,6 +106,12 @@ async fn removal_and_spec_change_follow_the_catalog() {
         ),
         entry("time", TIME, "title: Time"),
     ]));
+    f.until("the description change read", MIN, || async {
+        (f.log_count(&["catalog loaded"]) > loaded).then_some(())
+    })
+    .await;
+    let plan = f.plan();
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
     // Changing an env value recreates that server only.
     f.catalog(&with_env("two"));
     let after = f

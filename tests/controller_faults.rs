@@ -321,12 +321,12 @@ async fn a_catalog_cut_at_a_line_end_removes_nothing() {
     let cut = next.find("  fetch:").unwrap();
     let seen = f.log_count(&["catalog loaded", "servers=1"]);
     let mut file = std::fs::File::create(f.path("docker-mcp.yaml")).unwrap();
-    file.write_all(next[..cut].as_bytes()).unwrap();
+    file.write_all(&next.as_bytes()[..cut]).unwrap();
     f.until("the cut catalog read", MIN, || async {
         (f.log_count(&["catalog loaded", "servers=1"]) > seen).then_some(())
     })
     .await;
-    file.write_all(next[cut..].as_bytes()).unwrap();
+    file.write_all(&next.as_bytes()[cut..]).unwrap();
     drop(file);
 
     // `canary` goes once the catalog has settled: by then a removal of

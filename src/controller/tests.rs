@@ -220,3 +220,85 @@ fn remote_urls_in_status_lose_their_credentials() {
     );
     assert_eq!(redact_url("not a url"), "(unparsable url)");
 }
+
+#[tokio::test]
+async fn removals_wait_for_the_catalog_to_settle_creations_do_not() {
+    let fake = Arc::new(Fake::default());
+    let mut c = ctx(fake.clone(), &["a"]);
+    Arc::get_mut(&mut c).unwrap().settings.load.settle = Duration::from_secs(5);
+    c.config_touched();
+    // Creation: at once.
+    assert_eq!(reconcile("a", &c).await.unwrap(), Next::Await);
+    assert_eq!(fake.containers.lock().unwrap().len(), 1);
+    // Removal right after a change: held, nothing written.
+    *c.desired.write().unwrap() = Some(Arc::new(DesiredState::default()));
+    c.config_touched();
+    let writes = fake.writes.load(Ordering::SeqCst);
+    assert!(matches!(
+        reconcile("a", &c).await.unwrap(),
+        Next::RequeueAfter(d) if d > Duration::from_secs(4)
+    ));
+    assert_eq!(fake.writes.load(Ordering::SeqCst), writes);
+    assert!(
+        c.status
+            .server("a")
+            .unwrap()
+            .message
+            .contains("unchanged for 5s")
+    );
+    // Once quiet for the settle time: removed.
+    *c.config_changed.lock().unwrap() = Instant::now() - Duration::from_secs(6);
+    assert_eq!(reconcile("a", &c).await.unwrap(), Next::Await);
+    assert!(fake.containers.lock().unwrap().is_empty());
+    assert!(c.status.server("a").is_none());
+}
+
+#[tokio::test]
+async fn an_invalid_entry_is_recreated_from_its_last_good_spec() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    reconcile("a", &ctx).await.unwrap();
+    let hash = fake.containers.lock().unwrap()[0].hash.clone();
+    let mut state = (*ctx.desired().unwrap()).clone();
+    state.servers.insert(
+        "a".into(),
+        Desired::Invalid {
+            error: "f.yaml:2:3: server `a`: bad".into(),
+        },
+    );
+    *ctx.desired.write().unwrap() = Some(Arc::new(state));
+    fake.containers.lock().unwrap().clear();
+    reconcile("a", &ctx).await.unwrap();
+    let all = fake.containers.lock().unwrap().clone();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].hash, hash);
+    let s = ctx.status.server("a").unwrap();
+    assert_eq!(s.phase, Phase::Invalid);
+    assert!(s.message.contains("bad") && s.message.contains("last good spec"));
+    assert_eq!(s.container_id.as_deref(), Some(all[0].id.as_str()));
+}
+
+#[tokio::test]
+async fn a_container_stopped_during_an_engine_outage_is_not_a_crash() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    reconcile("a", &ctx).await.unwrap();
+    ctx.engine_lost();
+    fake.containers.lock().unwrap()[0].state = State::Exited(Some(143));
+    *fake.finished.lock().unwrap() = Some(std::time::SystemTime::now());
+    ctx.engine_reachable();
+    assert_eq!(reconcile("a", &ctx).await.unwrap(), Next::Await);
+    let s = ctx.status.server("a").unwrap();
+    assert_eq!((s.phase, s.restart_count), (Phase::Running, 0));
+    // A crash well after the outage counts.
+    *fake.finished.lock().unwrap() = Some(std::time::SystemTime::now() + Duration::from_secs(3600));
+    fake.containers.lock().unwrap()[0].state = State::Exited(Some(1));
+    assert!(matches!(
+        reconcile("a", &ctx).await.unwrap(),
+        Next::RequeueAfter(_)
+    ));
+    assert_eq!(
+        ctx.status.server("a").unwrap().phase,
+        Phase::CrashLoopBackOff
+    );
+}

@@ -70,7 +70,8 @@ impl WorkQueue {
     }
 
     /// How many names are pending (not counting those being worked on).
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.state.lock().expect("queue lock").due.len()
     }
 

@@ -21,6 +21,11 @@ pub enum Error {
     #[error("container engine: {op}: {message}")]
     Runtime { op: String, message: String },
 
+    /// The engine did not answer (down, restarting, socket gone): no fault of
+    /// the server the call was for.
+    #[error("container engine: {op}: no answer: {message}")]
+    Unreachable { op: String, message: String },
+
     /// The container name a server needs is held by a container the fleet
     /// does not own; a person has to move it out of the way.
     #[error(

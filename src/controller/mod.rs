@@ -239,7 +239,7 @@ impl Context {
         Ok(())
     }
 
-    fn engine_unreachable(&self, e: &Error) {
+    pub(super) fn engine_unreachable(&self, e: &Error) {
         self.engine_lost();
         self.status.set_engine(EngineStatus {
             reachable: false,
@@ -247,7 +247,7 @@ impl Context {
         });
     }
 
-    fn engine_reachable(&self) {
+    pub(super) fn engine_reachable(&self) {
         if let Some((_, back @ None)) = &mut *self.engine_outage.lock().expect("engine lock") {
             *back = Some(SystemTime::now());
         }

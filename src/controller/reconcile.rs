@@ -30,6 +30,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         }
     }
     let containers = ctx.runtime.list(fleet, Some(server)).await?;
+    ctx.engine_reachable();
     ctx.resume(server, &containers);
 
     match want {
@@ -368,8 +369,23 @@ async fn create_and_start(
     Ok(())
 }
 
+/// While the engine does not answer, a server is looked at again this often;
+/// its own back-off is left alone (the outage is not its fault).
+const ENGINE_RETRY: Duration = Duration::from_secs(2);
+
 /// A failed reconcile is retried with back-off; the status says why.
 pub fn error_policy(server: &str, err: &Error, ctx: &Context) -> Next {
+    if let Error::Unreachable { .. } = err {
+        ctx.engine_unreachable(err);
+        ctx.status.update(
+            server,
+            Update {
+                message: Some(format!("waiting for the container engine ({err})")),
+                ..Default::default()
+            },
+        );
+        return Next::RequeueAfter(ENGINE_RETRY);
+    }
     let hash = ctx
         .last_good
         .lock()

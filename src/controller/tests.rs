@@ -17,12 +17,19 @@ struct Fake {
     writes: AtomicUsize,
     missing_image: bool,
     pulls: AtomicUsize,
+    engine_down: std::sync::atomic::AtomicBool,
     finished: Mutex<Option<std::time::SystemTime>>,
 }
 
 #[async_trait]
 impl Runtime for Fake {
     async fn list(&self, _fleet: &str, server: Option<&str>) -> Result<Vec<Container>> {
+        if self.engine_down.load(Ordering::SeqCst) {
+            return Err(Error::Unreachable {
+                op: "list containers".into(),
+                message: "socket not found".into(),
+            });
+        }
         let all = self.containers.lock().unwrap().clone();
         Ok(all
             .into_iter()
@@ -300,5 +307,30 @@ async fn a_container_stopped_during_an_engine_outage_is_not_a_crash() {
     assert_eq!(
         ctx.status.server("a").unwrap().phase,
         Phase::CrashLoopBackOff
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_does_not_advance_a_servers_back_off() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    fake.engine_down.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        let err = reconcile("a", &ctx).await.unwrap_err();
+        assert_eq!(
+            error_policy("a", &err, &ctx),
+            Next::RequeueAfter(Duration::from_secs(2))
+        );
+    }
+    assert!(!ctx.status.snapshot().engine.reachable);
+    // Back: reconciled at once, and its first real failure starts at `min`.
+    fake.engine_down.store(false, Ordering::SeqCst);
+    assert_eq!(reconcile("a", &ctx).await.unwrap(), Next::Await);
+    assert_eq!(ctx.status.server("a").unwrap().phase, Phase::Running);
+    assert!(ctx.status.snapshot().engine.reachable);
+    let now = Instant::now();
+    assert_eq!(
+        ctx.crash("a", |c| c.on_failure(now, "h")),
+        Duration::from_secs(1)
     );
 }

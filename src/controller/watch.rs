@@ -127,7 +127,8 @@ pub async fn engine_events(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
+        // Capped low: the first reconnect that works also resumes reconciling.
+        delay = (delay * 2).min(Duration::from_secs(5));
         let _ = tx.send(Trigger::All);
     }
 }

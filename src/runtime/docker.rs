@@ -50,10 +50,10 @@ impl DockerRuntime {
                 let unreachable = |e: DockerError| {
                     let host = std::env::var("DOCKER_HOST")
                         .unwrap_or_else(|_| "the default socket".to_string());
-                    Error::runtime(
-                        "connect",
-                        format!("cannot reach the engine at {host} (is it running?): {e}"),
-                    )
+                    Error::Unreachable {
+                        op: "connect".into(),
+                        message: format!("cannot reach the engine at {host} (is it running?): {e}"),
+                    }
                 };
                 Docker::connect_with_defaults()
                     .map_err(unreachable)?
@@ -69,6 +69,23 @@ fn status_of(e: &DockerError) -> Option<u16> {
     match e {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
+    }
+}
+
+/// An engine call that failed: with the engine's answer, or without one
+/// (the engine is down or restarting), which is no fault of the server.
+fn call_error(op: impl Into<String>, e: DockerError) -> Error {
+    match e {
+        DockerError::SocketNotFoundError(_)
+        | DockerError::IOError { .. }
+        | DockerError::HyperLegacyError { .. }
+        | DockerError::HyperResponseError { .. }
+        | DockerError::HttpClientError { .. }
+        | DockerError::RequestTimeoutError => Error::Unreachable {
+            op: op.into(),
+            message: e.to_string(),
+        },
+        e => Error::runtime(op, e),
     }
 }
 
@@ -99,7 +116,7 @@ impl Runtime for DockerRuntime {
             .await?
             .list_containers(Some(opts))
             .await
-            .map_err(|e| Error::runtime("list containers", e))?;
+            .map_err(|e| call_error("list containers", e))?;
         Ok(found
             .into_iter()
             .filter_map(|c| {
@@ -137,7 +154,8 @@ impl Runtime for DockerRuntime {
             match self.docker().await?.inspect_image(image).await {
                 Ok(_) => return Ok(()),
                 Err(e) if status_of(&e) == Some(404) => {}
-                Err(e) => return Err(image_err(e.to_string())),
+                Err(e) if status_of(&e).is_some() => return Err(image_err(e.to_string())),
+                Err(e) => return Err(call_error(format!("inspect image {image}"), e)),
             }
             if policy == PullPolicy::Never {
                 return Err(image_err(
@@ -195,7 +213,7 @@ impl Runtime for DockerRuntime {
         match docker.create_container(Some(opts), body).await {
             Ok(created) => Ok(created.id),
             Err(e) if status_of(&e) == Some(409) => Err(self.name_conflict(&name).await),
-            Err(e) => Err(Error::runtime(format!("create {name}"), e)),
+            Err(e) => Err(call_error(format!("create {name}"), e)),
         }
     }
 
@@ -203,7 +221,7 @@ impl Runtime for DockerRuntime {
         match self.docker().await?.start_container(id, None).await {
             Ok(()) => Ok(()),
             Err(e) if status_of(&e) == Some(304) => Ok(()),
-            Err(e) => Err(Error::runtime(format!("start {}", short(id)), e)),
+            Err(e) => Err(call_error(format!("start {}", short(id)), e)),
         }
     }
 
@@ -213,7 +231,7 @@ impl Runtime for DockerRuntime {
         match self.docker().await?.stop_container(id, Some(stop)).await {
             Ok(()) => {}
             Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
-            Err(e) => return Err(Error::runtime(format!("stop {}", short(id)), e)),
+            Err(e) => return Err(call_error(format!("stop {}", short(id)), e)),
         }
         let rm = RemoveContainerOptionsBuilder::default()
             .force(true)
@@ -223,7 +241,7 @@ impl Runtime for DockerRuntime {
             Ok(()) => Ok(()),
             // 404: gone already; 409: removal already in progress.
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(Error::runtime(format!("remove {}", short(id)), e)),
+            Err(e) => Err(call_error(format!("remove {}", short(id)), e)),
         }
     }
 
@@ -240,7 +258,7 @@ impl Runtime for DockerRuntime {
             .await?
             .attach_container(id, Some(opts))
             .await
-            .map_err(|e| Error::runtime(format!("attach {}", short(id)), e))?;
+            .map_err(|e| call_error(format!("attach {}", short(id)), e))?;
         // Only stdout frames carry protocol messages; stderr is the server's log.
         let stdout = attached.output.filter_map(|frame| async move {
             match frame {
@@ -272,7 +290,7 @@ impl Runtime for DockerRuntime {
                                 .and_then(|a| a.attributes)
                                 .and_then(|mut attrs| attrs.remove(LABEL_SERVER))
                                 .map(Ok),
-                            Err(e) => Some(Err(Error::runtime("events", e))),
+                            Err(e) => Some(Err(call_error("events", e))),
                         }
                     })
                     .boxed(),
@@ -287,7 +305,7 @@ impl Runtime for DockerRuntime {
             .await?
             .inspect_container(id, None)
             .await
-            .map_err(|e| Error::runtime(format!("inspect {}", short(id)), e))?;
+            .map_err(|e| call_error(format!("inspect {}", short(id)), e))?;
         let at = found.state.and_then(|s| s.finished_at);
         Ok(at.and_then(|t| {
             let t = time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)

@@ -361,6 +361,10 @@ fn status(path: &Path, json: bool) -> Result<ExitCode> {
         println!("{text}");
     } else {
         println!("fleet {}", st.fleet);
+        if !st.engine.reachable {
+            let why = st.engine.error.as_deref().unwrap_or("not reached yet");
+            println!("container engine not reachable (waiting for it): {why}");
+        }
         if let Some(e) = &st.catalog.error {
             println!("catalog error (last good state in force): {e}");
         }
@@ -385,7 +389,8 @@ fn status(path: &Path, json: bool) -> Result<ExitCode> {
             );
         }
     }
-    let healthy = st.catalog.error.is_none()
+    let healthy = st.engine.reachable
+        && st.catalog.error.is_none()
         && st.servers.values().all(|s| {
             s.phase.is_running() && s.ready.as_ref().is_none_or(|c| c.status)
                 || matches!(s.phase, crate::status::Phase::Remote)

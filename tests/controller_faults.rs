@@ -1,6 +1,9 @@
 //! The faults a chaos run found in the controller (issue 9), each reproduced
 //! against the real engine and the real binary. Every test here failed
 //! before its fix (checked with MCP_FLEET_TEST_BIN pointing at the old build).
+//! Faults 6 (an invalid entry heals with its last good spec) and 8a (restart
+//! counts and back-off survive a controller restart) extend the tests of the
+//! same setup in controller.rs.
 mod common;
 
 use std::io::Write;
@@ -190,16 +193,7 @@ async fn an_engine_outage_is_not_counted_as_a_crash() {
 async fn a_name_held_by_a_foreign_container_is_a_conflict() {
     let mut f = Fleet::new("conflict").await;
     let name = format!("mcp-fleet-{}-time", f.name);
-    let foreign = docker_cli(&[
-        "run",
-        "-d",
-        "-i",
-        "--network",
-        "none",
-        "--name",
-        &name,
-        TIME,
-    ]);
+    let foreign = run_detached(&["--name", &name, TIME]);
     f.catalog(&catalog_of(&[entry("time", TIME, "")]));
     f.start(&[]);
     let msg = f
@@ -228,12 +222,7 @@ async fn adoption_prefers_the_correctly_named_container() {
     let right = f.running("time").await;
     f.stop("-TERM");
     docker_cli(&["stop", "-t", "1", &right.id]);
-    let dup = docker_cli(&[
-        "run",
-        "-d",
-        "-i",
-        "--network",
-        "none",
+    let dup = run_detached(&[
         "--label",
         &format!("io.mcp-fleet.fleet={}", f.name),
         "--label",
@@ -258,43 +247,6 @@ async fn adoption_prefers_the_correctly_named_container() {
         })
         .await;
     assert_eq!(kept.id, right.id, "kept the duplicate {dup} instead");
-}
-
-/// 6. An entry that turns invalid keeps its last good spec: its container,
-/// removed, is created again with it, and the status says both.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_invalid_entry_heals_with_its_last_good_spec() {
-    let mut f = Fleet::new("last-good").await;
-    let needs = "env:\n  - name: HOST\n    value: '{{test.host}}'\nconfig:\n  - name: test\n    properties: {host: {type: string}}\n    required: [host]";
-    f.write_atomic("config.yaml", "test:\n  host: example\n");
-    f.catalog(&catalog_of(&[entry("test", TESTSERVER, needs)]));
-    f.start(&[]);
-    let first = f.running("test").await;
-
-    f.write_atomic("config.yaml", "other: {}\n");
-    f.until("test invalid", MIN, || async {
-        (f.phase("test")? == "Invalid").then_some(())
-    })
-    .await;
-    docker_cli(&["rm", "-f", &first.id]);
-    let healed = f
-        .until("test created again", MIN, || async {
-            let c = f.container("test").await?;
-            let s = f.status()?;
-            let reported = s["servers"]["test"]["containerId"] == c.id.as_str();
-            (c.id != first.id && c.state == "running" && reported).then_some(c)
-        })
-        .await;
-    assert_eq!(healed.hash, first.hash, "the last good spec");
-    let env = f.inspect(&healed.id).await.config.unwrap().env.unwrap();
-    assert!(env.contains(&"HOST=example".to_string()));
-    let s = f.status().unwrap();
-    let msg = s["servers"]["test"]["message"].as_str().unwrap();
-    assert_eq!(s["servers"]["test"]["phase"], "Invalid");
-    assert!(
-        msg.contains("test.host") && msg.contains("last good spec"),
-        "{msg}"
-    );
 }
 
 /// 7. A catalog written in place and read while cut at a line end removes
@@ -333,66 +285,6 @@ async fn a_catalog_cut_at_a_line_end_removes_nothing() {
     assert_eq!(now.id, fetch.id, "fetch was removed and re-created");
     let again = f.inspect(&now.id).await.state.unwrap().started_at;
     assert_eq!(again, started, "fetch was restarted");
-}
-
-/// 8a. Restart counts and the back-off survive a controller restart.
-#[tokio::test(flavor = "multi_thread")]
-async fn restart_counts_and_backoff_survive_a_controller_restart() {
-    let mut f = Fleet::new("keep-count").await;
-    f.catalog(&catalog_of(&[
-        entry("time", TIME, ""),
-        entry("crashy", TESTSERVER, "command: ['--exit-after', '0.3']"),
-    ]));
-    f.start(&[]);
-    let time = f.running("time").await;
-    docker_cli(&["kill", &time.id]);
-    f.until("time restarted once", MIN, || async {
-        let s = f.status()?;
-        (s["servers"]["time"]["restartCount"] == 1 && s["servers"]["time"]["phase"] == "Running")
-            .then_some(())
-    })
-    .await;
-    let before = f
-        .until("crashy backing off for the third time", MIN, || async {
-            let d = backoff_delays(&f.current_log(), "crashy");
-            (d.len() >= 3).then_some(d)
-        })
-        .await;
-
-    f.stop("-KILL");
-    f.start(&[]);
-    f.until("time adopted", MIN, || async {
-        let s = f.status()?;
-        (s["servers"]["time"]["containerId"] == time.id.as_str()
-            && s["servers"]["time"]["phase"] == "Running")
-            .then_some(())
-    })
-    .await;
-    assert_eq!(f.status().unwrap()["servers"]["time"]["restartCount"], 1);
-    let after = f
-        .until("crashy backing off again", MIN, || async {
-            let d = backoff_delays(&f.current_log(), "crashy");
-            (!d.is_empty()).then_some(d)
-        })
-        .await;
-    // The first delay of the new run continues from the last of the old one
-    // (the cap is 4 s), instead of starting over at 0.5 s.
-    let last = *before.last().unwrap();
-    assert!(
-        after[0] >= last.min(4.0),
-        "back-off started over: {before:?} then {after:?}"
-    );
-}
-
-/// The back-off delays the controller logged for `server`, in order.
-fn backoff_delays(log: &str, server: &str) -> Vec<f64> {
-    let mut delays: Vec<f64> = log
-        .lines()
-        .filter(|l| l.contains("CrashLoopBackOff") && l.contains(&format!("server=\"{server}\"")))
-        .filter_map(|l| l.split("back-off ").nth(1)?.split('s').next()?.parse().ok())
-        .collect();
-    delays.dedup();
-    delays
 }
 
 /// 8c. YAML errors in plain words with file:line:col; a server key given

@@ -388,6 +388,12 @@ pub fn docker_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Starts a container the test owns (`docker run -d -i --network none` plus
+/// `args`, ending with the image) and returns its id.
+pub fn run_detached(args: &[&str]) -> String {
+    docker_cli(&[&["run", "-d", "-i", "--network", "none"], args].concat())
+}
+
 /// A catalog entry for one of the test images, with no network.
 pub fn entry(name: &str, image: &str, extra: &str) -> String {
     let mut s =
@@ -402,6 +408,21 @@ pub fn entry(name: &str, image: &str, extra: &str) -> String {
 
 pub fn catalog_of(entries: &[String]) -> String {
     format!("name: docker-mcp\nregistry:\n{}", entries.concat())
+}
+
+/// The back-off delays a controller logged for `server`, in order. One wait
+/// can be logged twice with a new message (the gateway saw the server stop
+/// answering, then the engine saw it exit), so repeats in a row count once.
+/// Every status change is logged, so the log holds every delay even when the
+/// machine is too busy for a poller to see each one.
+pub fn backoff_delays(log: &str, server: &str) -> Vec<f64> {
+    let mut delays: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("CrashLoopBackOff") && l.contains(&format!("server=\"{server}\"")))
+        .filter_map(|l| l.split("back-off ").nth(1)?.split('s').next()?.parse().ok())
+        .collect();
+    delays.dedup();
+    delays
 }
 
 pub fn stdout(o: &Output) -> String {

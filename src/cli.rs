@@ -25,6 +25,8 @@ use crate::{Error, Result};
 #[command(
     name = "mcp-fleet",
     version,
+    // A flag given twice takes its last value (wrappers append overrides).
+    args_override_self = true,
     about = "Keeps a fleet of MCP servers running as containers, reconciled from a catalog"
 )]
 pub struct Cli {
@@ -120,8 +122,9 @@ pub struct RunArgs {
     /// A container that stays up this many seconds has its back-off reset.
     #[arg(long, default_value_t = 60.0)]
     pub backoff_reset: f64,
-    /// How long a catalog without a final newline may stay unchanged before it
-    /// is taken as complete, in seconds.
+    /// How long the catalog must stay unchanged before containers it no longer
+    /// wants are removed or replaced (creations never wait), and before a
+    /// catalog without a final newline is taken as complete, in seconds.
     #[arg(long, default_value_t = 2.0)]
     pub settle: f64,
     #[command(flatten)]
@@ -285,7 +288,8 @@ async fn run(args: RunArgs) -> Result<()> {
     if g.max_sessions == 0 {
         return Err(Error::Usage("--max-sessions must be at least 1".into()));
     }
-    let runtime: Arc<dyn Runtime> = Arc::new(Metered(Arc::new(DockerRuntime::connect().await?)));
+    // The engine may not be up yet: the controller waits for it.
+    let runtime: Arc<dyn Runtime> = Arc::new(Metered(Arc::new(DockerRuntime::new())));
     let shutdown = CancellationToken::new();
     let tasks = Supervisor::from_env(shutdown.clone());
     let ctx = Context::new(runtime, settings, tasks.clone());
@@ -400,6 +404,10 @@ fn status(path: &Path, json: bool) -> Result<ExitCode> {
         println!("{text}");
     } else {
         println!("fleet {}", st.fleet);
+        if !st.engine.reachable {
+            let why = st.engine.error.as_deref().unwrap_or("not reached yet");
+            println!("container engine not reachable (waiting for it): {why}");
+        }
         if let Some(e) = &st.catalog.error {
             println!("catalog error (last good state in force): {e}");
         }
@@ -424,7 +432,8 @@ fn status(path: &Path, json: bool) -> Result<ExitCode> {
             );
         }
     }
-    let healthy = st.catalog.error.is_none()
+    let healthy = st.engine.reachable
+        && st.catalog.error.is_none()
         && st.servers.values().all(|s| {
             s.phase.is_running() && s.ready.as_ref().is_none_or(|c| c.status)
                 || matches!(s.phase, crate::status::Phase::Remote)

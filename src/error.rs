@@ -21,6 +21,19 @@ pub enum Error {
     #[error("container engine: {op}: {message}")]
     Runtime { op: String, message: String },
 
+    /// The engine did not answer (down, restarting, socket gone): no fault of
+    /// the server the call was for.
+    #[error("container engine: {op}: no answer: {message}")]
+    Unreachable { op: String, message: String },
+
+    /// The container name a server needs is held by a container the fleet
+    /// does not own; a person has to move it out of the way.
+    #[error(
+        "container name {name} is taken by {holder}, which this fleet does not manage; \
+         rename it (docker rename {name} NEW_NAME) or remove it, and the server will be created"
+    )]
+    Conflict { name: String, holder: String },
+
     /// Pulling (or finding) an image failed: a status with backoff, not a crash.
     #[error("image {image}: {message}")]
     Image { image: String, message: String },

@@ -208,12 +208,15 @@ fn plan_container(
     unhealthy: Option<&UnhealthyReport>,
 ) -> Vec<Change> {
     let canonical = container_name(fleet, server);
-    // Best first: right spec, running, canonical name, newest.
+    // Best first: right spec, canonical name, running, newest. The name comes
+    // before running: a stopped container under the right name is started
+    // and a running one under another name removed, never the other way
+    // round (which would leave the name free for anyone to take).
     let rank = |c: &Container| {
         (
             c.hash == want.hash,
-            c.state.is_running(),
             c.name == canonical,
+            c.state.is_running(),
             c.created,
         )
     };
@@ -379,6 +382,30 @@ mod tests {
             c,
             Change::Remove { reason: RemoveReason::Duplicate, id, .. } if id != "a"
         )));
+    }
+
+    #[test]
+    fn the_canonical_name_is_kept_over_a_running_duplicate_under_another_name() {
+        let stopped = ctr("right", "t", "h", State::Exited(Some(0)));
+        let mut stray = ctr("stray", "t", "h", State::Running);
+        stray.name = "renamed-by-someone".into();
+        stray.created = 99;
+        let changes = plan_server("f", "t", Some(&want("h")), &[stray, stopped], None);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Remove {
+                    server: "t".into(),
+                    id: "stray".into(),
+                    reason: RemoveReason::Duplicate
+                },
+                Change::Start {
+                    server: "t".into(),
+                    id: "right".into(),
+                    state: State::Exited(Some(0))
+                },
+            ]
+        );
     }
 
     #[test]

@@ -19,8 +19,12 @@ pub enum Phase {
     CrashLoopBackOff,
     /// The image cannot be had; retried with back-off.
     ImagePullBackOff,
-    /// The catalog entry cannot be used; a running container is left alone.
+    /// The catalog entry cannot be used; the server keeps running (and is
+    /// healed) with its last good spec, if it had one.
     Invalid,
+    /// The container name the server needs is held by a container this fleet
+    /// does not own; retried with back-off until a person moves it.
+    Conflict,
     /// Its container is being stopped and removed.
     Removing,
     /// A remote server: no container, the gateway reaches it over HTTP.
@@ -39,7 +43,7 @@ impl Phase {
     pub fn is_failing(self) -> bool {
         matches!(
             self,
-            Phase::CrashLoopBackOff | Phase::ImagePullBackOff | Phase::Invalid
+            Phase::CrashLoopBackOff | Phase::ImagePullBackOff | Phase::Invalid | Phase::Conflict
         )
     }
 
@@ -59,6 +63,10 @@ pub struct ServerStatus {
     pub spec_hash: Option<String>,
     /// RFC 3339; changes only when the phase does.
     pub last_transition_time: String,
+    /// The last back-off delay (restart or retry); a restarted controller
+    /// continues the back-off from it instead of starting over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
     /// Whether the gateway has a working MCP session to the server; absent
     /// until the gateway has tried.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,10 +90,23 @@ pub struct CatalogStatus {
     pub warnings: Vec<String>,
 }
 
+/// Whether the container engine answers. Until it does, nothing is
+/// reconciled and `/readyz` says not ready.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineStatus {
+    pub reachable: bool,
+    /// Why it is not reachable (absent when it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FleetStatus {
     pub fleet: String,
+    #[serde(default)]
+    pub engine: EngineStatus,
     pub catalog: CatalogStatus,
     pub servers: BTreeMap<String, ServerStatus>,
     /// Tool, prompt or resource names offered by more than one server.
@@ -101,6 +122,7 @@ pub struct Update {
     pub container_id: Option<Option<String>>,
     pub spec_hash: Option<Option<String>>,
     pub restart_count: Option<u32>,
+    pub backoff_ms: Option<Option<u64>>,
 }
 
 impl Update {
@@ -120,6 +142,12 @@ impl Update {
 
     pub fn restarts(mut self, n: u32) -> Self {
         self.restart_count = Some(n);
+        self
+    }
+
+    /// The last back-off delay (`None`: none yet).
+    pub fn backoff(mut self, delay: Option<std::time::Duration>) -> Self {
+        self.backoff_ms = Some(delay.map(|d| d.as_millis() as u64));
         self
     }
 }
@@ -178,6 +206,7 @@ impl StatusStore {
                 container_id: None,
                 spec_hash: None,
                 last_transition_time: now(),
+                backoff_ms: None,
                 ready: None,
             });
         let before = entry.clone();
@@ -198,6 +227,9 @@ impl StatusStore {
         }
         if let Some(n) = u.restart_count {
             entry.restart_count = n;
+        }
+        if let Some(b) = u.backoff_ms {
+            entry.backoff_ms = b;
         }
         if *entry != before {
             let e = entry.clone();
@@ -259,6 +291,19 @@ impl StatusStore {
                 tracing::warn!("name clash: {c}");
             }
             st.clashes = clashes;
+            drop(st);
+            self.notify();
+        }
+    }
+
+    pub fn set_engine(&self, engine: EngineStatus) {
+        let mut st = self.inner.lock().expect("status lock");
+        if st.engine != engine {
+            match &engine.error {
+                None => tracing::info!("container engine reachable"),
+                Some(e) => tracing::warn!("container engine not reachable: {e}"),
+            }
+            st.engine = engine;
             drop(st);
             self.notify();
         }
@@ -333,6 +378,7 @@ mod tests {
             CrashLoopBackOff,
             ImagePullBackOff,
             Invalid,
+            Conflict,
             Removing,
             Remote,
             Unsupported,
@@ -340,7 +386,7 @@ mod tests {
             let flags = (p.is_running(), p.is_failing(), p.is_progressing());
             let expect = match p {
                 Running => (true, false, false),
-                CrashLoopBackOff | ImagePullBackOff | Invalid => (false, true, false),
+                CrashLoopBackOff | ImagePullBackOff | Invalid | Conflict => (false, true, false),
                 Pending | Creating | Removing => (false, false, true),
                 Remote | Unsupported => (false, false, false),
             };

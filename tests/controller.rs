@@ -63,10 +63,18 @@ async fn approving_fetch_runs_a_hardened_labelled_container() {
         "no engine restart policy: {policy:?}"
     );
 
-    // The server really runs under these restrictions: still up a moment later
-    // (a crash would show as a restart).
-    let again = f.running("fetch").await;
-    assert_eq!(again.id, c.id);
+    // The server really runs under these restrictions: the gateway completed
+    // an MCP handshake with it, and it was never restarted (a healed crash
+    // keeps the container id, so the start time and the count tell).
+    let started = i.state.unwrap().started_at;
+    f.until("fetch answering MCP", MIN, || async {
+        (f.status()?["servers"]["fetch"]["ready"]["status"] == true).then_some(())
+    })
+    .await;
+    let again = f.inspect(&c.id).await.state.unwrap();
+    assert_eq!(again.started_at, started, "fetch was restarted");
+    assert_eq!(again.running, Some(true));
+    assert_eq!(f.status().unwrap()["servers"]["fetch"]["restartCount"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,7 +95,9 @@ async fn removal_and_spec_change_follow_the_catalog() {
     let time = f.running("time").await;
     let before = f.running("test").await;
 
-    // A description change or reordered keys recreate nothing.
+    // A description change or reordered keys recreate nothing: once the
+    // controller has read it, the plan it acts on is empty.
+    let loaded = f.log_count(&["catalog loaded"]);
     f.catalog(&catalog_of(&[
         entry(
             "test",
@@ -96,6 +106,12 @@ async fn removal_and_spec_change_follow_the_catalog() {
         ),
         entry("time", TIME, "title: Time"),
     ]));
+    f.until("the description change read", MIN, || async {
+        (f.log_count(&["catalog loaded"]) > loaded).then_some(())
+    })
+    .await;
+    let plan = f.plan();
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
     // Changing an env value recreates that server only.
     f.catalog(&with_env("two"));
     let after = f
@@ -120,7 +136,7 @@ async fn removal_and_spec_change_follow_the_catalog() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn killed_container_comes_back_and_a_crashing_one_backs_off() {
+async fn killed_container_comes_back_a_crashing_one_backs_off_and_both_survive_a_restart() {
     let mut f = Fleet::new("heal").await;
     f.catalog(&catalog_of(&[
         entry("time", TIME, ""),
@@ -140,8 +156,6 @@ async fn killed_container_comes_back_and_a_crashing_one_backs_off() {
     .await;
 
     // A server that keeps dying ends in CrashLoopBackOff with growing delays.
-    // Every status change is logged, so the log holds every delay even when
-    // the machine is too busy for a poller to see each one.
     let delays = f
         .until(
             "three back-off delays in the log",
@@ -161,19 +175,41 @@ async fn killed_container_comes_back_and_a_crashing_one_backs_off() {
         .as_u64()
         .unwrap();
     assert!(restarts >= 2, "restarts: {restarts}");
-}
 
-/// The back-off delays the controller logged for `server`, in order. One wait
-/// can be logged twice with a new message (the gateway saw the server stop
-/// answering, then the engine saw it exit), so repeats in a row count once.
-fn backoff_delays(log: &str, server: &str) -> Vec<f64> {
-    let mut delays: Vec<f64> = log
-        .lines()
-        .filter(|l| l.contains("CrashLoopBackOff") && l.contains(&format!("server=\"{server}\"")))
-        .filter_map(|l| l.split("back-off ").nth(1)?.split('s').next()?.parse().ok())
-        .collect();
-    delays.dedup();
-    delays
+    // Both survive a controller restart (kill -9): time's count, and crashy's
+    // back-off, whose first delay in the new run continues from the last of
+    // the old one (the cap is 4 s) instead of starting over at 0.5 s.
+    let time_restarts = f.status().unwrap()["servers"]["time"]["restartCount"].clone();
+    let before = backoff_delays(&f.current_log(), "crashy");
+    f.stop("-KILL");
+    f.start(&[]);
+    // The new run's own word (the status file still holds the old run's
+    // until it is rewritten): the line it logs when it takes time up.
+    let line = f
+        .until("time adopted", MIN, || async {
+            let log = f.current_log();
+            let line = log
+                .lines()
+                .find(|l| l.contains("server=\"time\"") && l.contains("phase=Running"))?;
+            Some(line.to_string())
+        })
+        .await;
+    assert!(
+        line.contains(&format!("restarts={time_restarts}")),
+        "{line} (was {time_restarts})"
+    );
+    assert_eq!(f.container("time").await.unwrap().id, c.id, "adopted");
+    let after = f
+        .until("crashy backing off again", MIN, || async {
+            let d = backoff_delays(&f.current_log(), "crashy");
+            (!d.is_empty()).then_some(d)
+        })
+        .await;
+    let last = *before.last().unwrap();
+    assert!(
+        after[0] >= last.min(4.0),
+        "back-off started over: {before:?} then {after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,7 +291,7 @@ async fn half_written_or_broken_catalog_removes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_invalid_entry_keeps_its_container_and_blocks_no_one() {
+async fn an_invalid_entry_keeps_its_container_blocks_no_one_and_heals_with_its_last_good_spec() {
     let mut f = Fleet::new("invalid").await;
     let needs = "env:\n  - name: HOST\n    value: '{{test.host}}'\nconfig:\n  - name: test\n    properties: {host: {type: string}}\n    required: [host]";
     f.write_atomic("config.yaml", "test:\n  host: example\n");
@@ -287,6 +323,28 @@ async fn an_invalid_entry_keeps_its_container_and_blocks_no_one() {
         f.container("test").await.unwrap().id,
         test.id,
         "left running"
+    );
+
+    // Its container goes: it comes back with the last good spec, and the
+    // status says both facts.
+    docker_cli(&["rm", "-f", &test.id]);
+    let healed = f
+        .until("test created again", MIN, || async {
+            let c = f.container("test").await?;
+            let s = f.status()?;
+            let reported = s["servers"]["test"]["containerId"] == c.id.as_str();
+            (c.id != test.id && c.state == "running" && reported).then_some(c)
+        })
+        .await;
+    assert_eq!(healed.hash, test.hash, "the last good spec");
+    let env = f.inspect(&healed.id).await.config.unwrap().env.unwrap();
+    assert!(env.contains(&"HOST=example".to_string()));
+    let s = f.status().unwrap();
+    let msg = s["servers"]["test"]["message"].as_str().unwrap();
+    assert_eq!(s["servers"]["test"]["phase"], "Invalid");
+    assert!(
+        msg.contains("test.host") && msg.contains("last good spec"),
+        "{msg}"
     );
 }
 
@@ -332,12 +390,7 @@ async fn foreign_and_other_fleet_containers_are_never_touched() {
     let other = format!("{}-other", f.name);
     // A container of another fleet for the same server name, and one with no
     // labels at all.
-    let other_id = docker_cli(&[
-        "run",
-        "-d",
-        "-i",
-        "--network",
-        "none",
+    let other_id = run_detached(&[
         "--label",
         &format!("io.mcp-fleet.fleet={other}"),
         "--label",
@@ -348,23 +401,9 @@ async fn foreign_and_other_fleet_containers_are_never_touched() {
         &format!("mcp-fleet-{other}-time"),
         TIME,
     ]);
-    let plain_id = docker_cli(&[
-        "run",
-        "-d",
-        "-i",
-        "--network",
-        "none",
-        "--name",
-        &format!("plain-{}", f.name),
-        TIME,
-    ]);
+    let plain_id = run_detached(&["--name", &format!("plain-{}", f.name), TIME]);
     // A stray container of our own fleet that the catalog does not want.
-    let stray_id = docker_cli(&[
-        "run",
-        "-d",
-        "-i",
-        "--network",
-        "none",
+    let stray_id = run_detached(&[
         "--label",
         &format!("io.mcp-fleet.fleet={}", f.name),
         "--label",

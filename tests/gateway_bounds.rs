@@ -124,7 +124,7 @@ async fn readyz(base: &str) -> Answer {
 async fn empty_fleet(test: &str, args: &[&str], env: &[(&str, &str)]) -> (Fleet, String) {
     let mut f = Fleet::new(test).await;
     f.catalog("name: docker-mcp\nregistry: {}\n");
-    f.start_with_env(args, env);
+    f.start_env(args, env);
     let base = f.gateway_url().await;
     (f, base)
 }
@@ -282,7 +282,7 @@ async fn a_killed_background_task_turns_readyz_503() {
     .await;
     f.stop("-TERM");
 
-    f.start_with_env(&["--no-auth"], &[("MCP_FLEET_TEST_PANIC", "pool")]);
+    f.start_env(&["--no-auth"], &[("MCP_FLEET_TEST_PANIC", "pool")]);
     let base = f.gateway_url().await;
     let body = f
         .until("readyz 503 naming the dead task", MIN, || async {

@@ -195,18 +195,23 @@ async fn exercise_session(gw: &mut Gateway, client: &mut McpClient) {
         client.call("echo", json!({"text": "hello gateway"})).await,
         (false, "hello gateway".to_string())
     );
-    // Nothing has been announced yet.
-    assert!(
-        !client
-            .wait_list_changed("tools", Duration::from_millis(200))
-            .await
-    );
     peer.notify_tool_list_changed()
         .await
         .expect("notify_tool_list_changed");
+    // A second notification marks the moment: it travels the same stream, so
+    // once it is in, everything sent before it is in too.
+    peer.notify_resource_list_changed()
+        .await
+        .expect("notify_resource_list_changed");
     assert!(
-        client.wait_list_changed("tools", WAIT).await,
-        "notifications/tools/list_changed did not reach the client\nclient stderr:\n{}",
+        client.wait_list_changed("resources", WAIT).await,
+        "the marker did not reach the client\nclient stderr:\n{}",
+        client.stderr()
+    );
+    assert_eq!(
+        client.take_list_changed("tools").await,
+        1,
+        "exactly the one tools/list_changed (none announced before it)\nclient stderr:\n{}",
         client.stderr()
     );
     // The session still works after the notification.

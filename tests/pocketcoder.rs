@@ -379,11 +379,16 @@ async fn pocketbase_approves_a_container_appears_the_open_session_sees_it() {
         },
     )
     .await;
-    // Still no change after the resync that follows (--resync 2).
-    let seen = Instant::now();
-    f.until("a resync after the half-written catalog", MIN, || async {
-        (seen.elapsed() > Duration::from_secs(3)).then_some(())
-    })
+    // Still no change after the controller has looked at `fetch` again with
+    // the half-written render in force: two resyncs (--resync 2) later, which
+    // is also past the time a removal waits for the catalog to settle.
+    let reconciled = || f.log_count(&["reconciled", "server=\"fetch\""]);
+    let looked = reconciled();
+    f.until(
+        "two reconciles of fetch after the half-written catalog",
+        MIN,
+        || async { (reconciled() >= looked + 2).then_some(()) },
+    )
     .await;
     let same = f.running("fetch").await;
     assert_eq!(

@@ -111,7 +111,7 @@ struct RawDocument {
     registry: Option<Entries>,
 }
 
-struct Entries(Vec<(Spanned<String>, serde_json::Value)>);
+struct Entries(Vec<(Spanned<String>, Checked)>);
 
 impl<'de> Deserialize<'de> for Entries {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -136,8 +136,96 @@ impl<'de> Deserialize<'de> for Entries {
     }
 }
 
+/// An entry's value as JSON, with the keys given twice inside it. YAML
+/// forbids repeated keys; the parser passes them through so that they make
+/// only their own entry invalid instead of the whole catalog.
+struct Checked {
+    value: serde_json::Value,
+    repeated: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl CheckedVisitor {
+    fn plain<E>(value: serde_json::Value) -> Result<Checked, E> {
+        Ok(Checked {
+            value,
+            repeated: Vec::new(),
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Checked, E> {
+        Self::plain(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Checked, E> {
+        Self::plain(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Checked, E> {
+        Self::plain(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Checked, E> {
+        Self::plain(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Checked, E> {
+        Self::plain(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Self::plain(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Self::plain(serde_json::Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        Checked::deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        let (mut items, mut repeated) = (Vec::new(), Vec::new());
+        while let Some(Checked { value, repeated: r }) = seq.next_element()? {
+            items.push(value);
+            repeated.extend(r);
+        }
+        Ok(Checked {
+            value: items.into(),
+            repeated,
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let (mut obj, mut repeated) = (serde_json::Map::new(), Vec::new());
+        while let Some((key, Checked { value, repeated: r })) =
+            map.next_entry::<serde_json::Value, Checked>()?
+        {
+            let key = match key {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            repeated.extend(r.into_iter().map(|r| format!("{key}.{r}")));
+            if obj.insert(key.clone(), value).is_some() {
+                repeated.push(key);
+            }
+        }
+        Ok(Checked {
+            value: obj.into(),
+            repeated,
+        })
+    }
+}
+
 /// Parses one catalog. `Err` means the file as a whole is unusable (syntax
 /// error, empty, no `registry`): the caller keeps its last good state.
+/// A server defined twice, or an entry with a key given twice, makes only
+/// that server invalid.
 pub fn parse_catalog(path: &Path, text: &str) -> Result<CatalogFile> {
     if text.trim().is_empty() {
         return Err(Error::Config {
@@ -145,7 +233,11 @@ pub fn parse_catalog(path: &Path, text: &str) -> Result<CatalogFile> {
             message: "catalog is empty".into(),
         });
     }
-    let doc: RawDocument = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e))?;
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::PassThrough,
+    };
+    let doc: RawDocument =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| yaml_error(path, &e))?;
     let Some(Entries(raw)) = doc.registry else {
         return Err(Error::Config {
             pos: SourcePos::file(path),
@@ -154,12 +246,36 @@ pub fn parse_catalog(path: &Path, text: &str) -> Result<CatalogFile> {
                     .into(),
         });
     };
+    let lines = |name: &str| -> Vec<String> {
+        raw.iter()
+            .filter(|(k, _)| k.value == name)
+            .map(|(k, _)| k.referenced.line().to_string())
+            .collect()
+    };
     let entries = raw
-        .into_iter()
-        .map(|(key, value)| CatalogEntry {
-            pos: SourcePos::at(path, &key.referenced),
-            entry: serde_json::from_value::<RawEntry>(value).map_err(|e| e.to_string()),
-            name: key.value,
+        .iter()
+        .map(|(key, checked)| {
+            let name = key.value.clone();
+            let defined = lines(&name);
+            let entry = if defined.len() > 1 {
+                Err(format!(
+                    "defined {} times (lines {}); define it once",
+                    defined.len(),
+                    defined.join(", ")
+                ))
+            } else if !checked.repeated.is_empty() {
+                Err(format!(
+                    "key `{}` is given more than once; give each key once",
+                    checked.repeated.join("`, `")
+                ))
+            } else {
+                serde_json::from_value::<RawEntry>(checked.value.clone()).map_err(|e| e.to_string())
+            };
+            CatalogEntry {
+                pos: SourcePos::at(path, &key.referenced),
+                entry,
+                name,
+            }
         })
         .collect();
     Ok(CatalogFile {
@@ -169,18 +285,30 @@ pub fn parse_catalog(path: &Path, text: &str) -> Result<CatalogFile> {
 }
 
 /// Turns a YAML error into a positioned config error with a one-line message
-/// (the library's rendering embeds a source snippet, which could hold secrets).
+/// in plain words (the library's rendering embeds a source snippet, which
+/// could hold secrets, and names its own option types).
 pub fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> Error {
     let pos = match e.location() {
         Some(loc) => SourcePos::at(path, &loc),
         None => SourcePos::file(path),
     };
-    let message = e
-        .to_string()
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid YAML")
-        .trim()
-        .to_string();
+    let message = match e.without_snippet() {
+        serde_saphyr::Error::DuplicateMappingKey { key: Some(k), .. } => {
+            format!("key `{k}` is given more than once; give each key once")
+        }
+        serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => {
+            "a key is given more than once; give each key once".to_string()
+        }
+        serde_saphyr::Error::Budget { .. } => "the file is too large or too deeply nested \
+             to read safely (it holds far more values than any catalog needs)"
+            .to_string(),
+        other => other
+            .to_string()
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid YAML")
+            .trim()
+            .to_string(),
+    };
     Error::Config { pos, message }
 }

@@ -175,11 +175,9 @@ pub fn resolve(
     let is_approved = |name: &str| approved.is_none_or(|a| a.contains_key(name));
     let mut seen = BTreeSet::new();
     for e in &catalog.entries {
+        // A server defined twice is invalid at its first definition, whose
+        // error names every line; the others add nothing.
         if !seen.insert(e.name.as_str()) {
-            state.warnings.push(format!(
-                "{}: server `{}` is defined twice; the first definition is used",
-                e.pos, e.name
-            ));
             continue;
         }
         if let Ok(raw) = &e.entry {

@@ -33,6 +33,9 @@ pub struct CrashState {
     last_start: Option<Instant>,
     /// When the pending restart may happen; `None` when none is pending.
     retry_at: Option<Instant>,
+    /// After a failed reconcile: when to try again, and for which spec hash
+    /// (a new spec is tried at once).
+    failed_until: Option<(Instant, String)>,
     pub last_delay: Duration,
 }
 
@@ -45,8 +48,38 @@ impl CrashState {
             restarts: 0,
             last_start: None,
             retry_at: None,
+            failed_until: None,
             last_delay: Duration::ZERO,
         }
+    }
+
+    /// Continues where a previous controller left off: `restarts` so far and
+    /// the back-off delay it last used (the next one is longer).
+    /// A container that runs now counts as started now (for the reset).
+    pub fn resume(
+        settings: BackoffSettings,
+        restarts: u32,
+        last_delay: Option<Duration>,
+        running: bool,
+    ) -> Self {
+        let mut st = CrashState::new(settings);
+        st.restarts = restarts;
+        st.last_start = running.then(Instant::now);
+        if let Some(last) = last_delay {
+            st.last_delay = last;
+            // Use up the delays up to `last`, so the next one is longer
+            // (bounded: they double up to `max`).
+            let advance = |b: &mut ExponentialBackoff| {
+                for _ in 0..64 {
+                    if b.next().is_none_or(|d| d >= last) {
+                        break;
+                    }
+                }
+            };
+            advance(&mut st.delays);
+            advance(&mut st.failures);
+        }
+        st
     }
 
     /// An exited container was seen. Returns how long to wait before starting
@@ -80,15 +113,34 @@ impl CrashState {
         self.retry_at = None;
     }
 
-    /// A failure to retry (pull, engine error): the next delay.
-    pub fn on_failure(&mut self) -> Duration {
+    /// A failure to retry (pull, engine error) while wanting `hash`: the
+    /// next delay. Only this server's own failures advance it.
+    pub fn on_failure(&mut self, now: Instant, hash: &str) -> Duration {
         self.last_delay = self.failures.next().unwrap_or(self.settings.max);
+        self.failed_until = Some((now + self.last_delay, hash.to_string()));
         self.last_delay
+    }
+
+    /// How long a retry of `hash` must still wait after a failure (zero when
+    /// it may go ahead). A resync or an event does not cut the wait short;
+    /// a different spec does.
+    pub fn failure_wait(&self, now: Instant, hash: &str) -> Duration {
+        match &self.failed_until {
+            Some((at, h)) if h == hash => at.saturating_duration_since(now),
+            _ => Duration::ZERO,
+        }
     }
 
     /// A create or start went through: failures start over from `min`.
     pub fn on_success(&mut self) {
         self.failures = self.settings.build();
+        self.failed_until = None;
+    }
+
+    /// The last back-off delay, for the status (`None` before any): a
+    /// restarted controller continues from it.
+    pub fn backoff(&self) -> Option<Duration> {
+        (!self.last_delay.is_zero()).then_some(self.last_delay)
     }
 
     fn next_delay(&mut self) -> Duration {
@@ -151,10 +203,38 @@ mod tests {
     #[test]
     fn failures_back_off_and_reset_on_success() {
         let mut c = CrashState::new(settings());
-        assert_eq!(c.on_failure(), Duration::from_secs(1));
-        assert_eq!(c.on_failure(), Duration::from_secs(2));
+        let now = Instant::now();
+        assert_eq!(c.on_failure(now, "h"), Duration::from_secs(1));
+        assert_eq!(c.on_failure(now, "h"), Duration::from_secs(2));
         c.on_success();
-        assert_eq!(c.on_failure(), Duration::from_secs(1));
+        assert_eq!(c.on_failure(now, "h"), Duration::from_secs(1));
         assert_eq!(c.restarts, 0);
+    }
+
+    #[test]
+    fn a_failure_wait_holds_for_the_same_spec_only() {
+        let mut c = CrashState::new(settings());
+        let now = Instant::now();
+        c.on_failure(now, "h1");
+        let later = now + Duration::from_millis(300);
+        assert_eq!(c.failure_wait(later, "h1"), Duration::from_millis(700));
+        assert_eq!(c.failure_wait(later, "h2"), Duration::ZERO);
+        assert_eq!(
+            c.failure_wait(now + Duration::from_secs(2), "h1"),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_resumed_state_continues_the_count_and_the_back_off() {
+        let mut c = CrashState::resume(settings(), 5, Some(Duration::from_secs(2)), false);
+        assert_eq!(c.restarts, 5);
+        assert_eq!(c.backoff(), Some(Duration::from_secs(2)));
+        let now = Instant::now();
+        assert_eq!(c.on_exited(now), Duration::from_secs(4));
+        assert_eq!(c.on_failure(now, "h"), Duration::from_secs(4));
+        // At the cap it stays there.
+        let mut c = CrashState::resume(settings(), 9, Some(Duration::from_secs(8)), false);
+        assert_eq!(c.on_exited(now), Duration::from_secs(8));
     }
 }

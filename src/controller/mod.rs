@@ -4,28 +4,30 @@
 //! server is never reconciled twice at once) and runs with bounded parallelism.
 pub mod crash;
 pub mod queue;
+mod reconcile;
 pub mod view;
 pub mod watch;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{self, ContainerServer, Desired, DesiredState, LoadOptions};
-use crate::plan::{Change, RecreateReason, RemoveReason, UnhealthyReport, plan_server};
-use crate::runtime::{PullPolicy, Runtime, State, docker::short};
-use crate::status::{CatalogStatus, Phase, StatusStore, Update};
+use crate::catalog::{self, ContainerServer, DesiredState, LoadOptions};
+use crate::plan::UnhealthyReport;
+use crate::runtime::{Container, PullPolicy, Runtime};
+use crate::status::{CatalogStatus, EngineStatus, FleetStatus, ServerStatus, StatusStore};
 use crate::supervise::Supervisor;
 use crate::{Error, Result};
 
 pub use crash::BackoffSettings;
 use crash::CrashState;
 use queue::WorkQueue;
-use view::{Upstream, View};
+pub use reconcile::{error_policy, reconcile};
+use view::View;
 use watch::Trigger;
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,12 @@ pub struct Settings {
     pub status_file: PathBuf,
 }
 
+/// An in-place write is read once it has been left alone this long.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// A container that stopped this long before the engine went away was
+/// stopped by the engine's shutdown, not by a crash of its own.
+const ENGINE_STOP_GRACE: Duration = Duration::from_secs(30);
+
 /// What every reconcile shares, passed as one `Arc`.
 pub struct Context {
     pub runtime: Arc<dyn Runtime>,
@@ -54,6 +62,15 @@ pub struct Context {
     crashes: Mutex<HashMap<String, CrashState>>,
     /// Containers the gateway found not answering MCP, by server.
     unhealthy: Mutex<HashMap<String, UnhealthyReport>>,
+    /// Each server's last valid spec, to heal with while its entry is invalid.
+    last_good: Mutex<HashMap<String, ContainerServer>>,
+    /// The previous controller's word on each server (restart count and
+    /// back-off), taken up when the same container is still there.
+    previous: Mutex<BTreeMap<String, ServerStatus>>,
+    /// When the config directory last changed (removals wait for quiet).
+    config_changed: Mutex<Instant>,
+    /// When the engine went away and when it answered again, if it did.
+    engine_outage: Mutex<Option<(SystemTime, Option<SystemTime>)>>,
     queue: WorkQueue,
 }
 
@@ -63,6 +80,15 @@ pub enum Next {
     /// Nothing until something changes (or the next resync).
     Await,
     RequeueAfter(Duration),
+}
+
+/// What a read of the config directory found.
+#[derive(Debug, PartialEq, Eq)]
+enum Reload {
+    Changed,
+    Unchanged,
+    /// Half-written: read again after this long.
+    Retry(Duration),
 }
 
 impl Context {
@@ -76,6 +102,10 @@ impl Context {
             desired: RwLock::new(None),
             crashes: Mutex::new(HashMap::new()),
             unhealthy: Mutex::new(HashMap::new()),
+            last_good: Mutex::new(HashMap::new()),
+            previous: Mutex::new(BTreeMap::new()),
+            config_changed: Mutex::new(Instant::now()),
+            engine_outage: Mutex::new(None),
             queue: WorkQueue::default(),
         })
     }
@@ -83,6 +113,11 @@ impl Context {
     /// The desired state in force (`None` before the first good read).
     pub fn desired(&self) -> Option<Arc<DesiredState>> {
         self.desired.read().expect("desired lock").clone()
+    }
+
+    /// Ready to serve: the catalog has been read and the engine answers.
+    pub fn ready(&self) -> bool {
+        self.desired().is_some() && self.status.snapshot().engine.reachable
     }
 
     /// Health feeds back into the loop: the gateway could not talk MCP to
@@ -106,10 +141,50 @@ impl Context {
         f(st)
     }
 
+    /// Takes up the previous controller's restart count and back-off for
+    /// `server` if its container is still the one that status described.
+    fn resume(&self, server: &str, containers: &[Container]) {
+        let Some(prev) = self.previous.lock().expect("previous lock").remove(server) else {
+            return;
+        };
+        let same = prev
+            .container_id
+            .as_ref()
+            .and_then(|id| containers.iter().find(|c| &c.id == id));
+        if let Some(c) = same {
+            let st = CrashState::resume(
+                self.settings.backoff,
+                prev.restart_count,
+                prev.backoff_ms.map(Duration::from_millis),
+                c.state.is_running(),
+            );
+            // Taken once, at the server's first reconcile: whatever state
+            // exists by then is fresh and knows less.
+            self.crashes
+                .lock()
+                .expect("crash lock")
+                .insert(server.to_string(), st);
+        }
+    }
+
+    /// Reads the status file a previous run left, for [`Context::resume`].
+    fn load_previous(&self) {
+        let Ok(text) = std::fs::read_to_string(&self.settings.status_file) else {
+            return;
+        };
+        match serde_json::from_str::<FleetStatus>(&text) {
+            Ok(prev) if prev.fleet == self.settings.fleet => {
+                *self.previous.lock().expect("previous lock") = prev.servers;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(path = %self.settings.status_file.display(), error = %e,
+                "previous status file not readable; restart counts start from zero"),
+        }
+    }
+
     /// Re-reads the config directory. On success the new desired state is in
-    /// force and `true` is returned if it differs; on error the last good
-    /// state stays and the error is reported.
-    fn reload(&self, tx: &mpsc::UnboundedSender<Trigger>) -> bool {
+    /// force; on error the last good state stays and the error is reported.
+    fn reload(&self) -> Reload {
         match catalog::load(&self.settings.config_dir, &self.settings.load) {
             Ok(state) => {
                 self.status.set_catalog(CatalogStatus {
@@ -118,26 +193,15 @@ impl Context {
                 });
                 let mut slot = self.desired.write().expect("desired lock");
                 if slot.as_deref() == Some(&state) {
-                    return false;
+                    return Reload::Unchanged;
                 }
                 tracing::info!(servers = state.servers.len(), "catalog loaded");
                 *slot = Some(Arc::new(state));
-                true
+                Reload::Changed
             }
             Err(Error::Incomplete { path, retry_after }) => {
                 tracing::info!(path = %path.display(), "catalog is being written; reading it again shortly");
-                let tx = tx.clone();
-                // A one-shot: it ends by design, so it is only caught, not a service.
-                tokio::spawn(async move {
-                    let sent = crate::supervise::catch(async move {
-                        tokio::time::sleep(retry_after).await;
-                        let _ = tx.send(Trigger::ConfigChanged);
-                    });
-                    if let Err(panic) = sent.await {
-                        tracing::error!(%panic, "the delayed catalog re-read panicked");
-                    }
-                });
-                false
+                Reload::Retry(retry_after)
             }
             Err(e) => {
                 tracing::error!(error = %e, "config not loaded; the last good state stays in force");
@@ -146,14 +210,33 @@ impl Context {
                     error: Some(e.to_string()),
                     warnings,
                 });
-                false
+                Reload::Unchanged
             }
         }
     }
 
-    /// Queues every server that is desired or has a container.
+    /// The config directory changed: removals wait until it is quiet again.
+    fn config_touched(&self) {
+        *self.config_changed.lock().expect("config lock") = Instant::now();
+    }
+
+    /// How long removals must still wait for the catalog to settle.
+    fn settle_wait(&self) -> Duration {
+        let since = self.config_changed.lock().expect("config lock").elapsed();
+        self.settings.load.settle.saturating_sub(since)
+    }
+
+    /// Queues every server that is desired or has a container; the list
+    /// call also tells whether the engine answers.
     async fn enqueue_all(&self) -> Result<()> {
-        let actual = self.runtime.list(&self.settings.fleet, None).await?;
+        let actual = match self.runtime.list(&self.settings.fleet, None).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.engine_unreachable(&e);
+                return Err(e);
+            }
+        };
+        self.engine_reachable();
         let mut names: BTreeSet<String> = actual.into_iter().map(|c| c.server).collect();
         if let Some(d) = self.desired() {
             names.extend(d.servers.keys().cloned());
@@ -163,6 +246,43 @@ impl Context {
             self.queue.add(n);
         }
         Ok(())
+    }
+
+    pub(super) fn engine_unreachable(&self, e: &Error) {
+        self.engine_lost();
+        self.status.set_engine(EngineStatus {
+            reachable: false,
+            error: Some(e.to_string()),
+        });
+    }
+
+    pub(super) fn engine_reachable(&self) {
+        if let Some((_, back @ None)) = &mut *self.engine_outage.lock().expect("engine lock") {
+            *back = Some(SystemTime::now());
+        }
+        self.status.set_engine(EngineStatus {
+            reachable: true,
+            error: None,
+        });
+    }
+
+    /// The engine (or its event stream) went away: containers that stop
+    /// around now were stopped by it, not by crashes of their own.
+    fn engine_lost(&self) {
+        let mut outage = self.engine_outage.lock().expect("engine lock");
+        if !matches!(*outage, Some((_, None))) {
+            *outage = Some((SystemTime::now(), None));
+        }
+    }
+
+    /// Whether a container that stopped at `finished` was stopped by an
+    /// engine restart (it stopped during the last outage).
+    fn stopped_by_engine(&self, finished: SystemTime) -> bool {
+        let Some((lost, back)) = *self.engine_outage.lock().expect("engine lock") else {
+            return false;
+        };
+        let from = lost.checked_sub(ENGINE_STOP_GRACE).unwrap_or(lost);
+        finished >= from && back.is_none_or(|b| finished <= b)
     }
 }
 
@@ -180,6 +300,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
             shutdown.clone(),
         ),
     );
+    ctx.load_previous();
     ctx.tasks.spawn(
         "status-writer",
         ctx.status
@@ -188,21 +309,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
     );
 
     // Nothing is reconciled before the first catalog read and container list.
-    // An engine that is not up yet (a host booting) is waited for, not fatal.
-    ctx.reload(&tx);
-    let mut delay = Duration::from_millis(500);
-    while let Err(e) = ctx.enqueue_all().await {
-        tracing::warn!(error = %e, "cannot list containers; retrying in {delay:?}");
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(30));
+    let mut read_at = match ctx.reload() {
+        Reload::Retry(d) => Some(tokio::time::Instant::now() + d),
+        _ => None,
+    };
+    if !wait_for_engine(&ctx, &shutdown).await {
+        return Ok(());
     }
 
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..ctx.settings.concurrency.max(1) {
-        workers.spawn(ctx.tasks.guard("reconcile-worker", worker(ctx.clone())));
+        workers.spawn(worker(ctx.clone()));
     }
 
     let mut resync = tokio::time::interval(ctx.settings.resync);
@@ -211,19 +328,45 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
         let trigger = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = resync.tick() => Trigger::All,
+            _ = sleep_until(read_at) => {
+                read_at = None;
+                Trigger::ReadAgain
+            }
+            Some(done) = workers.join_next() => {
+                // A worker only ends by panicking: say so and replace it.
+                tracing::error!(error = ?done.err(), "reconcile worker died; starting a new one");
+                workers.spawn(worker(ctx.clone()));
+                continue;
+            }
             t = rx.recv() => t.unwrap_or(Trigger::All),
         };
         let result = match trigger {
-            Trigger::ConfigChanged => {
-                if ctx.reload(&tx) {
-                    ctx.enqueue_all().await
-                } else {
-                    Ok(())
+            Trigger::ConfigWritten => {
+                // Read once the writer has stopped for a moment.
+                ctx.config_touched();
+                read_at = Some(tokio::time::Instant::now() + DEBOUNCE);
+                Ok(())
+            }
+            Trigger::ConfigReplaced | Trigger::ReadAgain => {
+                if trigger == Trigger::ConfigReplaced {
+                    ctx.config_touched();
+                }
+                match ctx.reload() {
+                    Reload::Changed => ctx.enqueue_all().await,
+                    Reload::Retry(d) => {
+                        read_at = Some(tokio::time::Instant::now() + d);
+                        Ok(())
+                    }
+                    Reload::Unchanged => Ok(()),
                 }
             }
             Trigger::All => ctx.enqueue_all().await,
             Trigger::Server(name) => {
                 ctx.queue.add(&name);
+                Ok(())
+            }
+            Trigger::EngineLost => {
+                ctx.engine_lost();
                 Ok(())
             }
         };
@@ -244,6 +387,28 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<()> {
     Ok(())
 }
 
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits, with back-off, until the engine answers a container list (a host
+/// still booting, an engine restarting). `false` if shut down meanwhile.
+async fn wait_for_engine(ctx: &Context, shutdown: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(250);
+    while let Err(e) = ctx.enqueue_all().await {
+        tracing::warn!(error = %e, "waiting for the container engine; next try in {delay:?}");
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    true
+}
+
 async fn worker(ctx: Arc<Context>) {
     loop {
         let server = ctx.queue.next().await;
@@ -254,273 +419,12 @@ async fn worker(ctx: Arc<Context>) {
             Ok(n) => n,
             Err(e) => error_policy(&server, &e, &ctx),
         };
+        tracing::debug!(server, ?next, "reconciled");
         ctx.queue.done(&server);
         if let Next::RequeueAfter(d) = next {
             ctx.queue.add_after(&server, d);
         }
     }
-}
-
-/// Moves one server's containers one step towards what the catalog says.
-pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
-    let Some(desired) = ctx.desired() else {
-        return Ok(Next::Await);
-    };
-    let fleet = &ctx.settings.fleet;
-    let want = desired.servers.get(server);
-    let containers = ctx.runtime.list(fleet, Some(server)).await?;
-    let running = containers.iter().find(|c| c.state.is_running());
-    let running_id = running.map(|c| c.id.as_str());
-    let running_hash = running.map(|c| c.hash.as_str());
-
-    if !matches!(want, Some(Desired::Container(_) | Desired::Remote { .. })) {
-        ctx.view.set(server, None);
-    }
-    match want {
-        None if containers.is_empty() => {
-            ctx.status.forget(server);
-            ctx.crashes.lock().expect("crash lock").remove(server);
-            return Ok(Next::Await);
-        }
-        Some(Desired::Invalid { error }) => ctx.status.update(
-            server,
-            Update::phase(Phase::Invalid, error).container(running_id, running_hash),
-        ),
-        Some(Desired::Remote { url, transport, .. }) => {
-            ctx.view.set(server, want.and_then(Upstream::remote));
-            ctx.status.update(
-                server,
-                Update::phase(
-                    Phase::Remote,
-                    format!("remote {transport} server at {}", redact_url(url)),
-                )
-                .container(None, None),
-            )
-        }
-        Some(Desired::Unsupported { reason }) => ctx.status.update(
-            server,
-            Update::phase(Phase::Unsupported, reason).container(None, None),
-        ),
-        _ => {}
-    }
-
-    let unhealthy = ctx
-        .unhealthy
-        .lock()
-        .expect("unhealthy lock")
-        .get(server)
-        .cloned();
-    for change in plan_server(fleet, server, want, &containers, unhealthy.as_ref()) {
-        if let Next::RequeueAfter(d) = apply(change, want, ctx).await? {
-            return Ok(Next::RequeueAfter(d));
-        }
-    }
-
-    if let (Some(Desired::Container(c)), Some(r)) = (want, running)
-        && r.hash == c.hash
-    {
-        let restarts = ctx.crash(server, |s| s.restarts);
-        ctx.view
-            .set(server, Some(Upstream::running(&r.id, restarts, c)));
-        ctx.status.update(
-            server,
-            Update::phase(Phase::Running, running_message(c))
-                .container(Some(&r.id), Some(&r.hash))
-                .restarts(restarts),
-        );
-    }
-    if want.is_none() {
-        ctx.status.forget(server);
-        ctx.crashes.lock().expect("crash lock").remove(server);
-        ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
-    }
-    Ok(Next::Await)
-}
-
-/// A URL for the status: no user info, query or fragment (they may hold tokens).
-fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => "(unparsable url)".to_string(),
-    }
-}
-
-fn running_message(c: &ContainerServer) -> String {
-    match c.warnings.as_slice() {
-        [] => "running".to_string(),
-        w => format!("running; {}", w.join("; ")),
-    }
-}
-
-async fn apply(change: Change, want: Option<&Desired>, ctx: &Context) -> Result<Next> {
-    let s = &ctx.settings;
-    let want_container = match want {
-        Some(Desired::Container(c)) => Some(c),
-        _ => None,
-    };
-    match change {
-        Change::Remove { server, id, reason } => {
-            ctx.view.remove_container(&server, &id);
-            if reason != RemoveReason::Duplicate {
-                ctx.status.update(
-                    &server,
-                    Update::phase(Phase::Removing, format!("removing {}", short(&id))),
-                );
-            }
-            ctx.runtime.remove(&id, s.stop_timeout).await?;
-            tracing::info!(server, container = short(&id), ?reason, "container removed");
-        }
-        Change::Create { server, .. } => {
-            let want = want_container.expect("create implies a container spec");
-            create_and_start(&server, want, false, ctx).await?;
-        }
-        Change::Recreate { server, id, reason } => {
-            ctx.view.remove_container(&server, &id);
-            let want = want_container.expect("recreate implies a container spec");
-            if let RecreateReason::Unhealthy { message } = &reason {
-                // A container that does not answer is handled like one that
-                // crashed: replaced after a growing back-off.
-                let wait = ctx.crash(&server, |c| c.on_exited(Instant::now()));
-                if !wait.is_zero() {
-                    let (restarts, delay) = ctx.crash(&server, |c| (c.restarts, c.last_delay));
-                    ctx.status.update(
-                        &server,
-                        Update::phase(
-                            Phase::CrashLoopBackOff,
-                            format!(
-                                "not answering MCP ({message}); back-off {}s before replacing it",
-                                delay.as_secs_f32()
-                            ),
-                        )
-                        .restarts(restarts),
-                    );
-                    return Ok(Next::RequeueAfter(wait));
-                }
-            }
-            // Have the new image before the old container goes away.
-            ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
-            ctx.status.update(
-                &server,
-                Update::phase(Phase::Creating, format!("{reason}: recreating")),
-            );
-            ctx.runtime.remove(&id, s.stop_timeout).await?;
-            ctx.unhealthy
-                .lock()
-                .expect("unhealthy lock")
-                .remove(&server);
-            if matches!(reason, RecreateReason::SpecChanged { .. }) {
-                ctx.crashes.lock().expect("crash lock").remove(&server);
-            }
-            let restart = matches!(reason, RecreateReason::Unhealthy { .. });
-            create_and_start(&server, want, restart, ctx).await?;
-        }
-        Change::Start { server, id, state } => {
-            ctx.view.remove_container(&server, &id);
-            let restart = matches!(state, State::Exited(_));
-            if restart {
-                let wait = ctx.crash(&server, |c| c.on_exited(Instant::now()));
-                if !wait.is_zero() {
-                    let (restarts, delay) = ctx.crash(&server, |c| (c.restarts, c.last_delay));
-                    let code = match state {
-                        State::Exited(Some(code)) => format!(" (exit code {code})"),
-                        _ => String::new(),
-                    };
-                    ctx.status.update(
-                        &server,
-                        Update::phase(
-                            Phase::CrashLoopBackOff,
-                            format!(
-                                "container exited{code}; back-off {}s before restart",
-                                delay.as_secs_f32()
-                            ),
-                        )
-                        .container(Some(&id), want_container.map(|c| c.hash.as_str()))
-                        .restarts(restarts),
-                    );
-                    return Ok(Next::RequeueAfter(wait));
-                }
-            }
-            ctx.runtime.start(&id).await?;
-            let restarts = ctx.crash(&server, |c| {
-                c.on_started(Instant::now(), restart);
-                c.on_success();
-                c.restarts
-            });
-            ctx.unhealthy
-                .lock()
-                .expect("unhealthy lock")
-                .remove(&server);
-            tracing::info!(server, container = short(&id), restart, "container started");
-            if let Some(want) = want_container {
-                ctx.view
-                    .set(&server, Some(Upstream::running(&id, restarts, want)));
-                ctx.status.update(
-                    &server,
-                    Update::phase(Phase::Running, running_message(want))
-                        .container(Some(&id), Some(&want.hash))
-                        .restarts(restarts),
-                );
-            }
-        }
-    }
-    Ok(Next::Await)
-}
-
-async fn create_and_start(
-    server: &str,
-    want: &ContainerServer,
-    restart: bool,
-    ctx: &Context,
-) -> Result<()> {
-    let s = &ctx.settings;
-    ctx.status.update(
-        server,
-        Update::phase(
-            Phase::Creating,
-            format!("creating from {}", want.spec.image),
-        ),
-    );
-    ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
-    let id = ctx.runtime.create(&s.fleet, server, want).await?;
-    ctx.runtime.start(&id).await?;
-    let restarts = ctx.crash(server, |c| {
-        c.on_started(Instant::now(), restart);
-        c.on_success();
-        c.restarts
-    });
-    // A report about the previous incarnation says nothing about this one.
-    ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
-    tracing::info!(server, container = short(&id), hash = %want.hash, "container created and started");
-    ctx.view
-        .set(server, Some(Upstream::running(&id, restarts, want)));
-    ctx.status.update(
-        server,
-        Update::phase(Phase::Running, running_message(want))
-            .container(Some(&id), Some(&want.hash))
-            .restarts(restarts),
-    );
-    Ok(())
-}
-
-/// A failed reconcile is retried with back-off; the status says why.
-pub fn error_policy(server: &str, err: &Error, ctx: &Context) -> Next {
-    let delay = ctx.crash(server, |c| c.on_failure());
-    let message = format!("{err}; retrying in {}s", delay.as_secs_f32());
-    let update = match err {
-        Error::Image { .. } => Update::phase(Phase::ImagePullBackOff, message),
-        _ => Update {
-            message: Some(message),
-            ..Default::default()
-        },
-    };
-    ctx.status.update(server, update);
-    Next::RequeueAfter(delay)
 }
 
 #[cfg(test)]

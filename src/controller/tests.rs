@@ -5,20 +5,31 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
+use super::reconcile::redact_url;
 use super::*;
-use crate::catalog::{ApprovalMode, Limits, ServerSpec};
-use crate::runtime::{Container, container_name};
+use crate::catalog::{ApprovalMode, Desired, Limits, ServerSpec};
+use crate::runtime::{Container, State, container_name};
+use crate::status::Phase;
 
 #[derive(Default)]
 struct Fake {
     containers: Mutex<Vec<Container>>,
     writes: AtomicUsize,
     missing_image: bool,
+    pulls: AtomicUsize,
+    engine_down: std::sync::atomic::AtomicBool,
+    finished: Mutex<Option<std::time::SystemTime>>,
 }
 
 #[async_trait]
 impl Runtime for Fake {
     async fn list(&self, _fleet: &str, server: Option<&str>) -> Result<Vec<Container>> {
+        if self.engine_down.load(Ordering::SeqCst) {
+            return Err(Error::Unreachable {
+                op: "list containers".into(),
+                message: "socket not found".into(),
+            });
+        }
         let all = self.containers.lock().unwrap().clone();
         Ok(all
             .into_iter()
@@ -26,6 +37,7 @@ impl Runtime for Fake {
             .collect())
     }
     async fn ensure_image(&self, image: &str, _: PullPolicy) -> Result<()> {
+        self.pulls.fetch_add(1, Ordering::SeqCst);
         if self.missing_image {
             return Err(Error::Image {
                 image: image.into(),
@@ -67,6 +79,9 @@ impl Runtime for Fake {
     }
     fn events(&self, _: &str) -> BoxStream<'static, Result<String>> {
         stream::empty().boxed()
+    }
+    async fn finished_at(&self, _: &str) -> Result<Option<std::time::SystemTime>> {
+        Ok(*self.finished.lock().unwrap())
     }
 }
 
@@ -171,12 +186,37 @@ async fn image_failure_is_image_pull_backoff_with_growing_retries() {
         ctx.status.server("a").unwrap().phase,
         Phase::ImagePullBackOff
     );
+    // Woken early (a resync, an event): the wait holds, no second pull.
+    let pulls = fake.pulls.load(Ordering::SeqCst);
+    assert!(matches!(
+        reconcile("a", &ctx).await.unwrap(),
+        Next::RequeueAfter(d) if d <= Duration::from_secs(1)
+    ));
+    assert_eq!(fake.pulls.load(Ordering::SeqCst), pulls);
+    // A new spec is tried at once; its failure backs off further.
+    set_image(&ctx, "a", "img2");
     let err = reconcile("a", &ctx).await.unwrap_err();
+    assert_eq!(fake.pulls.load(Ordering::SeqCst), pulls + 1);
     assert_eq!(
         error_policy("a", &err, &ctx),
         Next::RequeueAfter(Duration::from_secs(2))
     );
     assert_eq!(fake.writes.load(Ordering::SeqCst), 0);
+}
+
+fn set_image(ctx: &Context, server: &str, image: &str) {
+    let mut state = (*ctx.desired().unwrap()).clone();
+    let spec = ServerSpec::of_image(image);
+    state.servers.insert(
+        server.to_string(),
+        Desired::Container(ContainerServer {
+            hash: spec.hash(),
+            spec,
+            warnings: vec![],
+            prefix: None,
+        }),
+    );
+    *ctx.desired.write().unwrap() = Some(Arc::new(state));
 }
 
 #[test]
@@ -186,4 +226,111 @@ fn remote_urls_in_status_lose_their_credentials() {
         "https://example.com/mcp"
     );
     assert_eq!(redact_url("not a url"), "(unparsable url)");
+}
+
+#[tokio::test]
+async fn removals_wait_for_the_catalog_to_settle_creations_do_not() {
+    let fake = Arc::new(Fake::default());
+    let mut c = ctx(fake.clone(), &["a"]);
+    Arc::get_mut(&mut c).unwrap().settings.load.settle = Duration::from_secs(5);
+    c.config_touched();
+    // Creation: at once.
+    assert_eq!(reconcile("a", &c).await.unwrap(), Next::Await);
+    assert_eq!(fake.containers.lock().unwrap().len(), 1);
+    // Removal right after a change: held, nothing written.
+    *c.desired.write().unwrap() = Some(Arc::new(DesiredState::default()));
+    c.config_touched();
+    let writes = fake.writes.load(Ordering::SeqCst);
+    assert!(matches!(
+        reconcile("a", &c).await.unwrap(),
+        Next::RequeueAfter(d) if d > Duration::from_secs(4)
+    ));
+    assert_eq!(fake.writes.load(Ordering::SeqCst), writes);
+    assert!(
+        c.status
+            .server("a")
+            .unwrap()
+            .message
+            .contains("unchanged for 5s")
+    );
+    // Once quiet for the settle time: removed.
+    *c.config_changed.lock().unwrap() = Instant::now() - Duration::from_secs(6);
+    assert_eq!(reconcile("a", &c).await.unwrap(), Next::Await);
+    assert!(fake.containers.lock().unwrap().is_empty());
+    assert!(c.status.server("a").is_none());
+}
+
+#[tokio::test]
+async fn an_invalid_entry_is_recreated_from_its_last_good_spec() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    reconcile("a", &ctx).await.unwrap();
+    let hash = fake.containers.lock().unwrap()[0].hash.clone();
+    let mut state = (*ctx.desired().unwrap()).clone();
+    state.servers.insert(
+        "a".into(),
+        Desired::Invalid {
+            error: "f.yaml:2:3: server `a`: bad".into(),
+        },
+    );
+    *ctx.desired.write().unwrap() = Some(Arc::new(state));
+    fake.containers.lock().unwrap().clear();
+    reconcile("a", &ctx).await.unwrap();
+    let all = fake.containers.lock().unwrap().clone();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].hash, hash);
+    let s = ctx.status.server("a").unwrap();
+    assert_eq!(s.phase, Phase::Invalid);
+    assert!(s.message.contains("bad") && s.message.contains("last good spec"));
+    assert_eq!(s.container_id.as_deref(), Some(all[0].id.as_str()));
+}
+
+#[tokio::test]
+async fn a_container_stopped_during_an_engine_outage_is_not_a_crash() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    reconcile("a", &ctx).await.unwrap();
+    ctx.engine_lost();
+    fake.containers.lock().unwrap()[0].state = State::Exited(Some(143));
+    *fake.finished.lock().unwrap() = Some(std::time::SystemTime::now());
+    ctx.engine_reachable();
+    assert_eq!(reconcile("a", &ctx).await.unwrap(), Next::Await);
+    let s = ctx.status.server("a").unwrap();
+    assert_eq!((s.phase, s.restart_count), (Phase::Running, 0));
+    // A crash well after the outage counts.
+    *fake.finished.lock().unwrap() = Some(std::time::SystemTime::now() + Duration::from_secs(3600));
+    fake.containers.lock().unwrap()[0].state = State::Exited(Some(1));
+    assert!(matches!(
+        reconcile("a", &ctx).await.unwrap(),
+        Next::RequeueAfter(_)
+    ));
+    assert_eq!(
+        ctx.status.server("a").unwrap().phase,
+        Phase::CrashLoopBackOff
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_does_not_advance_a_servers_back_off() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    fake.engine_down.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        let err = reconcile("a", &ctx).await.unwrap_err();
+        assert_eq!(
+            error_policy("a", &err, &ctx),
+            Next::RequeueAfter(Duration::from_secs(2))
+        );
+    }
+    assert!(!ctx.status.snapshot().engine.reachable);
+    // Back: reconciled at once, and its first real failure starts at `min`.
+    fake.engine_down.store(false, Ordering::SeqCst);
+    assert_eq!(reconcile("a", &ctx).await.unwrap(), Next::Await);
+    assert_eq!(ctx.status.server("a").unwrap().phase, Phase::Running);
+    assert!(ctx.status.snapshot().engine.reachable);
+    let now = Instant::now();
+    assert_eq!(
+        ctx.crash("a", |c| c.on_failure(now, "h")),
+        Duration::from_secs(1)
+    );
 }

@@ -1,7 +1,8 @@
 //! What `/readyz`, `/status` (and the status page) and `/metrics` say.
 //!
 //! `/readyz` is about the gateway itself: 503 until the catalog has been read
-//! once, and 503 for good when a background task died (the body names it).
+//! once, while the container engine does not answer, and for good when a
+//! background task died (the body names each reason).
 //! One upstream server that is not ready does not take the gateway out of
 //! service (the others keep serving, and a load balancer could do nothing
 //! about it); the 200 body lists such servers under `notReady` with the
@@ -46,6 +47,10 @@ fn readiness(failures: Vec<String>, catalog_read: bool, status: &FleetStatus) ->
     if !catalog_read {
         reasons.push("the catalog has not been read yet".into());
     }
+    if !status.engine.reachable {
+        let why = status.engine.error.as_deref().unwrap_or("not reached yet");
+        reasons.push(format!("the container engine does not answer: {why}"));
+    }
     let not_ready: Map<String, Value> = status
         .servers
         .iter()
@@ -79,6 +84,7 @@ mod tests {
             container_id: None,
             spec_hash: None,
             last_transition_time: String::new(),
+            backoff_ms: None,
             ready: ready.map(|status| Condition {
                 status,
                 message: if status { "ok" } else { "no answer" }.into(),
@@ -90,6 +96,7 @@ mod tests {
     #[test]
     fn a_failing_server_is_listed_but_the_gateway_stays_ready() {
         let mut st = FleetStatus::default();
+        st.engine.reachable = true;
         st.servers.insert("bad".into(), server(Some(false)));
         st.servers.insert("good".into(), server(Some(true)));
         st.servers.insert("new".into(), server(None));
@@ -102,7 +109,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_task_or_no_catalog_is_not_ready() {
+    fn a_dead_task_no_catalog_or_no_engine_is_not_ready() {
         let st = FleetStatus::default();
         let r = readiness(
             vec!["background task `pool` panicked: x".into()],
@@ -114,7 +121,8 @@ mod tests {
             r.detail["reasons"],
             json!([
                 "background task `pool` panicked: x",
-                "the catalog has not been read yet"
+                "the catalog has not been read yet",
+                "the container engine does not answer: not reached yet"
             ])
         );
     }

@@ -1,7 +1,9 @@
 //! The Docker Engine backend (bollard). The API version is negotiated, so
 //! engines as old as 20.10 (API 1.41) work.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -13,27 +15,53 @@ use bollard::query_parameters::{
     EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
 };
-use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
 
 use super::{Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State, Stdio};
 use crate::catalog::ContainerServer;
 use crate::{Error, Result};
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct DockerRuntime {
-    docker: Docker,
+    /// The client for `DOCKER_HOST` (or the default socket) with the API
+    /// version the engine agreed to; made on the first call that reaches the
+    /// engine (making it needs the socket to exist).
+    api: Arc<OnceCell<Docker>>,
 }
 
 impl DockerRuntime {
-    /// Connects from `DOCKER_HOST` or the default socket and negotiates the
-    /// API version with the engine.
+    /// A client that reaches the engine only when first used: an engine that
+    /// is not up yet is not an error here, the calls fail until it answers.
+    pub fn new() -> Self {
+        DockerRuntime::default()
+    }
+
+    /// A client that has reached the engine (for one-shot commands).
     pub async fn connect() -> Result<Self> {
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| Error::runtime("connect", e))?
-            .negotiate_version()
+        let rt = Self::new();
+        rt.docker().await?;
+        Ok(rt)
+    }
+
+    async fn docker(&self) -> Result<&Docker> {
+        self.api
+            .get_or_try_init(|| async {
+                let unreachable = |e: DockerError| {
+                    let host = std::env::var("DOCKER_HOST")
+                        .unwrap_or_else(|_| "the default socket".to_string());
+                    Error::Unreachable {
+                        op: "connect".into(),
+                        message: format!("cannot reach the engine at {host} (is it running?): {e}"),
+                    }
+                };
+                Docker::connect_with_defaults()
+                    .map_err(unreachable)?
+                    .negotiate_version()
+                    .await
+                    .map_err(unreachable)
+            })
             .await
-            .map_err(|e| Error::runtime("connect (is the engine running? DOCKER_HOST?)", e))?;
-        Ok(DockerRuntime { docker })
     }
 }
 
@@ -41,6 +69,23 @@ fn status_of(e: &DockerError) -> Option<u16> {
     match e {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
+    }
+}
+
+/// An engine call that failed: with the engine's answer, or without one
+/// (the engine is down or restarting), which is no fault of the server.
+fn call_error(op: impl Into<String>, e: DockerError) -> Error {
+    match e {
+        DockerError::SocketNotFoundError(_)
+        | DockerError::IOError { .. }
+        | DockerError::HyperLegacyError { .. }
+        | DockerError::HyperResponseError { .. }
+        | DockerError::HttpClientError { .. }
+        | DockerError::RequestTimeoutError => Error::Unreachable {
+            op: op.into(),
+            message: e.to_string(),
+        },
+        e => Error::runtime(op, e),
     }
 }
 
@@ -67,10 +112,11 @@ impl Runtime for DockerRuntime {
             .filters(&label_filter(fleet, server))
             .build();
         let found = self
-            .docker
+            .docker()
+            .await?
             .list_containers(Some(opts))
             .await
-            .map_err(|e| Error::runtime("list containers", e))?;
+            .map_err(|e| call_error("list containers", e))?;
         Ok(found
             .into_iter()
             .filter_map(|c| {
@@ -105,10 +151,11 @@ impl Runtime for DockerRuntime {
             message,
         };
         if policy != PullPolicy::Always {
-            match self.docker.inspect_image(image).await {
+            match self.docker().await?.inspect_image(image).await {
                 Ok(_) => return Ok(()),
                 Err(e) if status_of(&e) == Some(404) => {}
-                Err(e) => return Err(image_err(e.to_string())),
+                Err(e) if status_of(&e).is_some() => return Err(image_err(e.to_string())),
+                Err(e) => return Err(call_error(format!("inspect image {image}"), e)),
             }
             if policy == PullPolicy::Never {
                 return Err(image_err(
@@ -120,7 +167,8 @@ impl Runtime for DockerRuntime {
             .from_image(image)
             .build();
         let pulled = self
-            .docker
+            .docker()
+            .await?
             .create_image(Some(opts), None, None)
             .try_for_each(|_| async { Ok(()) })
             .await;
@@ -167,47 +215,39 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self
-            .docker
-            .create_container(Some(opts), body)
-            .await
-            .map_err(|e| match status_of(&e) {
-                Some(409) => Error::Runtime {
-                    op: format!("create {name}"),
-                    message: "the name is taken by a container mcp-fleet does not manage; \
-                              rename or remove it"
-                        .into(),
-                },
-                _ => Error::runtime(format!("create {name}"), e),
-            })?;
-        Ok(created.id)
+        let docker = self.docker().await?;
+        match docker.create_container(Some(opts), body).await {
+            Ok(created) => Ok(created.id),
+            Err(e) if status_of(&e) == Some(409) => Err(self.name_conflict(&name).await),
+            Err(e) => Err(call_error(format!("create {name}"), e)),
+        }
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        match self.docker.start_container(id, None).await {
+        match self.docker().await?.start_container(id, None).await {
             Ok(()) => Ok(()),
             Err(e) if status_of(&e) == Some(304) => Ok(()),
-            Err(e) => Err(Error::runtime(format!("start {}", short(id)), e)),
+            Err(e) => Err(call_error(format!("start {}", short(id)), e)),
         }
     }
 
     async fn remove(&self, id: &str, timeout: Duration) -> Result<()> {
         let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let stop = StopContainerOptionsBuilder::default().t(t).build();
-        match self.docker.stop_container(id, Some(stop)).await {
+        match self.docker().await?.stop_container(id, Some(stop)).await {
             Ok(()) => {}
             Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
-            Err(e) => return Err(Error::runtime(format!("stop {}", short(id)), e)),
+            Err(e) => return Err(call_error(format!("stop {}", short(id)), e)),
         }
         let rm = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(id, Some(rm)).await {
+        match self.docker().await?.remove_container(id, Some(rm)).await {
             Ok(()) => Ok(()),
             // 404: gone already; 409: removal already in progress.
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(Error::runtime(format!("remove {}", short(id)), e)),
+            Err(e) => Err(call_error(format!("remove {}", short(id)), e)),
         }
     }
 
@@ -220,10 +260,11 @@ impl Runtime for DockerRuntime {
             .logs(false)
             .build();
         let attached = self
-            .docker
+            .docker()
+            .await?
             .attach_container(id, Some(opts))
             .await
-            .map_err(|e| Error::runtime(format!("attach {}", short(id)), e))?;
+            .map_err(|e| call_error(format!("attach {}", short(id)), e))?;
         // Only stdout frames carry protocol messages; stderr is the server's log.
         let stdout = attached.output.filter_map(|frame| async move {
             match frame {
@@ -242,19 +283,61 @@ impl Runtime for DockerRuntime {
         let mut filters = label_filter(fleet, None);
         filters.insert("type".into(), vec!["container".into()]);
         let opts = EventsOptionsBuilder::default().filters(&filters).build();
-        self.docker
-            .events(Some(opts))
-            .filter_map(|ev| async move {
-                match ev {
-                    Ok(msg) => msg
-                        .actor
-                        .and_then(|a| a.attributes)
-                        .and_then(|mut attrs| attrs.remove(LABEL_SERVER))
-                        .map(Ok),
-                    Err(e) => Some(Err(Error::runtime("events", e))),
-                }
+        let rt = self.clone();
+        // The stream starts once the engine answers; until then it fails at once.
+        stream::once(async move { rt.docker().await.cloned() })
+            .flat_map(move |docker| match docker {
+                Ok(d) => d
+                    .events(Some(opts.clone()))
+                    .filter_map(|ev| async move {
+                        match ev {
+                            Ok(msg) => msg
+                                .actor
+                                .and_then(|a| a.attributes)
+                                .and_then(|mut attrs| attrs.remove(LABEL_SERVER))
+                                .map(Ok),
+                            Err(e) => Some(Err(call_error("events", e))),
+                        }
+                    })
+                    .boxed(),
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
             })
             .boxed()
+    }
+
+    async fn finished_at(&self, id: &str) -> Result<Option<SystemTime>> {
+        let found = self
+            .docker()
+            .await?
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| call_error(format!("inspect {}", short(id)), e))?;
+        let at = found.state.and_then(|s| s.finished_at);
+        Ok(at.and_then(|t| {
+            let t = time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+            // The engine says 0001-01-01 for "never".
+            (t.unix_timestamp() > 0).then(|| SystemTime::from(t))
+        }))
+    }
+}
+
+impl DockerRuntime {
+    /// Names who holds `name`, for a create refused with 409.
+    async fn name_conflict(&self, name: &str) -> Error {
+        let holder = match self.docker().await {
+            Ok(d) => d.inspect_container(name, None).await.ok(),
+            Err(_) => None,
+        };
+        let holder = holder.map(|c| {
+            let image = c.config.and_then(|c| c.image).unwrap_or_default();
+            let id = c.id.unwrap_or_default();
+            format!("container {} (image {image})", short(&id))
+        });
+        Error::Conflict {
+            name: name.to_string(),
+            holder: holder.unwrap_or_else(|| "another container".to_string()),
+        }
     }
 }
 

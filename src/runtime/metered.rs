@@ -48,6 +48,10 @@ impl Runtime for Metered {
         count("attach", self.0.attach(id).await)
     }
 
+    async fn finished_at(&self, id: &str) -> Result<Option<std::time::SystemTime>> {
+        count("inspect", self.0.finished_at(id).await)
+    }
+
     fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>> {
         self.0.events(fleet)
     }

@@ -104,4 +104,6 @@ pub trait Runtime: Send + Sync {
     async fn attach(&self, id: &str) -> Result<Stdio>;
     /// Names of servers whose containers changed state, as they change.
     fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>>;
+    /// When a stopped container stopped (`None` if the engine does not say).
+    async fn finished_at(&self, id: &str) -> Result<Option<std::time::SystemTime>>;
 }

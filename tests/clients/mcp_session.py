@@ -18,6 +18,7 @@ per line on stdin and answers each with one JSON line on stdout:
     {"cmd": "call", "name": N, "arguments": {...}}
                                           -> {"ok": true, "is_error": bool, "text": "..."}
     {"cmd": "wait_list_changed", "timeout": secs, "kind": "tools"|"prompts"|"resources"}
+    {"cmd": "take_list_changed", "kind": ...}  -> {"ok": true, "count": n} (consumes them)
                                           -> {"ok": true} once such a notification arrived
                                              since the last wait, else {"ok": false, "error": "timeout"}
     {"cmd": "ping"}                       -> {"ok": true}
@@ -84,6 +85,12 @@ class ListChanged:
                 self.seen[kind] += 1
                 self.arrived.set()
                 self.arrived = anyio.Event()
+
+    def take(self, kind: str) -> int:
+        """How many arrived since the last wait or take; consumes them."""
+        n = self.seen[kind] - self.consumed[kind]
+        self.consumed[kind] = self.seen[kind]
+        return n
 
     async def wait(self, kind: str, timeout: float) -> bool:
         with anyio.move_on_after(timeout):
@@ -261,6 +268,8 @@ async def run_commands(session: ClientSession, changes: ListChanged) -> None:
                     emit({"ok": True})
                 else:
                     emit({"ok": False, "error": "timeout"})
+            elif cmd == "take_list_changed":
+                emit({"ok": True, "count": changes.take(command.get("kind", "tools"))})
             elif cmd == "ping":
                 await session.send_ping()
                 emit({"ok": True})

@@ -233,6 +233,15 @@ impl McpClient {
         answer["ok"] == json!(true)
     }
 
+    /// How many `notifications/<kind>/list_changed` arrived since the last
+    /// wait or take (consumes them).
+    pub async fn take_list_changed(&mut self, kind: &str) -> u64 {
+        let answer = self
+            .send(json!({"cmd": "take_list_changed", "kind": kind}))
+            .await;
+        answer["count"].as_u64().expect("a count")
+    }
+
     /// Closes the session and waits for the client to exit.
     pub async fn close(mut self) {
         let _ = self.send(json!({"cmd": "close"})).await;

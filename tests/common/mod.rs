@@ -2,6 +2,7 @@
 //! directory and name, the real `mcp-fleet` binary, and a real Docker engine
 //! (from DOCKER_HOST; `scripts/test` starts one and builds the test images).
 #![allow(dead_code)]
+pub mod engine_proxy;
 pub mod fixture;
 pub mod mcp_client;
 
@@ -19,8 +20,10 @@ pub const FETCH: &str = "mcp-fleet-test/fetch:latest";
 pub const TIME: &str = "mcp-fleet-test/time:latest";
 pub const TESTSERVER: &str = "mcp-fleet-test/testserver:latest";
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mcp-fleet")
+/// The binary under test; `MCP_FLEET_TEST_BIN` points the tests at another
+/// build (e.g. an older one, to see a new test fail before its fix).
+pub fn bin() -> String {
+    std::env::var("MCP_FLEET_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mcp-fleet").into())
 }
 
 pub async fn docker() -> Docker {
@@ -80,11 +83,11 @@ impl Fleet {
 
     /// Starts `mcp-fleet run` on this fleet with fast test timings.
     pub fn start(&mut self, extra: &[&str]) {
-        self.start_with_env(extra, &[]);
+        self.start_env(extra, &[]);
     }
 
-    /// As [`Fleet::start`], with extra environment variables.
-    pub fn start_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+    /// Like [`Fleet::start`], with extra environment (e.g. another DOCKER_HOST).
+    pub fn start_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.controller.is_none(), "controller already running");
         self.runs += 1;
         let log = std::fs::File::create(self.path(&format!("controller-{}.log", self.runs)))
@@ -146,6 +149,25 @@ impl Fleet {
 
     pub fn controller_pid(&self) -> Option<u32> {
         self.controller.as_ref().map(Child::id)
+    }
+
+    /// The exit status of the controller if it has exited.
+    pub fn controller_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.controller.as_mut()?.try_wait().ok()?
+    }
+
+    /// The log of the current controller run only.
+    pub fn current_log(&self) -> String {
+        std::fs::read_to_string(self.path(&format!("controller-{}.log", self.runs)))
+            .unwrap_or_default()
+    }
+
+    /// How many lines of all runs' logs contain every one of `parts`.
+    pub fn log_count(&self, parts: &[&str]) -> usize {
+        self.logs()
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
     }
 
     pub fn logs(&self) -> String {
@@ -380,6 +402,12 @@ pub fn docker_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Starts a container the test owns (`docker run -d -i --network none` plus
+/// `args`, ending with the image) and returns its id.
+pub fn run_detached(args: &[&str]) -> String {
+    docker_cli(&[&["run", "-d", "-i", "--network", "none"], args].concat())
+}
+
 /// A catalog entry for one of the test images, with no network.
 pub fn entry(name: &str, image: &str, extra: &str) -> String {
     let mut s =
@@ -394,6 +422,21 @@ pub fn entry(name: &str, image: &str, extra: &str) -> String {
 
 pub fn catalog_of(entries: &[String]) -> String {
     format!("name: docker-mcp\nregistry:\n{}", entries.concat())
+}
+
+/// The back-off delays a controller logged for `server`, in order. One wait
+/// can be logged twice with a new message (the gateway saw the server stop
+/// answering, then the engine saw it exit), so repeats in a row count once.
+/// Every status change is logged, so the log holds every delay even when the
+/// machine is too busy for a poller to see each one.
+pub fn backoff_delays(log: &str, server: &str) -> Vec<f64> {
+    let mut delays: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("CrashLoopBackOff") && l.contains(&format!("server=\"{server}\"")))
+        .filter_map(|l| l.split("back-off ").nth(1)?.split('s').next()?.parse().ok())
+        .collect();
+    delays.dedup();
+    delays
 }
 
 pub fn stdout(o: &Output) -> String {

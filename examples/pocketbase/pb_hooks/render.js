@@ -144,7 +144,7 @@ function render(app) {
 //   pending | denied | revoked   the request as the admin left it
 //   starting                     approved; mcp-fleet has not got it running and ready yet
 //   ready                        the container runs and the gateway serves its tools
-//   failing                      CrashLoopBackOff, ImagePullBackOff, Invalid, Unsupported
+//   failing                      CrashLoopBackOff, ImagePullBackOff, Invalid, Conflict, Unsupported
 function serverState(app, name) {
   let record = null;
   try {
@@ -168,7 +168,7 @@ function serverState(app, name) {
   out.phase = s.phase;
   out.message = s.message || "";
   out.ready = s.ready ? !!s.ready.status : false;
-  if (["CrashLoopBackOff", "ImagePullBackOff", "Invalid", "Unsupported"].indexOf(s.phase) >= 0) {
+  if (["CrashLoopBackOff", "ImagePullBackOff", "Invalid", "Conflict", "Unsupported"].indexOf(s.phase) >= 0) {
     out.state = "failing";
   } else if ((s.phase === "Running" || s.phase === "Remote") && out.ready) {
     out.state = "ready";

@@ -3,6 +3,7 @@
 //! - [`http`]: the axum router (`/mcp`, `/sse`, `/health`, `/readyz`, `/status`)
 //!   and its security layer ([`auth`]: bearer token; Host/Origin checks);
 //! - [`mcp`]: the streamable HTTP transport; [`sse`]: the legacy HTTP+SSE one;
+//!   [`settle`]: progress before its result on `/sse`;
 //!   [`wire`]: what they share (error bodies, body parsing, the session cap);
 //! - [`ready`]: what `/readyz`, `/status` and `/metrics` say ([`observe`]);
 //!   [`page`]: the status page;
@@ -21,5 +22,6 @@ pub mod observe;
 pub mod page;
 pub mod ready;
 pub mod session;
+pub mod settle;
 pub mod sse;
 pub mod wire;

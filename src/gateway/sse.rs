@@ -9,6 +9,8 @@
 //!   message (or a batch) and is answered `202 Accepted`; the reply comes on
 //!   the stream. Unknown session: 404; unparsable body: 400 (JSON bodies).
 //!   Opening a stream when the shared session cap is reached: 503.
+//! - Before the result of a call whose progress it sent, the stream pings the
+//!   client and waits for its answer, so the progress is not lost ([`super::settle`]).
 //!
 //! Each session runs the handler with rmcp's own server machinery over a pair
 //! of channels, so the handler sees an ordinary session: its `Peer` can send
@@ -35,6 +37,7 @@ use rmcp::transport::Transport;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::settle::{SETTLE_TIMEOUT, Settle};
 use super::wire::{self, MAX_BODY_BYTES, SessionCap, json_error};
 
 /// Path of the event stream.
@@ -169,6 +172,7 @@ async fn open_stream<S: rmcp::ServerHandler + Send + 'static>(
     let transport = ChannelTransport {
         to_client,
         from_client,
+        settle: Arc::default(),
     };
     let task_sessions = sessions.clone();
     let task_id = id.clone();
@@ -294,6 +298,8 @@ fn unknown_session() -> Response {
 struct ChannelTransport {
     to_client: mpsc::Sender<ServerJsonRpcMessage>,
     from_client: mpsc::Receiver<ClientJsonRpcMessage>,
+    /// Progress before its result (see [`super::settle`]).
+    settle: Arc<Settle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,11 +314,35 @@ impl Transport<RoleServer> for ChannelTransport {
         item: ServerJsonRpcMessage,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let to_client = self.to_client.clone();
-        async move { to_client.send(item).await.map_err(|_| StreamClosed) }
+        let settle = self.settle.clone();
+        // Decided here, in the order rmcp sends; the sends themselves run concurrently.
+        let ping = settle.to_client(&item);
+        async move {
+            if let Some(mut ping) = ping {
+                to_client
+                    .send(ping.request())
+                    .await
+                    .map_err(|_| StreamClosed)?;
+                if tokio::time::timeout(SETTLE_TIMEOUT, &mut ping.answered)
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!("an sse client did not answer a ping in time");
+                    settle.give_up(&ping);
+                }
+            }
+            to_client.send(item).await.map_err(|_| StreamClosed)
+        }
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<ClientJsonRpcMessage>> + Send {
-        self.from_client.recv()
+    /// The client's messages, without its answers to the stream's own pings.
+    async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        loop {
+            let message = self.from_client.recv().await?;
+            if self.settle.from_client(&message) {
+                return Some(message);
+            }
+        }
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {

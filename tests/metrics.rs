@@ -1,7 +1,7 @@
 //! A real Prometheus (Debian's package) scrapes a running fleet's `/metrics`
 //! with the gateway token; the test asks Prometheus's HTTP API for the
 //! reconcile, phase, engine and tool-call series after a server is approved
-//! and called. Needs `scripts/prometheus-env.sh` (run by `scripts/test`).
+//! and called. Needs `scripts/debian-env.sh` (run by `scripts/test`).
 mod common;
 
 use std::net::TcpListener;
@@ -32,9 +32,8 @@ fn free_port() -> u16 {
 
 /// Prometheus scraping `target` (host:port) every second with the token.
 fn prometheus(f: &Fleet, target: &str, port: u16) -> Prometheus {
-    let bin = std::env::var("MCP_FLEET_PROMETHEUS").expect(
-        "MCP_FLEET_PROMETHEUS: run the tests with scripts/test (scripts/prometheus-env.sh)",
-    );
+    let bin = std::env::var("MCP_FLEET_PROMETHEUS")
+        .expect("MCP_FLEET_PROMETHEUS: run the tests with scripts/test (scripts/debian-env.sh)");
     let token = f.path("prometheus-token");
     std::fs::write(&token, TOKEN).expect("token file");
     let config = format!(

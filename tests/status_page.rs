@@ -1,7 +1,7 @@
 //! The status page in a real headless browser (Debian's Chromium driven by
 //! playwright-core): opened before a server is approved, it shows the server
 //! Running and ready without being reloaded. Needs `scripts/node-env.sh` and
-//! `scripts/page-env.sh` (run by `scripts/test`).
+//! `scripts/debian-env.sh` (run by `scripts/test`).
 mod common;
 
 use std::io::{BufRead, BufReader};

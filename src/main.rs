@@ -6,10 +6,12 @@ use mcp_fleet::cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Libraries whose debug output can carry secrets (bollard prints whole create
-/// requests, environment included; HTTP clients print URLs with their query).
-/// They stay at `info` whatever `MCP_FLEET_LOG` asks for.
+/// requests, environment included; HTTP clients print URLs with their query)
+/// stay at `info` whatever `MCP_FLEET_LOG` asks for. rmcp's transports print
+/// a remote's full URL even in their errors: mcp-fleet reports those failures
+/// itself (redacted), so theirs are off.
 const QUIET: &str =
-    "bollard=info,hyper=info,hyper_util=info,reqwest=info,h2=info,rmcp::transport=info";
+    "bollard=info,hyper=info,hyper_util=info,reqwest=info,h2=info,rmcp::transport=off";
 
 #[tokio::main]
 async fn main() -> ExitCode {

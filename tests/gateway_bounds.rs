@@ -419,3 +419,55 @@ async fn bad_mcp_requests_get_4xx_with_json_bodies_and_2025_03_26_batches_work()
         a.text
     );
 }
+
+/// A remote whose URL carries credentials (user info, a token in the query)
+/// and cannot be reached: the status says so in plain words, and neither the
+/// status, `/status` nor the log at `trace` ever shows the credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_urls_credentials_never_show() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port(); // dropped at once: nothing listens there
+    let secrets = ["sek-user-7f3a", "sek-pass-91c2", "sek-token-55d0"];
+    let entries = [
+        format!(
+            "  far:\n    type: remote\n    remote:\n      url: \"http://{}:{}@127.0.0.1:{port}/mcp?token={}\"\n      transport_type: streamable-http\n",
+            secrets[0], secrets[1], secrets[2]
+        ),
+        format!(
+            "  farsse:\n    type: remote\n    remote:\n      url: \"http://127.0.0.1:{port}/sse?token={}\"\n      transport_type: sse\n",
+            secrets[2]
+        ),
+    ];
+    let mut f = Fleet::new("gb-redact").await;
+    f.catalog(&catalog_of(&entries));
+    f.start_env(
+        &["--no-auth", "--handshake-timeout", "2"],
+        &[("MCP_FLEET_LOG", "trace")],
+    );
+    let want = format!("cannot reach http://127.0.0.1:{port}/");
+    for server in ["far", "farsse"] {
+        f.until(&format!("{server} reported unreachable"), MIN, || async {
+            let s = f.status()?;
+            let message = s["servers"][server]["ready"]["message"]
+                .as_str()?
+                .to_string();
+            message.contains(&want).then_some(())
+        })
+        .await;
+    }
+    let base = f.gateway_url().await;
+    let live = reqwest::get(format!("{base}/status"))
+        .await
+        .expect("GET /status")
+        .text()
+        .await
+        .expect("body");
+    let file = std::fs::read_to_string(f.status_path()).expect("status file");
+    for (what, text) in [("log", f.logs()), ("/status", live), ("status file", file)] {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} in the {what}");
+        }
+    }
+}

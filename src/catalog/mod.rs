@@ -9,6 +9,7 @@ pub mod file;
 pub mod secrets;
 pub mod spec;
 pub mod template;
+pub mod url;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

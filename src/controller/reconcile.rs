@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::view::Upstream;
 use super::{Context, Next};
+use crate::catalog::url::redact_url;
 use crate::catalog::{ContainerServer, Desired};
 use crate::plan::{Change, RecreateReason, RemoveReason, plan_server};
 use crate::runtime::{State, docker::short};
@@ -210,20 +211,6 @@ fn settle_hold(server: &str, changes: &[Change], ctx: &Context) -> Option<Durati
         },
     );
     Some(wait)
-}
-
-/// A URL for the status: no user info, query or fragment (they may hold tokens).
-pub(super) fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => "(unparsable url)".to_string(),
-    }
 }
 
 fn running_message(c: &ContainerServer) -> String {

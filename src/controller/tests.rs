@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-use super::reconcile::redact_url;
 use super::*;
 use crate::catalog::{ApprovalMode, Desired, Limits, ServerSpec};
 use crate::runtime::{Container, State, container_name};
@@ -217,15 +216,6 @@ fn set_image(ctx: &Context, server: &str, image: &str) {
         }),
     );
     *ctx.desired.write().unwrap() = Some(Arc::new(state));
-}
-
-#[test]
-fn remote_urls_in_status_lose_their_credentials() {
-    assert_eq!(
-        redact_url("https://user:pw@example.com/mcp?token=abc#x"),
-        "https://example.com/mcp"
-    );
-    assert_eq!(redact_url("not a url"), "(unparsable url)");
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ use super::index::{Index, Source, ToolNames};
 use super::relay::Relay;
 use super::relist::ListChanges;
 use super::session::{Listing, Session};
-use crate::catalog::Desired;
+use crate::catalog::{Desired, url};
 use crate::controller::Context;
 use crate::controller::view::{Servers, Upstream};
 use crate::supervise::catch;
@@ -453,7 +453,9 @@ async fn connect(
     let session = match key {
         Upstream::Container { id, .. } => {
             let stdio = runtime.attach(id).await.map_err(|e| e.to_string())?;
-            Session::stdio(stdio, handler, timeout).await
+            Session::stdio(stdio, handler, timeout)
+                .await
+                .map_err(|e| url::without_type_names(&e.to_string()))
         }
         Upstream::Remote {
             url,
@@ -461,14 +463,18 @@ async fn connect(
             headers,
         } => {
             let headers = headers.clone().into_iter().collect();
-            Session::remote(url, transport, &headers, handler, timeout).await
+            Session::remote(url, transport, &headers, handler, timeout)
+                .await
+                .map_err(|e| url::remote_failure(url, &e.to_string()))
         }
-    }
-    .map_err(|e| e.to_string())?;
-    let listing = session
-        .list(timeout)
-        .await
-        .map_err(|e| format!("listing: {e}"))?;
+    }?;
+    let listing = session.list(timeout).await.map_err(|e| {
+        let message = format!("listing: {e}");
+        match key {
+            Upstream::Remote { url, .. } => url::remote_failure(url, &message),
+            Upstream::Container { .. } => url::without_type_names(&message),
+        }
+    })?;
     Ok((session, listing))
 }
 

@@ -1,7 +1,7 @@
 //! The MCP endpoint: one server that aggregates every ready upstream.
 //!
 //! - [`http`]: the axum router (`/mcp`, `/sse`, `/health`, `/readyz`, `/status`)
-//!   and its security layer ([`auth`]: bearer token; Host/Origin checks);
+//!   and its security layer ([`auth`]: bearer token; [`hosts`]: Host/Origin checks);
 //! - [`mcp`]: the streamable HTTP transport; [`sse`]: the legacy HTTP+SSE one;
 //!   [`settle`]: progress before its result on `/sse`;
 //!   [`wire`]: what they share (error bodies, body parsing, the session cap);
@@ -15,6 +15,7 @@
 mod admin;
 pub mod auth;
 pub mod handler;
+pub mod hosts;
 pub mod http;
 pub mod manage;
 pub mod mcp;

@@ -1,7 +1,7 @@
 //! Every server's phase and message, like a Kubernetes object's status; plus
 //! the catalog's own load error. Kept in memory, logged on change, and written
 //! atomically as JSON to the status file by one writer task.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +67,10 @@ pub struct ServerStatus {
     /// continues the back-off from it instead of starting over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_ms: Option<u64>,
+    /// How many tools the gateway's session to the server lists (absent
+    /// while it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<usize>,
     /// Whether the gateway has a working MCP session to the server; absent
     /// until the gateway has tried.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -207,6 +211,7 @@ impl StatusStore {
                 spec_hash: None,
                 last_transition_time: now(),
                 backoff_ms: None,
+                tools: None,
                 ready: None,
             });
         let before = entry.clone();
@@ -280,6 +285,24 @@ impl StatusStore {
                 Some(c) => tracing::warn!(server, "not ready: {}", c.message),
                 None => {}
             }
+            self.notify();
+        }
+    }
+
+    /// The tool count of each server the gateway has a session to; every
+    /// other server's count goes.
+    pub fn set_tool_counts(&self, counts: &HashMap<String, usize>) {
+        let mut st = self.inner.lock().expect("status lock");
+        let mut changed = false;
+        for (name, entry) in st.servers.iter_mut() {
+            let next = counts.get(name).copied();
+            if entry.tools != next {
+                entry.tools = next;
+                changed = true;
+            }
+        }
+        drop(st);
+        if changed {
             self.notify();
         }
     }

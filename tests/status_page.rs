@@ -71,6 +71,8 @@ async fn page_shows_an_approval_live() {
     );
     assert_eq!(seen["row"][1], "Running", "{seen}");
     assert_eq!(seen["row"][2], "ready", "{seen}");
+    // mcp-server-time lists get_current_time and convert_time.
+    assert_eq!(seen["row"][4], "2", "tool count: {seen}");
     let png = std::fs::read(&shot).expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     if let Ok(dir) = std::env::var("MCP_FLEET_SCREENSHOT_DIR") {

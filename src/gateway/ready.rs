@@ -85,6 +85,7 @@ mod tests {
             spec_hash: None,
             last_transition_time: String::new(),
             backoff_ms: None,
+            tools: None,
             ready: ready.map(|status| Condition {
                 status,
                 message: if status { "ok" } else { "no answer" }.into(),

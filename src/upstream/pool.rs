@@ -409,6 +409,11 @@ impl Pool {
             .map(|(name, l)| (name.clone(), l.listing()))
             .collect();
         listings.sort_by(|a, b| a.0.cmp(&b.0));
+        let counts: HashMap<String, usize> = listings
+            .iter()
+            .map(|(name, l)| (name.clone(), l.tools.len()))
+            .collect();
+        self.ctx.status.set_tool_counts(&counts);
         let prefix = |name: &str| {
             desired
                 .as_ref()

@@ -8,6 +8,12 @@ use crate::status::FleetStatus;
 
 /// The OpenMetrics text for a scrape.
 pub fn metrics_text(status: &FleetStatus) -> String {
+    // The status gauges are cleared and refilled: one scrape at a time, so a
+    // concurrent scrape never reads them half-filled.
+    static SCRAPE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SCRAPE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let m = metrics::global();
     m.servers.clear();
     m.restarts.clear();

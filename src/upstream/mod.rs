@@ -1,6 +1,7 @@
 //! Upstream sessions: one MCP client session per ready server, kept by the
 //! pool in step with what the controller runs, and the [`index`] of what
 //! they offer together. Nothing here knows the gateway that serves it.
+mod attempts;
 pub mod calls;
 pub mod inbound;
 pub mod index;

@@ -14,7 +14,7 @@
 //! at most one more waits ([`ListChanges`]), and the next starts no sooner than
 //! [`RELIST_GAP`] after the last ended, so a storm costs a few re-listings a
 //! second however many notifications it sends.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,14 +24,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::attempts::Attempts;
 use super::inbound::Handler;
 use super::index::{Index, Source, ToolNames};
 use super::relay::Relay;
 use super::relist::ListChanges;
 use super::session::{Listing, Session};
 use crate::catalog::{Desired, url};
-use crate::controller::Context;
 use crate::controller::view::{Servers, Upstream};
+use crate::controller::{Context, sleep_until};
 use crate::supervise::catch;
 
 #[derive(Debug, Clone)]
@@ -59,69 +60,8 @@ impl Live {
     }
 }
 
-/// First and longest wait before a failed remote server is tried again. A
-/// failed container is not retried: the controller replaces it, and the new
-/// one gets a session.
-const REMOTE_RETRY_MIN: Duration = Duration::from_secs(1);
-const REMOTE_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Least time between two re-listings of one server.
 pub const RELIST_GAP: Duration = Duration::from_millis(250);
-
-/// A failed attempt: which incarnation, why, and when it may be tried again.
-struct Failure {
-    key: Upstream,
-    error: String,
-    retry_at: Option<Instant>,
-}
-
-/// The run loop's own bookkeeping; every map forgets servers that are gone.
-#[derive(Default)]
-struct Attempts {
-    connecting: HashMap<String, Upstream>,
-    failed: HashMap<String, Failure>,
-    /// Failed handshakes in a row, by server. Each doubles the next one's
-    /// time limit (up to 16x): on a starved machine, replacing servers that
-    /// were merely slow would only add load.
-    strikes: HashMap<String, u32>,
-    /// Servers being re-listed, or within [`RELIST_GAP`] of their last one.
-    relisting: HashSet<String>,
-}
-
-impl Attempts {
-    /// Forgets servers the catalog no longer has. (A server only briefly
-    /// out of the view, e.g. while its container is replaced, keeps its strikes.)
-    fn forget_removed(&mut self, known: impl Fn(&str) -> bool) {
-        self.failed.retain(|s, _| known(s));
-        self.strikes.retain(|s, _| known(s));
-    }
-
-    fn fail(&mut self, server: &str, key: Upstream, error: String) {
-        let strikes = self.strikes.entry(server.to_string()).or_default();
-        *strikes += 1;
-        let retry_at = matches!(key, Upstream::Remote { .. })
-            .then(|| Instant::now() + remote_retry_delay(*strikes));
-        self.failed.insert(
-            server.to_string(),
-            Failure {
-                key,
-                error,
-                retry_at,
-            },
-        );
-    }
-
-    /// When the loop must wake up to retry a remote server.
-    fn next_retry(&self) -> Option<Instant> {
-        self.failed.values().filter_map(|f| f.retry_at).min()
-    }
-}
-
-/// The wait before retry number `strikes` of a remote server: 1 s doubling to 60 s.
-fn remote_retry_delay(strikes: u32) -> Duration {
-    REMOTE_RETRY_MIN
-        .saturating_mul(2u32.saturating_pow(strikes.saturating_sub(1)))
-        .min(REMOTE_RETRY_MAX)
-}
 
 pub struct Pool {
     ctx: Arc<Context>,
@@ -440,13 +380,6 @@ impl Pool {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Attach or connect, handshake, first listing. The caller bounds the whole
 /// of it with the same `timeout` (an HTTP connect has no limit of its own).
 async fn connect(
@@ -481,33 +414,4 @@ async fn connect(
         }
     })?;
     Ok((session, listing))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_retries_back_off_from_one_second_to_a_minute() {
-        let secs: Vec<u64> = [1, 2, 3, 4, 7, 8, 40]
-            .map(|s| remote_retry_delay(s).as_secs())
-            .into();
-        assert_eq!(secs, [1, 2, 4, 8, 60, 60, 60]);
-    }
-
-    #[test]
-    fn attempts_forget_removed_servers() {
-        let remote = Upstream::Remote {
-            url: "http://x".into(),
-            transport: "sse".into(),
-            headers: Default::default(),
-        };
-        let mut a = Attempts::default();
-        a.fail("gone", remote.clone(), "e".into());
-        a.fail("kept", remote, "e".into());
-        assert!(a.next_retry().is_some());
-        a.forget_removed(|s| s == "kept");
-        assert_eq!(a.failed.keys().collect::<Vec<_>>(), ["kept"]);
-        assert_eq!(a.strikes.keys().collect::<Vec<_>>(), ["kept"]);
-    }
 }

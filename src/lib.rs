@@ -7,6 +7,7 @@ pub mod cli;
 pub mod controller;
 pub mod error;
 pub mod gateway;
+pub mod identity;
 pub mod metrics;
 pub mod plan;
 pub mod runtime;

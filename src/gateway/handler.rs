@@ -273,9 +273,7 @@ impl Gateway {
         route: &Route,
     ) -> Result<Arc<Live>, CallToolResponse> {
         if !self.index().servers.contains(&route.server)
-            && !self
-                .wait_ready(&route.server, self.0.settings.call_wait)
-                .await
+            && !Box::pin(self.wait_ready(&route.server, self.0.settings.call_wait)).await
         {
             return Err(text_error(format!(
                 "tool `{name}` belongs to server `{}`, which did not become ready within {:?} ({}); the call was not made",

@@ -132,7 +132,8 @@ fn is_initialize(message: &ClientJsonRpcMessage) -> bool {
 
 impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
     async fn call(&self, request: Request) -> Response {
-        json_errors(self.inner.handle(request).await.map(Body::new)).await
+        // Boxed so the routing futures that carry this one stay small.
+        json_errors(Box::pin(self.inner.handle(request)).await.map(Body::new)).await
     }
 
     /// Serves a batch message by message; see the module doc.

@@ -87,7 +87,9 @@ impl SessionHandler {
             timeout: self.gateway.call_timeout(),
             ct: context.ct,
         };
-        live.session.forward(request, forward).await
+        // Boxed: rmcp spawns a task per request holding this future, and a
+        // large inline future is copied on every spawn (measured, figure 5).
+        Box::pin(live.session.forward(request, forward)).await
     }
 
     async fn call_upstream(
@@ -225,7 +227,7 @@ impl ServerHandler for SessionHandler {
             async {
                 let name = params.name.to_string();
                 if manage::NAMES.contains(&name.as_str()) {
-                    return Ok(self.gateway.manage(&name, &params, &context).await);
+                    return Ok(Box::pin(self.gateway.manage(&name, &params, &context)).await);
                 }
                 self.call_upstream(params, context).await
             }

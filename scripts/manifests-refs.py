@@ -34,6 +34,12 @@ def check(docs):
         if d["kind"] not in CLUSTER_WIDE and got != ns:
             problems.append(f"{d['kind']} {d['metadata']['name']} is in {got}, not {ns}")
 
+    for role in by_kind.get("Role", {}).values():
+        for rule in role["rules"]:
+            kinds = {"deployments": "Deployment", "configmaps": "ConfigMap", "secrets": "Secret"}
+            for res in rule["resources"]:
+                for rn in rule.get("resourceNames", []) if res in kinds else []:
+                    need(kinds[res], rn, f"Role {role['metadata']['name']} resourceNames")
     for rb in by_kind.get("RoleBinding", {}).values():
         need(rb["roleRef"]["kind"], rb["roleRef"]["name"], f"RoleBinding {rb['metadata']['name']}")
         for s in rb.get("subjects", []):
@@ -107,6 +113,8 @@ def check_deployment(dep, need):
         ref = e.get("valueFrom", {}).get("secretKeyRef")
         if ref:
             need("Secret", ref["name"], f"{name} env {e['name']}")
+        if e["name"] == "MCP_FLEET_OWNER_DEPLOYMENT":
+            need("Deployment", e["value"], f"{name} env {e['name']}")
     return problems
 
 

@@ -129,6 +129,18 @@ async fn runs_version(f: &Fleet, server: &str, version: &str) -> HashMap<String,
     .await
 }
 
+/// `time`, and `test` at `version` with its TOKEN from `mcp.env`.
+fn publish_time_and_test(kubelet: &mut Kubelet, version: &str) {
+    let catalog = catalog_of(&[
+        entry("time", TIME, ""),
+        versioned("test", version, Some("tok")),
+    ]);
+    kubelet.publish(&[
+        ("docker-mcp.yaml", &catalog),
+        ("mcp.env", &format!("tok={version}\n")),
+    ]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_kubelet_swap_reaches_the_fleet() {
     let mut f = Fleet::new("cm-swaps").await;
@@ -140,16 +152,7 @@ async fn every_kubelet_swap_reaches_the_fleet() {
     // A new server, and a new key (mcp.env) whose visible link kubelet
     // creates before the swap, dangling until then.
     let step = Instant::now();
-    kubelet.publish(&[
-        (
-            "docker-mcp.yaml",
-            &catalog_of(&[
-                entry("time", TIME, ""),
-                versioned("test", "v1", Some("tok")),
-            ]),
-        ),
-        ("mcp.env", "tok=v1\n"),
-    ]);
+    publish_time_and_test(&mut kubelet, "v1");
     let env = runs_version(&f, "test", "v1").await;
     eprintln!("swap -> test appears: {:?}", step.elapsed());
     assert_eq!(env.get("TOKEN").map(String::as_str), Some("v1"));
@@ -157,16 +160,7 @@ async fn every_kubelet_swap_reaches_the_fleet() {
 
     // Both files change in one swap: the container is replaced with both.
     let step = Instant::now();
-    kubelet.publish(&[
-        (
-            "docker-mcp.yaml",
-            &catalog_of(&[
-                entry("time", TIME, ""),
-                versioned("test", "v2", Some("tok")),
-            ]),
-        ),
-        ("mcp.env", "tok=v2\n"),
-    ]);
+    publish_time_and_test(&mut kubelet, "v2");
     let env = runs_version(&f, "test", "v2").await;
     eprintln!("swap -> test changes: {:?}", step.elapsed());
     assert_eq!(env.get("TOKEN").map(String::as_str), Some("v2"));

@@ -42,6 +42,7 @@ pub use super::hosts::{HostPolicy, LOOPBACK_HOSTS, Rejection};
 pub use super::mcp::{MCP_PATH, SESSION_IDLE_TIMEOUT};
 pub use super::page::StatusSource;
 pub use super::wire::json_error;
+use crate::identity::{ADMIN_ROLE, Identity};
 
 /// Default of [`HttpConfig::max_sessions`].
 pub const DEFAULT_MAX_SESSIONS: usize = 1024;
@@ -266,5 +267,14 @@ async fn guard(
     }
     // Handlers can read the request's parts; they need not see the token.
     request.headers_mut().remove(header::AUTHORIZATION);
+    // Who the request is for, told to remote servers. The one token of today
+    // is the operator's (issue 11 resolves users here).
+    if matches!(security.auth, Auth::Token(_)) && !by_cookie {
+        request.extensions_mut().insert(Arc::new(Identity::new(
+            "operator",
+            "operator",
+            vec![ADMIN_ROLE.to_string()],
+        )));
+    }
     next.run(request).await
 }

@@ -150,6 +150,8 @@ impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
             *request.method_mut() = parts.method.clone();
             *request.uri_mut() = parts.uri.clone();
             *request.headers_mut() = parts.headers.clone();
+            // Who the batch is for (see `http::guard`), for each of its requests.
+            *request.extensions_mut() = parts.extensions.clone();
             let expects_answer = matches!(message, ClientJsonRpcMessage::Request(_));
             async move { (expects_answer, self.call(request).await) }
         });

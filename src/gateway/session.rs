@@ -11,6 +11,8 @@
 //! tasks) that a raw handler would have to copy.
 #![allow(deprecated)] // logging is SEP-2577-deprecated, and relayed.
 
+use std::sync::Arc;
+
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
     CompleteRequestParams, CompleteResult, GetPromptRequest, GetPromptRequestParams,
@@ -25,6 +27,7 @@ use rmcp::{ErrorData as McpError, ServerHandler};
 
 use super::handler::{Gateway, text_error};
 use super::manage;
+use crate::identity::Identity;
 use crate::upstream::calls::Caller;
 use crate::upstream::pool::Live;
 use crate::upstream::session::{Failure, Forward};
@@ -74,6 +77,12 @@ impl SessionHandler {
         request: ClientRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<ServerResult, Failure> {
+        // Who the request is for (see `http::guard`): a remote server is told.
+        let identity = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Arc<Identity>>())
+            .cloned();
         let caller = Caller {
             session: self.id,
             peer: context.peer,
@@ -89,7 +98,7 @@ impl SessionHandler {
         };
         // Boxed: rmcp spawns a task per request holding this future, and a
         // large inline future is copied on every spawn (measured, figure 5).
-        Box::pin(live.session.forward(request, forward)).await
+        Box::pin(live.forward(identity.as_deref(), request, forward)).await
     }
 
     async fn call_upstream(

@@ -269,6 +269,9 @@ pub enum Failure {
     Error(McpError),
     #[error("the session failed: {0}")]
     Closed(String),
+    /// No session could serve the request (for its user); it was not sent.
+    #[error("{0}")]
+    NoSession(String),
 }
 
 /// Unregisters a call however its forwarding ends.

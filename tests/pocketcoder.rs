@@ -12,212 +12,17 @@
 //! (scripts/python-env.sh) and `DOCKER_HOST`: `scripts/test` sets all three.
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mcp_client::{McpClient, McpTransport};
+use common::pocketbase::{ADMIN, PocketBase, http};
 use common::*;
 use serde_json::{Value, json};
 
 const MIN: Duration = Duration::from_secs(60);
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pocketbase");
-const ADMIN: (&str, &str) = ("admin@example.test", "admin-password-1");
 const AGENT: (&str, &str) = ("agent@example.test", "agent-password-1");
-
-fn pocketbase_bin() -> String {
-    match std::env::var("MCP_FLEET_POCKETBASE") {
-        Ok(p) if !p.is_empty() && Path::new(&p).exists() => p,
-        other => panic!(
-            "MCP_FLEET_POCKETBASE is not set or missing ({other:?}): this test runs the real \
-             PocketBase binary. Run the tests with scripts/test, or first: \
-             eval \"$(scripts/pocketbase-env.sh)\""
-        ),
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP/1.0 request (no chunked answers); returns (status, JSON body).
-fn http(
-    base: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let text = out.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (status, serde_json::from_str(text).unwrap_or(Value::Null))
-}
-
-/// The real PocketBase, serving a copy of the example's hooks and migrations,
-/// rendering into `config_dir` (the volume mcp-fleet watches).
-struct PocketBase {
-    base: String,
-    data: tempfile::TempDir,
-    child: Child,
-}
-
-impl PocketBase {
-    async fn start(config_dir: &Path) -> Self {
-        let bin = pocketbase_bin();
-        let data = tempfile::tempdir().unwrap();
-        for sub in ["pb_hooks", "pb_migrations"] {
-            std::fs::create_dir_all(data.path().join(sub)).unwrap();
-            for f in std::fs::read_dir(Path::new(EXAMPLE).join(sub)).unwrap() {
-                let f = f.unwrap().path();
-                std::fs::copy(&f, data.path().join(sub).join(f.file_name().unwrap())).unwrap();
-            }
-        }
-        let pb_data = data.path().join("pb_data");
-        // The superuser the admin side uses (PocketBase's own CLI; applies migrations).
-        let out = Command::new(&bin)
-            .args(["superuser", "upsert", ADMIN.0, ADMIN.1, "--dir"])
-            .arg(&pb_data)
-            .arg("--migrationsDir")
-            .arg(data.path().join("pb_migrations"))
-            .output()
-            .expect("run pocketbase superuser upsert");
-        assert!(out.status.success(), "superuser upsert: {}", stderr(&out));
-        let port = free_port();
-        let log = std::fs::File::create(data.path().join("pocketbase.log")).unwrap();
-        let child = Command::new(&bin)
-            .args(["serve", "--http", &format!("127.0.0.1:{port}"), "--dir"])
-            .arg(&pb_data)
-            .arg("--hooksDir")
-            .arg(data.path().join("pb_hooks"))
-            .arg("--migrationsDir")
-            .arg(data.path().join("pb_migrations"))
-            .env("MCP_CONFIG_DIR", config_dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn pocketbase");
-        let pb = PocketBase {
-            base: format!("http://127.0.0.1:{port}"),
-            data,
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && http(&pb.base, "GET", "/api/health", None, None).0 == 200;
-            if up {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "PocketBase did not start:\n{}",
-                pb.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        pb
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.data.path().join("pocketbase.log")).unwrap_or_default()
-    }
-
-    fn login(&self, collection: &str, (email, password): (&str, &str)) -> String {
-        let (code, v) = http(
-            &self.base,
-            "POST",
-            &format!("/api/collections/{collection}/auth-with-password"),
-            None,
-            Some(json!({"identity": email, "password": password})),
-        );
-        assert_eq!(code, 200, "login {collection}: {v}");
-        v["token"].as_str().unwrap().to_string()
-    }
-
-    fn request(&self, token: Option<&str>, server: &str, session: &str) -> (u16, Value) {
-        http(
-            &self.base,
-            "POST",
-            "/api/pocketcoder/mcp_request",
-            token,
-            Some(
-                json!({"server_name": server, "reason": "the agent needs it", "session_id": session}),
-            ),
-        )
-    }
-
-    /// The admin's side: a superuser PATCH of the record, as the admin UI does.
-    fn set(&self, admin: &str, id: &str, fields: Value) -> Value {
-        let (code, v) = http(
-            &self.base,
-            "PATCH",
-            &format!("/api/collections/mcp_servers/records/{id}"),
-            Some(admin),
-            Some(fields),
-        );
-        assert_eq!(code, 200, "PATCH {id}: {v}\n{}", self.log());
-        v
-    }
-
-    fn records(&self, token: &str, server: &str) -> Vec<Value> {
-        let (code, v) = http(
-            &self.base,
-            "GET",
-            &format!(
-                "/api/collections/mcp_servers/records?filter=(name%3D%27{server}%27)&perPage=50"
-            ),
-            Some(token),
-            None,
-        );
-        assert_eq!(code, 200, "{v}");
-        v["items"].as_array().unwrap().clone()
-    }
-
-    fn state(&self, token: &str, server: &str) -> Value {
-        let (code, v) = http(
-            &self.base,
-            "GET",
-            &format!("/api/pocketcoder/mcp_status?server_name={server}"),
-            Some(token),
-            None,
-        );
-        assert_eq!(code, 200, "{v}");
-        v
-    }
-}
-
-impl Drop for PocketBase {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// (content, mtime) of a file, to prove it was not rewritten.
 fn snapshot(p: &Path) -> (String, std::time::SystemTime) {
@@ -537,4 +342,139 @@ impl Drop for Container {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
     }
+}
+
+/// The secret PocketBase signs gateway tokens with and mcp-fleet verifies
+/// them with: one file both read.
+const JWT_SECRET: &str = "pocketcoder-gateway-jwt-secret-0123456789";
+
+/// The claims of `token` if it verifies with `secret` (HS256, audience
+/// mcp-fleet, issuer pocketcoder), checked by PyJWT; else PyJWT's error.
+fn verify(token: &str, secret: &str) -> Result<Value, String> {
+    let script = "import json, sys, jwt\n\
+        try:\n    \
+            c = jwt.decode(sys.argv[1], sys.argv[2], algorithms=['HS256'], audience='mcp-fleet', issuer='pocketcoder', options={'require': ['exp', 'iat', 'sub']})\n    \
+            print(json.dumps(c))\n\
+        except jwt.PyJWTError as e:\n    \
+            print(json.dumps({'error': type(e).__name__}))\n";
+    let out = Command::new(common::mcp_client::python())
+        .args(["-c", script, token, secret])
+        .output()
+        .expect("run PyJWT");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    match v.get("error") {
+        Some(e) => Err(e.as_str().unwrap().to_string()),
+        None => Ok(v),
+    }
+}
+
+/// PocketBase with a superuser, an agent user with `role` (set by the
+/// superuser), and the gateway token secret; returns (pb, admin, agent token,
+/// agent id).
+async fn with_agent(f: &Fleet, role: &str) -> (PocketBase, String, String, String) {
+    f.write("gateway-jwt-secret", &format!("{JWT_SECRET}\n"));
+    let secret = f.path("gateway-jwt-secret");
+    let pb = PocketBase::start_env(
+        f.dir.path(),
+        &[("MCP_GATEWAY_JWT_SECRET_FILE", secret.as_path())],
+    )
+    .await;
+    let admin = pb.login("_superusers", ADMIN);
+    let user = json!({"email": AGENT.0, "password": AGENT.1, "passwordConfirm": AGENT.1,
+        "name": "Agent Smith", "role": role});
+    let (code, v) = http(
+        &pb.base,
+        "POST",
+        "/api/collections/users/records",
+        Some(&admin),
+        Some(user),
+    );
+    assert_eq!(code, 200, "create agent user: {v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let agent = pb.login("users", AGENT);
+    (pb, admin, agent, id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pocketbase_issues_an_agent_a_gateway_token_with_its_identity() {
+    let f = Fleet::new("pc-token").await;
+    let (pb, admin, agent, id) = with_agent(&f, "dev").await;
+    let path = "/api/pocketcoder/gateway_token";
+
+    let (code, v) = http(&pb.base, "POST", path, None, None);
+    assert_eq!(code, 401, "{v}");
+    let (code, v) = http(&pb.base, "POST", path, Some(&agent), None);
+    assert_eq!(code, 200, "{v}\n{}", pb.log());
+    assert_eq!(v["token_type"], "Bearer");
+    let token = v["token"].as_str().unwrap();
+    let claims = verify(token, JWT_SECRET).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!(claims["sub"], id.as_str(), "{claims}");
+    assert_eq!(claims["name"], "Agent Smith");
+    assert_eq!(claims["role"], "dev");
+    assert_eq!(claims["roles"], json!(["dev"]));
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!((1..=900).contains(&lifetime), "short-lived: {lifetime}s");
+    assert_eq!(v["expires_in"].as_i64(), Some(lifetime));
+    assert_eq!(
+        verify(token, "another-secret").unwrap_err(),
+        "InvalidSignatureError"
+    );
+
+    // Only a superuser gives roles: not the agent itself, not a sign-up.
+    let users = "/api/collections/users/records";
+    let (code, v) = http(
+        &pb.base,
+        "PATCH",
+        &format!("{users}/{id}"),
+        Some(&agent),
+        Some(json!({"role": "mcp.admin"})),
+    );
+    assert_ne!(code, 200, "an agent gave itself a role: {v}");
+    let (code, v) = http(
+        &pb.base,
+        "PATCH",
+        &format!("{users}/{id}"),
+        Some(&agent),
+        Some(json!({"name": "Smith"})),
+    );
+    assert_eq!(
+        code, 200,
+        "an agent may still edit the rest of its record: {v}"
+    );
+    let signup = json!({"email": "x@example.test", "password": AGENT.1, "passwordConfirm": AGENT.1, "role": "mcp.admin"});
+    let (code, v) = http(&pb.base, "POST", users, None, Some(signup));
+    assert_ne!(code, 200, "a sign-up chose its role: {v}");
+    let (_, me) = http(
+        &pb.base,
+        "GET",
+        &format!("{users}/{id}"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(me["role"], "dev", "{me}");
+
+    // A server's required roles and creator reach the approval state.
+    let (code, v) = pb.request(Some(&agent), "time", "s1");
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["creator"], id.as_str());
+    let record = v["id"].as_str().unwrap();
+    pb.set(
+        &admin,
+        record,
+        json!({"status": "approved", "image": TIME, "required_roles": ["dev", "ops"]}),
+    );
+    let registry = std::fs::read_to_string(f.path("registry.yaml")).unwrap();
+    assert!(
+        registry.contains(&format!(
+            "  time:\n    ref: \"\"\n    required_roles: [\"dev\", \"ops\"]\n    creator: \"{id}\"\n"
+        )),
+        "{registry}"
+    );
+    assert!(
+        std::fs::read_to_string(f.path("docker-mcp.yaml"))
+            .unwrap()
+            .contains("  time:\n")
+    );
+    assert!(!pb.log().contains(JWT_SECRET));
 }

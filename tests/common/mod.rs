@@ -5,6 +5,7 @@
 pub mod engine_proxy;
 pub mod fixture;
 pub mod mcp_client;
+pub mod pocketbase;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

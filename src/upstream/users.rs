@@ -221,3 +221,155 @@ impl UserSessions {
         failed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real MCP server over streamable HTTP (rmcp's, in process),
+    //! which reports each HTTP request's method and `X-Mcp-UserId`.
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicBool;
+
+    use axum::extract::Request;
+    use axum::middleware::{self, Next};
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    struct Quiet;
+    impl rmcp::ServerHandler for Quiet {}
+
+    type Seen = mpsc::UnboundedReceiver<(String, String)>;
+
+    /// A server at `http://127.0.0.1:PORT/mcp`, what it receives, and a
+    /// switch that makes it stop answering.
+    async fn server() -> (String, Seen, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let stall = stalled.clone();
+        let sessions = Arc::new(LocalSessionManager::default());
+        let service = StreamableHttpService::new(
+            || Ok(Quiet),
+            sessions.clone(),
+            StreamableHttpServerConfig::default(),
+        );
+        let record = move |req: Request, next: Next| {
+            let user = req
+                .headers()
+                .get(identity::USER_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let _ = tx.send((req.method().to_string(), user));
+            let stall = stall.load(Ordering::Acquire);
+            async move {
+                if stall {
+                    std::future::pending::<()>().await;
+                }
+                next.run(req).await
+            }
+        };
+        let app = axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(middleware::from_fn(record));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, rx, stalled)
+    }
+
+    fn pool(url: &str, limit: usize) -> UserSessions {
+        let key = Upstream::Remote {
+            url: url.into(),
+            transport: "streamable-http".into(),
+            headers: BTreeMap::new(),
+        };
+        UserSessions::new(Remote {
+            server: "far".into(),
+            key,
+            secret: None,
+            changes: ListChanges::default(),
+            relay: Arc::default(),
+            limit,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    fn user(id: &str) -> Identity {
+        Identity::new(id, id.to_uppercase(), vec!["dev".into()])
+    }
+
+    /// Waits (at most 10 s) for a request `method` from `user`.
+    async fn heard(seen: &mut Seen, method: &str, user: &str) {
+        let wait = async {
+            while let Some((m, u)) = seen.recv().await {
+                if m == method && u == user {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {method} from {user}"));
+    }
+
+    #[tokio::test]
+    async fn three_users_and_room_for_two_close_the_least_recently_used_idle_one() {
+        let (url, mut seen, _stalled) = server().await;
+        let users = pool(&url, 2);
+        for id in ["ann", "bob"] {
+            let session = users.get(&user(id)).await.unwrap();
+            session.ping(Duration::from_secs(5)).await.unwrap();
+        }
+        // Ann again: her session is reused, so Bob is now the least recently used.
+        drop(users.get(&user("ann")).await.unwrap());
+        assert_eq!(users.len(), 2);
+        let cid = users.get(&user("cid")).await.unwrap();
+        assert_eq!(users.len(), 2);
+        heard(&mut seen, "DELETE", "bob").await;
+        // With every session busy, a new user is refused, not queued.
+        let ann = users.get(&user("ann")).await.unwrap();
+        let refused = users.get(&user("dan")).await.err().unwrap();
+        assert!(
+            refused.contains("all its 2 user sessions busy"),
+            "{refused}"
+        );
+        assert_eq!(users.len(), 2);
+        // Once Ann's request ends, hers is the idle one that makes room.
+        drop(ann);
+        let dan = users.get(&user("dan")).await.unwrap();
+        heard(&mut seen, "DELETE", "ann").await;
+        assert_eq!(users.len(), 2);
+        drop(cid);
+        // Dropping the sessions (the server left the pool) closes them.
+        drop(dan);
+        drop(users);
+        heard(&mut seen, "DELETE", "dan").await;
+    }
+
+    #[tokio::test]
+    async fn sessions_that_stop_answering_fail_their_ping_and_are_closed() {
+        let (url, _seen, stalled) = server().await;
+        let users = pool(&url, 20);
+        drop(users.get(&user("ann")).await.unwrap());
+        drop(users.get(&user("bob")).await.unwrap());
+        let ping = Duration::from_millis(500);
+        assert_eq!(users.check_health(ping).await, 0);
+        assert_eq!(users.len(), 2);
+        stalled.store(true, Ordering::Release);
+        assert_eq!(users.check_health(ping).await, 2);
+        assert!(users.is_empty());
+    }
+
+    #[tokio::test]
+    async fn new_roles_get_a_new_session() {
+        let (url, mut seen, _stalled) = server().await;
+        let users = pool(&url, 20);
+        drop(users.get(&user("ann")).await.unwrap());
+        let promoted = Identity::new("ann", "ANN", vec!["dev".into(), "ops".into()]);
+        drop(users.get(&promoted).await.unwrap());
+        assert_eq!(users.len(), 1);
+        heard(&mut seen, "DELETE", "ann").await;
+    }
+}

@@ -96,21 +96,11 @@ async fn pocketbase_issues_an_agent_a_gateway_token_with_its_identity() {
 
     // Only a superuser gives roles: not the agent itself, not a sign-up.
     let users = "/api/collections/users/records";
-    let (code, v) = http(
-        &pb.base,
-        "PATCH",
-        &format!("{users}/{id}"),
-        Some(&agent),
-        Some(json!({"role": "mcp.admin"})),
-    );
+    let me = format!("{users}/{id}");
+    let edit_self = |fields: Value| http(&pb.base, "PATCH", &me, Some(&agent), Some(fields));
+    let (code, v) = edit_self(json!({"role": "mcp.admin"}));
     assert_ne!(code, 200, "an agent gave itself a role: {v}");
-    let (code, v) = http(
-        &pb.base,
-        "PATCH",
-        &format!("{users}/{id}"),
-        Some(&agent),
-        Some(json!({"name": "Smith"})),
-    );
+    let (code, v) = edit_self(json!({"name": "Smith"}));
     assert_eq!(
         code, 200,
         "an agent may still edit the rest of its record: {v}"

@@ -94,11 +94,6 @@ impl Live {
             _ => self.session.forward(request, forward).await,
         }
     }
-
-    /// Open user sessions (always 0 for a container).
-    pub fn user_sessions(&self) -> usize {
-        self.users.as_ref().map_or(0, UserSessions::len)
-    }
 }
 
 /// Least time between two re-listings of one server.

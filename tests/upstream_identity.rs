@@ -169,6 +169,18 @@ async fn remote_upstreams_hear_who_calls_and_never_the_clients_headers() {
             }
         }
     }
+    // What an upstream sends during a call on a user's session reaches the caller.
+    for (c, server) in [(&mut over_mcp, "far"), (&mut over_sse, "old")] {
+        let call = json!({"cmd": "call", "name": format!("{server}__count"),
+            "arguments": {"steps": 3}, "progress": true});
+        let answer = c.ok(call).await;
+        assert_eq!(answer["text"], "operator", "{answer}");
+        assert_eq!(
+            answer["progress"].as_array().map(Vec::len),
+            Some(3),
+            "{answer}"
+        );
+    }
     let requests = seen(&mut over_mcp).await;
     assert_nothing_of_the_client(&requests);
     let (users, listing): (Vec<_>, Vec<_>) = requests

@@ -10,6 +10,7 @@ Every HTTP request it receives is recorded: method, path and headers (names
 lower-cased). Tools:
   whoami {}           -> the headers of the HTTP request that carried this call, as JSON
   seen {}             -> every request recorded so far, as a JSON list
+  count {steps}       -> reports progress `steps` times, then the x-mcp-userid of the call
 """
 from __future__ import annotations
 
@@ -55,6 +56,13 @@ def build() -> Starlette:
         if request is None:
             return json.dumps(None)
         return json.dumps({k.lower(): v for k, v in request.headers.items()})
+
+    @server.tool(description="Report progress `steps` times; answer the caller's X-Mcp-UserId")
+    async def count(steps: int, ctx: Context) -> str:
+        for i in range(1, steps + 1):
+            await ctx.report_progress(i, steps, f"step {i}")
+        request = ctx.request_context.request
+        return request.headers.get("x-mcp-userid", "") if request is not None else ""
 
     @server.tool(description="Every HTTP request this server received so far: method, path, headers")
     def seen() -> str:

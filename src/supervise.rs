@@ -91,6 +91,25 @@ impl Supervisor {
         }
     }
 
+    /// Spawns short-lived `work` that belongs to one thing (e.g. one
+    /// container's stderr capture), not a service: its end is normal, a
+    /// panic is logged as an error naming `name` and ends only that work.
+    /// The work is dropped at shutdown. Abort it with the returned handle.
+    pub fn spawn_work(
+        &self,
+        name: String,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::AbortHandle {
+        let shutdown = self.0.shutdown.clone();
+        tokio::spawn(async move {
+            let run = catch(shutdown.run_until_cancelled(work));
+            if let Err(panic) = run.await {
+                tracing::error!(task = %name, reason = %panic, "background work panicked");
+            }
+        })
+        .abort_handle()
+    }
+
     fn ended(&self, name: String, outcome: Result<(), String>) {
         let why = match outcome {
             Ok(()) if self.0.shutdown.is_cancelled() => return,

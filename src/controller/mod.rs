@@ -3,6 +3,8 @@
 //! containers and moves them one step closer. Work is keyed per server (a
 //! server is never reconciled twice at once) and runs with bounded parallelism.
 pub mod crash;
+pub mod logbuf;
+pub mod logs;
 pub mod queue;
 mod reconcile;
 pub mod view;
@@ -58,6 +60,8 @@ pub struct Context {
     pub view: View,
     /// Watches every background task.
     pub tasks: Supervisor,
+    /// Each server's stderr.
+    pub logs: logs::ServerLogs,
     desired: RwLock<Option<Arc<DesiredState>>>,
     crashes: Mutex<HashMap<String, CrashState>>,
     /// Containers the gateway found not answering MCP, by server.
@@ -98,6 +102,7 @@ impl Context {
             status: StatusStore::new(&settings.fleet),
             view: View::default(),
             tasks,
+            logs: logs::ServerLogs::default(),
             settings,
             desired: RwLock::new(None),
             crashes: Mutex::new(HashMap::new()),

@@ -2,6 +2,7 @@
 //! wants with the server's containers, act one step, say so in the status.
 use std::time::{Duration, Instant};
 
+use super::crash::{QUOTE_LINES, quote_stderr};
 use super::view::Upstream;
 use super::{Context, Next};
 use crate::catalog::url::redact_url;
@@ -101,6 +102,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
             // The gateway keeps serving the last good spec's container.
             match (last_good, &now) {
                 (Some(c), Some((id, hash))) if *hash == c.hash => {
+                    ctx.logs.adopt(&ctx.runtime, &ctx.tasks, server, id);
                     let restarts = ctx.crash(server, |s| s.restarts);
                     ctx.view
                         .set(server, Some(Upstream::running(id, restarts, c)));
@@ -111,6 +113,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         }
         (Some(Desired::Container(c)), _) => {
             if let Some(r) = running.filter(|r| r.hash == c.hash) {
+                ctx.logs.adopt(&ctx.runtime, &ctx.tasks, server, &r.id);
                 let (restarts, backoff) = ctx.crash(server, |s| (s.restarts, s.backoff()));
                 ctx.view
                     .set(server, Some(Upstream::running(&r.id, restarts, c)));
@@ -178,6 +181,7 @@ fn forget(server: &str, ctx: &Context) {
     ctx.crashes.lock().expect("crash lock").remove(server);
     ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
     ctx.last_good.lock().expect("last good lock").remove(server);
+    ctx.logs.forget(server);
 }
 
 /// Removals and replacements the catalog asks for wait until it has been
@@ -244,8 +248,9 @@ async fn apply(change: Change, want: Option<&ContainerServer>, ctx: &Context) ->
             if let RecreateReason::Unhealthy { message } = &reason {
                 // A container that does not answer is handled like one that
                 // crashed: replaced after a growing back-off.
+                let said = ctx.logs.last_lines_now(&server, &id, QUOTE_LINES);
                 let why = format!("not answering MCP ({message})");
-                if let Some(wait) = crash_wait(&server, &why, "replacing it", None, ctx) {
+                if let Some(wait) = crash_wait(&server, &why, "replacing it", &said, None, ctx) {
                     return Ok(Next::RequeueAfter(wait));
                 }
             }
@@ -283,11 +288,15 @@ async fn apply(change: Change, want: Option<&ContainerServer>, ctx: &Context) ->
                     _ => String::new(),
                 };
                 let why = format!("container exited{code}");
+                let said = ctx.logs.last_lines(&server, &id, QUOTE_LINES).await;
                 let ids = Some((id.as_str(), want.map(|c| c.hash.as_str())));
-                if let Some(wait) = crash_wait(&server, &why, "restart", ids, ctx) {
+                if let Some(wait) = crash_wait(&server, &why, "restart", &said, ids, ctx) {
                     return Ok(Next::RequeueAfter(wait));
                 }
             }
+            ctx.logs
+                .before_start(&ctx.runtime, &ctx.tasks, &server, &id)
+                .await;
             ctx.runtime.start(&id).await?;
             started(&server, &id, want, restart, ctx);
         }
@@ -308,11 +317,13 @@ async fn stopped_by_engine(id: &str, ctx: &Context) -> bool {
 }
 
 /// A crash (or a container that stopped answering): the back-off wait still
-/// due, with the status saying so; `None` when the wait is over.
+/// due, with the status saying so (and quoting what the container `said` on
+/// stderr last); `None` when the wait is over.
 fn crash_wait(
     server: &str,
     why: &str,
     then: &str,
+    said: &[String],
     container: Option<(&str, Option<&str>)>,
     ctx: &Context,
 ) -> Option<Duration> {
@@ -325,7 +336,11 @@ fn crash_wait(
     }
     let mut update = Update::phase(
         Phase::CrashLoopBackOff,
-        format!("{why}; back-off {}s before {then}", delay.as_secs_f32()),
+        format!(
+            "{why}; back-off {}s before {then}{}",
+            delay.as_secs_f32(),
+            quote_stderr(said)
+        ),
     )
     .restarts(restarts)
     .backoff(Some(delay));
@@ -376,6 +391,9 @@ async fn create_and_start(
     );
     ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
     let id = ctx.runtime.create(&s.fleet, server, want).await?;
+    ctx.logs
+        .before_start(&ctx.runtime, &ctx.tasks, server, &id)
+        .await;
     ctx.runtime.start(&id).await?;
     tracing::info!(server, container = short(&id), hash = %want.hash, "container created");
     started(server, &id, Some(want), restart, ctx);

@@ -11,6 +11,7 @@
 //! one replaces the old. Each capture is short-lived work under the
 //! [`Supervisor`] and ends when its container stops.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +45,17 @@ struct Capture {
     run: u64,
     /// Cancelled when the capture ends, however it ends.
     ended: CancellationToken,
+    /// It ended because the container stopped (the engine closed the
+    /// stream), not because the attach failed or broke.
+    stopped: Arc<AtomicBool>,
     task: Option<AbortHandle>,
+}
+
+/// What a capture's work needs of its registration.
+struct Run {
+    run: u64,
+    ended: CancellationToken,
+    stopped: Arc<AtomicBool>,
 }
 
 impl Drop for Capture {
@@ -93,13 +104,21 @@ impl ServerLogs {
 
     /// Container `id` runs: captures its stderr from now on, unless that is
     /// already being done (a no-op then, so every reconcile may call it).
+    /// A capture of `id` that ended because the container stopped counts as
+    /// done too: the list may still say "running" for a container that is
+    /// just stopping, and an attach to a stopped container would wait for
+    /// its next start (which [`ServerLogs::before_start`] attaches to anyway).
+    /// So a container started by someone else than this controller is not
+    /// captured again; one whose attach failed or broke is.
     pub fn adopt(&self, runtime: &Arc<dyn Runtime>, tasks: &Supervisor, server: &str, id: &str) {
-        let live = {
+        let covered = {
             let all = self.0.lock().expect("logs lock");
             let capture = all.get(server).and_then(|e| e.capture.as_ref());
-            capture.is_some_and(|c| c.container == id && !c.ended.is_cancelled())
+            capture.is_some_and(|c| {
+                c.container == id && (!c.ended.is_cancelled() || c.stopped.load(Ordering::SeqCst))
+            })
         };
-        if live {
+        if covered {
             return;
         }
         let run = self.begin(server, id);
@@ -142,19 +161,24 @@ impl ServerLogs {
     }
 
     /// Registers a new capture of `id` for `server` (the previous one is
-    /// stopped); returns its run and end token.
-    fn begin(&self, server: &str, id: &str) -> (u64, CancellationToken) {
+    /// stopped).
+    fn begin(&self, server: &str, id: &str) -> Run {
         let mut all = self.0.lock().expect("logs lock");
         let e = all.entry(server.to_string()).or_default();
         e.runs += 1;
-        let ended = CancellationToken::new();
+        let run = Run {
+            run: e.runs,
+            ended: CancellationToken::new(),
+            stopped: Arc::default(),
+        };
         e.capture = Some(Capture {
             container: id.to_string(),
-            run: e.runs,
-            ended: ended.clone(),
+            run: run.run,
+            ended: run.ended.clone(),
+            stopped: run.stopped.clone(),
             task: None,
         });
-        (e.runs, ended)
+        run
     }
 
     /// Runs a capture: `open` attaches (or already has), then every line
@@ -164,7 +188,11 @@ impl ServerLogs {
         tasks: &Supervisor,
         server: &str,
         id: &str,
-        (run, ended): (u64, CancellationToken),
+        Run {
+            run,
+            ended,
+            stopped,
+        }: Run,
         open: impl Future<Output = crate::Result<Stderr>> + Send + 'static,
     ) {
         let buffer = self.buffer_or_new(server);
@@ -175,7 +203,10 @@ impl ServerLogs {
         let work = async move {
             let _ended = guard;
             match open.await {
-                Ok(stderr) => read_lines(stderr, &buffer, &container, run).await,
+                Ok(stderr) => {
+                    let eof = read_lines(stderr, &buffer, &container, run).await;
+                    stopped.store(eof, Ordering::SeqCst);
+                }
                 Err(e) => tracing::warn!(server = %server_name, container, error = %e,
                     "cannot capture stderr; will try again at the next reconcile"),
             }
@@ -204,18 +235,20 @@ async fn attach(runtime: &Arc<dyn Runtime>, id: &str) -> crate::Result<Stderr> {
 /// Reads `stderr` into `buffer` until it ends (the container stopped). There
 /// is no deadline on a read: a live container may be quiet for days; the
 /// stream ends when it stops, and the capture is aborted when replaced.
-async fn read_lines(mut stderr: Stderr, buffer: &LogBuffer, container: &str, run: u64) {
+/// Returns whether the stream ended (`false`: it broke).
+async fn read_lines(mut stderr: Stderr, buffer: &LogBuffer, container: &str, run: u64) -> bool {
     let mut splitter = LineSplitter::default();
     let mut chunk = vec![0u8; 8192];
-    loop {
+    let eof = loop {
         match stderr.read(&mut chunk).await {
-            Ok(0) => break,
+            Ok(0) => break true,
             Ok(n) => splitter.push(&chunk[..n], |l| buffer.push(container, run, l)),
             Err(e) => {
                 tracing::debug!(container, error = %e, "stderr stream broke");
-                break;
+                break false;
             }
         }
-    }
+    };
     splitter.finish(|l| buffer.push(container, run, l));
+    eof
 }

@@ -10,7 +10,8 @@
 //! Short-lived work (an upstream handshake, a re-listing, one SSE session)
 //! is wrapped with [`catch`] by its owner, which turns a panic into an
 //! ordinary failure of that one piece of work (the upstream is retried, the
-//! SSE session ends).
+//! SSE session ends). Work spawned on its own (a container's stderr capture)
+//! goes through [`Supervisor::spawn_work`], which does the same and logs it.
 //!
 //! The services, by name: `pool` (upstream sessions), `notify` (list_changed
 //! to clients), `reconcile-worker` (each of `--concurrency`), `engine-watch`,

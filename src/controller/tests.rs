@@ -18,6 +18,8 @@ struct Fake {
     pulls: AtomicUsize,
     engine_down: std::sync::atomic::AtomicBool,
     finished: Mutex<Option<std::time::SystemTime>>,
+    /// What every container writes to stderr (then its stream ends).
+    stderr: Mutex<Vec<u8>>,
 }
 
 #[async_trait]
@@ -75,6 +77,11 @@ impl Runtime for Fake {
     }
     async fn attach(&self, id: &str) -> Result<crate::runtime::Stdio> {
         Err(Error::runtime(format!("attach {id}"), "not in the fake"))
+    }
+    async fn attach_stderr(&self, _: &str) -> Result<crate::runtime::Stderr> {
+        Ok(Box::pin(std::io::Cursor::new(
+            self.stderr.lock().unwrap().clone(),
+        )))
     }
     fn events(&self, _: &str) -> BoxStream<'static, Result<String>> {
         stream::empty().boxed()
@@ -167,6 +174,24 @@ async fn an_exited_container_waits_out_its_backoff() {
         Next::RequeueAfter(_)
     ));
     assert_eq!(fake.writes.load(Ordering::SeqCst), writes);
+}
+
+#[tokio::test]
+async fn a_crash_message_quotes_the_last_stderr_lines() {
+    let fake = Arc::new(Fake::default());
+    *fake.stderr.lock().unwrap() = b"one\ntwo\n\nthree\nfour: the key is wrong".to_vec();
+    let ctx = ctx(fake.clone(), &["a"]);
+    reconcile("a", &ctx).await.unwrap();
+    fake.containers.lock().unwrap()[0].state = State::Exited(Some(3));
+    reconcile("a", &ctx).await.unwrap();
+    assert_eq!(
+        ctx.status.server("a").unwrap().message,
+        "container exited (exit code 3); back-off 1s before restart; \
+         last stderr: \"two\", \"three\", \"four: the key is wrong\""
+    );
+    let kept = ctx.logs.buffer("a").unwrap().after(None, None).lines;
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    assert!(kept.iter().all(|l| l.container == "id0"));
 }
 
 #[tokio::test]

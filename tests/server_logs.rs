@@ -51,6 +51,17 @@ fn base_image() -> String {
         .to_string()
 }
 
+/// Waits until `server` is in CrashLoopBackOff with a message quoting stderr.
+async fn crash_quote(f: &Fleet, server: &str) -> String {
+    let what = format!("{server}'s crash message quoting stderr");
+    f.until(&what, MIN, || async {
+        let s = &f.status()?["servers"][server];
+        let m = s["message"].as_str()?.to_string();
+        (s["phase"] == "CrashLoopBackOff" && m.contains("last stderr")).then_some(m)
+    })
+    .await
+}
+
 /// `docker logs` of a container (stdout and stderr, and whether it worked)
 /// must not hold a single MCP message; its log driver must be `none`.
 async fn engine_keeps_no_mcp(f: &Fleet, id: &str, marker: &str) {
@@ -85,14 +96,7 @@ async fn a_crashing_servers_stderr_is_read_quoted_and_followed() {
     // a millisecond of its start is read from its first byte on). The crash
     // is seen by the gateway (its session closes) or by the controller (the
     // container exited), whichever comes first; both messages quote.
-    let message = f
-        .until("a crash message quoting stderr", MIN, || async {
-            let s = f.status()?;
-            let m = s["servers"]["flash"]["message"].as_str()?.to_string();
-            (s["servers"]["flash"]["phase"] == "CrashLoopBackOff" && m.contains("last stderr"))
-                .then_some(m)
-        })
-        .await;
+    let message = crash_quote(&f, "flash").await;
     eprintln!("status message: {message}");
     assert!(
         message.ends_with(r#"last stderr: "flash: missing API key", "flash: giving up""#),
@@ -237,14 +241,7 @@ async fn a_servers_log_survives_a_controller_restart_and_the_engine_keeps_no_mcp
     ]);
     let base = f.gateway_url().await;
 
-    let message = f
-        .until("late's crash message quoting stderr", MIN, || async {
-            let s = f.status()?;
-            let m = s["servers"]["late"]["message"].as_str()?.to_string();
-            (s["servers"]["late"]["phase"] == "CrashLoopBackOff" && m.contains("last stderr"))
-                .then_some(m)
-        })
-        .await;
+    let message = crash_quote(&f, "late").await;
     assert!(
         message.ends_with(r#"--exit-after 20.0: exiting with code 5""#),
         "{message}"

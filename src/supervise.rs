@@ -204,6 +204,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn work_may_end_or_panic_without_failing_the_services_and_stops_at_shutdown() {
+        let shutdown = CancellationToken::new();
+        let s = Supervisor::new(shutdown.clone(), None);
+        let ended = s.spawn_work("a".into(), async {});
+        let panicked = s.spawn_work("b".into(), async { panic!("boom") });
+        let forever = s.spawn_work("c".into(), std::future::pending());
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        for h in [ended, panicked, forever] {
+            tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while !h.is_finished() {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("work ends");
+        }
+        assert!(s.failures().is_empty());
+    }
+
+    #[tokio::test]
     async fn catch_reports_string_panics() {
         let n = 3;
         let r = catch(async move { panic!("{n} bad") }).await;

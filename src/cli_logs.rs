@@ -91,8 +91,9 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode> {
     }
     let unreachable = |e: reqwest::Error| {
         Error::Usage(format!(
-            "cannot reach the gateway at {} (is `mcp-fleet run` listening there? see --url): {e}",
-            args.url
+            "cannot reach the gateway at {} (is `mcp-fleet run` listening there? see --url): {}",
+            args.url,
+            root_cause(&e)
         ))
     };
     let response = request.send().await.map_err(unreachable)?;
@@ -129,6 +130,15 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The innermost cause ("Connection refused"), not the HTTP client's wrapper.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
+}
+
 fn stdout_error(e: std::io::Error) -> Error {
     Error::Usage(format!("cannot write to stdout: {e}"))
 }
@@ -158,7 +168,8 @@ async fn follow(
     let mut body = response.bytes_stream();
     let mut events = EventReader::default();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Error::Usage(format!("the log stream broke: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| Error::Usage(format!("the log stream broke: {}", root_cause(&e))))?;
         for (event, data) in events.push(&chunk) {
             match (event.as_str(), serde_json::from_str::<Line>(&data)) {
                 ("line", Ok(line)) => print(&line, out)

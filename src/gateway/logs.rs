@@ -163,3 +163,59 @@ fn follow(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::logbuf::MAX_LINES;
+    use futures_util::StreamExt;
+
+    /// The event stream's text up to and including the first `needle`.
+    async fn read_until(body: &mut axum::body::BodyDataStream, text: &mut String, needle: &str) {
+        let deadline = Duration::from_secs(5);
+        while !text.contains(needle) {
+            let chunk = tokio::time::timeout(deadline, body.next())
+                .await
+                .expect("an event within 5 s")
+                .expect("the stream goes on")
+                .expect("a chunk");
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_gets_the_tail_new_lines_a_gap_and_ends_on_close() {
+        let b = Arc::new(LogBuffer::default());
+        for i in 0..3 {
+            b.push("c", 1, format!("old {i}"));
+        }
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let mut body = Sse::new(follow(b.clone(), Some(1), permit))
+            .into_response()
+            .into_body()
+            .into_data_stream();
+        let mut text = String::new();
+        read_until(&mut body, &mut text, "old 2").await;
+        assert!(!text.contains("old 1"), "{text}");
+
+        b.push("c", 1, "new".into());
+        read_until(&mut body, &mut text, r#""text":"new""#).await;
+
+        // More lines than the buffer holds arrive between two reads.
+        for i in 0..MAX_LINES + 10 {
+            b.push("c", 1, format!("flood {i}"));
+        }
+        read_until(&mut body, &mut text, "event: dropped").await;
+        assert!(text.contains(r#"data: {"count":10}"#), "{text}");
+
+        b.close();
+        let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(5), body.collect())
+            .await
+            .expect("the stream ends once its buffer is closed");
+        for chunk in rest {
+            text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+        assert_eq!(text.matches("event: line").count(), 2 + MAX_LINES, "{text}");
+        assert!(text.contains(&format!("flood {}", MAX_LINES + 9)));
+    }
+}

@@ -11,12 +11,12 @@
 //! one replaces the old. Each capture is short-lived work under the
 //! [`Supervisor`] and ends when its container stops.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::logbuf::{LineSplitter, LogBuffer};
@@ -27,6 +27,9 @@ use crate::supervise::Supervisor;
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a crash report waits for the rest of a stopped container's stderr.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A container listed as running this long after its stderr stream ended
+/// has lost the stream, not stopped: it is attached to again.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Every server's log buffer and capture; cheap to clone (shared).
 #[derive(Clone, Default)]
@@ -45,9 +48,10 @@ struct Capture {
     run: u64,
     /// Cancelled when the capture ends, however it ends.
     ended: CancellationToken,
-    /// It ended because the container stopped (the engine closed the
-    /// stream), not because the attach failed or broke.
-    stopped: Arc<AtomicBool>,
+    /// When the engine closed the stream (the container stopped, or the
+    /// connection to the engine went); unset while it runs or if the attach
+    /// failed or broke.
+    closed: Arc<OnceLock<Instant>>,
     task: Option<AbortHandle>,
 }
 
@@ -55,7 +59,7 @@ struct Capture {
 struct Run {
     run: u64,
     ended: CancellationToken,
-    stopped: Arc<AtomicBool>,
+    closed: Arc<OnceLock<Instant>>,
 }
 
 impl Drop for Capture {
@@ -104,18 +108,20 @@ impl ServerLogs {
 
     /// Container `id` runs: captures its stderr from now on, unless that is
     /// already being done (a no-op then, so every reconcile may call it).
-    /// A capture of `id` that ended because the container stopped counts as
-    /// done too: the list may still say "running" for a container that is
-    /// just stopping, and an attach to a stopped container would wait for
-    /// its next start (which [`ServerLogs::before_start`] attaches to anyway).
-    /// So a container started by someone else than this controller is not
-    /// captured again; one whose attach failed or broke is.
+    /// A capture of `id` whose stream the engine closed less than
+    /// [`STOP_GRACE`] ago counts as done too: the list may still say
+    /// "running" for a container that is just stopping, and an attach to a
+    /// stopped container would wait for its next start (which
+    /// [`ServerLogs::before_start`] attaches to anyway). Still running after
+    /// that, it lost the stream (the engine restarted, or someone else
+    /// restarted it), and is attached to again, as is one whose attach failed.
     pub fn adopt(&self, runtime: &Arc<dyn Runtime>, tasks: &Supervisor, server: &str, id: &str) {
         let covered = {
             let all = self.0.lock().expect("logs lock");
             let capture = all.get(server).and_then(|e| e.capture.as_ref());
             capture.is_some_and(|c| {
-                c.container == id && (!c.ended.is_cancelled() || c.stopped.load(Ordering::SeqCst))
+                let closing = c.closed.get().is_some_and(|at| at.elapsed() < STOP_GRACE);
+                c.container == id && (!c.ended.is_cancelled() || closing)
             })
         };
         if covered {
@@ -169,13 +175,13 @@ impl ServerLogs {
         let run = Run {
             run: e.runs,
             ended: CancellationToken::new(),
-            stopped: Arc::default(),
+            closed: Arc::default(),
         };
         e.capture = Some(Capture {
             container: id.to_string(),
             run: run.run,
             ended: run.ended.clone(),
-            stopped: run.stopped.clone(),
+            closed: run.closed.clone(),
             task: None,
         });
         run
@@ -188,11 +194,7 @@ impl ServerLogs {
         tasks: &Supervisor,
         server: &str,
         id: &str,
-        Run {
-            run,
-            ended,
-            stopped,
-        }: Run,
+        Run { run, ended, closed }: Run,
         open: impl Future<Output = crate::Result<Stderr>> + Send + 'static,
     ) {
         let buffer = self.buffer_or_new(server);
@@ -204,8 +206,9 @@ impl ServerLogs {
             let _ended = guard;
             match open.await {
                 Ok(stderr) => {
-                    let eof = read_lines(stderr, &buffer, &container, run).await;
-                    stopped.store(eof, Ordering::SeqCst);
+                    if read_lines(stderr, &buffer, &container, run).await {
+                        let _ = closed.set(Instant::now());
+                    }
                 }
                 Err(e) => tracing::warn!(server = %server_name, container, error = %e,
                     "cannot capture stderr; will try again at the next reconcile"),

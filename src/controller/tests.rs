@@ -20,6 +20,7 @@ struct Fake {
     finished: Mutex<Option<std::time::SystemTime>>,
     /// What every container writes to stderr (then its stream ends).
     stderr: Mutex<Vec<u8>>,
+    attaches: AtomicUsize,
 }
 
 #[async_trait]
@@ -79,6 +80,7 @@ impl Runtime for Fake {
         Err(Error::runtime(format!("attach {id}"), "not in the fake"))
     }
     async fn attach_stderr(&self, _: &str) -> Result<crate::runtime::Stderr> {
+        self.attaches.fetch_add(1, Ordering::SeqCst);
         Ok(Box::pin(std::io::Cursor::new(
             self.stderr.lock().unwrap().clone(),
         )))
@@ -192,6 +194,27 @@ async fn a_crash_message_quotes_the_last_stderr_lines() {
     let kept = ctx.logs.buffer("a").unwrap().after(None, None).lines;
     assert_eq!(kept.len(), 5, "{kept:?}");
     assert!(kept.iter().all(|l| l.container == "id0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_container_whose_stderr_stream_ended_is_attached_again_after_a_grace() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    reconcile("a", &ctx).await.unwrap();
+    assert_eq!(fake.attaches.load(Ordering::SeqCst), 1, "before start");
+    // The stream ended (here at once); the list still says running.
+    ctx.logs.last_lines("a", "id0", 1).await;
+    reconcile("a", &ctx).await.unwrap();
+    ctx.logs.last_lines("a", "id0", 1).await; // a capture, had one begun, has run
+    assert_eq!(
+        fake.attaches.load(Ordering::SeqCst),
+        1,
+        "maybe just stopping"
+    );
+    tokio::time::advance(super::logs::STOP_GRACE).await;
+    reconcile("a", &ctx).await.unwrap();
+    ctx.logs.last_lines("a", "id0", 1).await; // the new capture has run
+    assert_eq!(fake.attaches.load(Ordering::SeqCst), 2, "lost its stream");
 }
 
 #[tokio::test]

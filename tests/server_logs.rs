@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "logs-token-0123456789abcdef";
 const MIN: Duration = Duration::from_secs(60);
+const SECRET: &str = "flash-s3cret-0123456";
 
 /// Starts a fleet with the gateway token; returns the gateway's base URL.
 async fn start(f: &mut Fleet, servers: &[String]) -> String {
@@ -89,10 +90,13 @@ async fn engine_keeps_no_mcp(f: &Fleet, id: &str, marker: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashing_servers_stderr_is_read_quoted_and_followed() {
     let mut f = Fleet::new("logs-crash").await;
+    // It prints its own secret: that must show nowhere.
+    f.write_atomic("mcp.env", &format!("FLASH_KEY={SECRET}\n"));
     let flash = entry(
         "flash",
         &base_image(),
-        "command: ['sh', '-c', 'echo \"flash: missing API key\" >&2; echo \"flash: giving up\" >&2; exit 7']",
+        "secrets:\n  - {name: flash.key, env: FLASH_KEY}\n\
+         command: ['sh', '-c', 'echo \"flash: key $(printenv FLASH_KEY) refused\" >&2; echo \"flash: giving up\" >&2; exit 7']",
     );
     let base = start(&mut f, &[flash]).await;
 
@@ -103,7 +107,7 @@ async fn a_crashing_servers_stderr_is_read_quoted_and_followed() {
     let message = crash_quote(&f, "flash").await;
     eprintln!("status message: {message}");
     assert!(
-        message.ends_with(r#"last stderr: "flash: missing API key", "flash: giving up""#),
+        message.ends_with(r#"last stderr: "flash: key <redacted> refused", "flash: giving up""#),
         "{message}"
     );
 
@@ -116,7 +120,7 @@ async fn a_crashing_servers_stderr_is_read_quoted_and_followed() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 2 && lines.len().is_multiple_of(2), "{text}");
     for pair in lines.chunks(2) {
-        assert_eq!(pair, ["flash: missing API key", "flash: giving up"]);
+        assert_eq!(pair, ["flash: key <redacted> refused", "flash: giving up"]);
     }
     let tail = logs_cmd(&base, &["flash", "--tail", "1", "-t"])
         .output()
@@ -143,7 +147,7 @@ async fn a_crashing_servers_stderr_is_read_quoted_and_followed() {
     .await
     .expect("no line followed within 60 s")
     .expect("reader");
-    assert_eq!(next.trim_end(), "flash: missing API key");
+    assert_eq!(next.trim_end(), "flash: key <redacted> refused");
 
     // Removing the server ends the follower (after the lines still to come).
     f.catalog("name: docker-mcp\nregistry: {}\n");
@@ -159,6 +163,10 @@ async fn a_crashing_servers_stderr_is_read_quoted_and_followed() {
         .expect("join");
     assert!(status.expect("wait").success(), "{rest}");
     assert!(rest.lines().all(|l| l.starts_with("flash: ")), "{rest}");
+    let status = std::fs::read_to_string(f.status_path()).unwrap_or_default();
+    for (what, text) in [("status", status), ("log", f.logs()), ("logs", text)] {
+        assert!(!text.contains(SECRET), "the secret is in the {what}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,6 +17,22 @@ pub const MAX_BYTES: usize = 256 * 1024;
 pub const MAX_LINE_BYTES: usize = 4096;
 /// Appended to a line that was cut.
 pub const CUT: &str = " …[line cut]";
+/// Stands in for a secret value a server wrote to stderr.
+pub const REDACTED: &str = "<redacted>";
+/// Shorter values are not taken for secrets (hiding every "1" or "true"
+/// would make the log unreadable).
+pub const MIN_SECRET: usize = 8;
+
+/// `line` with every one of `secrets` (of at least [`MIN_SECRET`] bytes)
+/// replaced by [`REDACTED`].
+pub fn redact(mut line: String, secrets: &[String]) -> String {
+    for s in secrets.iter().filter(|s| s.len() >= MIN_SECRET) {
+        if line.contains(s.as_str()) {
+            line = line.replace(s.as_str(), REDACTED);
+        }
+    }
+    line
+}
 
 /// One line a container wrote to stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -219,6 +235,15 @@ mod tests {
         }
         s.finish(|l| out.push(l));
         out
+    }
+
+    #[test]
+    fn secrets_are_redacted_short_values_are_not() {
+        let secrets = ["sk-live-0123456789".to_string(), "true".to_string()];
+        assert_eq!(
+            redact("key sk-live-0123456789 is true".into(), &secrets),
+            "key <redacted> is true"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::logbuf::{LineSplitter, LogBuffer};
+use super::logbuf::{LineSplitter, LogBuffer, redact};
 use crate::runtime::{Runtime, Stderr, docker::short};
 use crate::supervise::Supervisor;
 
@@ -32,8 +32,12 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Every server's log buffer and capture; cheap to clone (shared).
-#[derive(Clone, Default)]
-pub struct ServerLogs(Arc<Mutex<HashMap<String, Entry>>>);
+#[derive(Clone)]
+pub struct ServerLogs {
+    all: Arc<Mutex<HashMap<String, Entry>>>,
+    runtime: Arc<dyn Runtime>,
+    tasks: Supervisor,
+}
 
 #[derive(Default)]
 struct Entry {
@@ -71,33 +75,37 @@ impl Drop for Capture {
 }
 
 impl ServerLogs {
+    /// Captures through `runtime`, as work under `tasks`.
+    pub fn new(runtime: Arc<dyn Runtime>, tasks: Supervisor) -> Self {
+        ServerLogs {
+            all: Arc::default(),
+            runtime,
+            tasks,
+        }
+    }
+
     /// `server`'s buffer, if it has one.
     pub fn buffer(&self, server: &str) -> Option<Arc<LogBuffer>> {
-        let all = self.0.lock().expect("logs lock");
+        let all = self.all.lock().expect("logs lock");
         all.get(server).map(|e| e.buffer.clone())
     }
 
     /// `server`'s buffer, made empty if it has none yet (for a follower
     /// waiting for a server that is known but not started).
     pub fn buffer_or_new(&self, server: &str) -> Arc<LogBuffer> {
-        let mut all = self.0.lock().expect("logs lock");
+        let mut all = self.all.lock().expect("logs lock");
         all.entry(server.to_string()).or_default().buffer.clone()
     }
 
     /// Attaches to container `id`'s stderr before it is started (bounded by
     /// [`ATTACH_TIMEOUT`]), then reads it in the background. A failure is
     /// logged and leaves the server without a log; it never stops the start.
-    pub async fn before_start(
-        &self,
-        runtime: &Arc<dyn Runtime>,
-        tasks: &Supervisor,
-        server: &str,
-        id: &str,
-    ) {
-        match attach(runtime, id).await {
+    /// Each of `secrets` is redacted from every line.
+    pub async fn before_start(&self, server: &str, id: &str, secrets: Vec<String>) {
+        match attach(&self.runtime, id).await {
             Ok(stderr) => {
                 let run = self.begin(server, id);
-                self.spawn(tasks, server, id, run, async move { Ok(stderr) });
+                self.spawn(server, id, run, secrets, async move { Ok(stderr) });
             }
             Err(e) => {
                 tracing::warn!(server, container = short(id), error = %e,
@@ -115,9 +123,9 @@ impl ServerLogs {
     /// [`ServerLogs::before_start`] attaches to anyway). Still running after
     /// that, it lost the stream (the engine restarted, or someone else
     /// restarted it), and is attached to again, as is one whose attach failed.
-    pub fn adopt(&self, runtime: &Arc<dyn Runtime>, tasks: &Supervisor, server: &str, id: &str) {
+    pub fn adopt(&self, server: &str, id: &str, secrets: Vec<String>) {
         let covered = {
-            let all = self.0.lock().expect("logs lock");
+            let all = self.all.lock().expect("logs lock");
             let capture = all.get(server).and_then(|e| e.capture.as_ref());
             capture.is_some_and(|c| {
                 let closing = c.closed.get().is_some_and(|at| at.elapsed() < STOP_GRACE);
@@ -128,8 +136,8 @@ impl ServerLogs {
             return;
         }
         let run = self.begin(server, id);
-        let (runtime, owned) = (runtime.clone(), id.to_string());
-        self.spawn(tasks, server, id, run, async move {
+        let (runtime, owned) = (self.runtime.clone(), id.to_string());
+        self.spawn(server, id, run, secrets, async move {
             attach(&runtime, &owned).await
         });
     }
@@ -153,14 +161,14 @@ impl ServerLogs {
 
     /// `server` left the fleet: its capture stops and its log goes.
     pub fn forget(&self, server: &str) {
-        let gone = self.0.lock().expect("logs lock").remove(server);
+        let gone = self.all.lock().expect("logs lock").remove(server);
         if let Some(e) = gone {
             e.buffer.close();
         }
     }
 
     fn current(&self, server: &str, id: &str) -> Option<(CancellationToken, u64, Arc<LogBuffer>)> {
-        let all = self.0.lock().expect("logs lock");
+        let all = self.all.lock().expect("logs lock");
         let e = all.get(server)?;
         let c = e.capture.as_ref().filter(|c| c.container == id)?;
         Some((c.ended.clone(), c.run, e.buffer.clone()))
@@ -169,7 +177,7 @@ impl ServerLogs {
     /// Registers a new capture of `id` for `server` (the previous one is
     /// stopped).
     fn begin(&self, server: &str, id: &str) -> Run {
-        let mut all = self.0.lock().expect("logs lock");
+        let mut all = self.all.lock().expect("logs lock");
         let e = all.entry(server.to_string()).or_default();
         e.runs += 1;
         let run = Run {
@@ -191,10 +199,10 @@ impl ServerLogs {
     /// goes into the server's buffer until the stream ends.
     fn spawn(
         &self,
-        tasks: &Supervisor,
         server: &str,
         id: &str,
         Run { run, ended, closed }: Run,
+        secrets: Vec<String>,
         open: impl Future<Output = crate::Result<Stderr>> + Send + 'static,
     ) {
         let buffer = self.buffer_or_new(server);
@@ -206,7 +214,8 @@ impl ServerLogs {
             let _ended = guard;
             match open.await {
                 Ok(stderr) => {
-                    if read_lines(stderr, &buffer, &container, run).await {
+                    let push = |l| buffer.push(&container, run, redact(l, &secrets));
+                    if read_lines(stderr, push).await {
                         let _ = closed.set(Instant::now());
                     }
                 }
@@ -214,8 +223,10 @@ impl ServerLogs {
                     "cannot capture stderr; will try again at the next reconcile"),
             }
         };
-        let task = tasks.spawn_work(format!("stderr capture of {server}"), work);
-        let mut all = self.0.lock().expect("logs lock");
+        let task = self
+            .tasks
+            .spawn_work(format!("stderr capture of {server}"), work);
+        let mut all = self.all.lock().expect("logs lock");
         let capture = all.get_mut(server).and_then(|e| e.capture.as_mut());
         match capture.filter(|c| c.run == run && c.container == id) {
             Some(c) => c.task = Some(task),
@@ -238,20 +249,20 @@ async fn attach(runtime: &Arc<dyn Runtime>, id: &str) -> crate::Result<Stderr> {
 /// Reads `stderr` into `buffer` until it ends (the container stopped). There
 /// is no deadline on a read: a live container may be quiet for days; the
 /// stream ends when it stops, and the capture is aborted when replaced.
-/// Returns whether the stream ended (`false`: it broke).
-async fn read_lines(mut stderr: Stderr, buffer: &LogBuffer, container: &str, run: u64) -> bool {
+/// `push` gets each line. Returns whether the stream ended (`false`: it broke).
+async fn read_lines(mut stderr: Stderr, mut push: impl FnMut(String)) -> bool {
     let mut splitter = LineSplitter::default();
     let mut chunk = vec![0u8; 8192];
     let eof = loop {
         match stderr.read(&mut chunk).await {
             Ok(0) => break true,
-            Ok(n) => splitter.push(&chunk[..n], |l| buffer.push(container, run, l)),
+            Ok(n) => splitter.push(&chunk[..n], &mut push),
             Err(e) => {
-                tracing::debug!(container, error = %e, "stderr stream broke");
+                tracing::debug!(error = %e, "stderr stream broke");
                 break false;
             }
         }
     };
-    splitter.finish(|l| buffer.push(container, run, l));
+    splitter.finish(push);
     eof
 }

@@ -98,11 +98,11 @@ enum Reload {
 impl Context {
     pub fn new(runtime: Arc<dyn Runtime>, settings: Settings, tasks: Supervisor) -> Arc<Self> {
         Arc::new(Context {
+            logs: logs::ServerLogs::new(runtime.clone(), tasks.clone()),
             runtime,
             status: StatusStore::new(&settings.fleet),
             view: View::default(),
             tasks,
-            logs: logs::ServerLogs::default(),
             settings,
             desired: RwLock::new(None),
             crashes: Mutex::new(HashMap::new()),

@@ -102,7 +102,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
             // The gateway keeps serving the last good spec's container.
             match (last_good, &now) {
                 (Some(c), Some((id, hash))) if *hash == c.hash => {
-                    ctx.logs.adopt(&ctx.runtime, &ctx.tasks, server, id);
+                    ctx.logs.adopt(server, id, secrets_of(Some(c)));
                     let restarts = ctx.crash(server, |s| s.restarts);
                     ctx.view
                         .set(server, Some(Upstream::running(id, restarts, c)));
@@ -113,7 +113,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         }
         (Some(Desired::Container(c)), _) => {
             if let Some(r) = running.filter(|r| r.hash == c.hash) {
-                ctx.logs.adopt(&ctx.runtime, &ctx.tasks, server, &r.id);
+                ctx.logs.adopt(server, &r.id, secrets_of(Some(c)));
                 let (restarts, backoff) = ctx.crash(server, |s| (s.restarts, s.backoff()));
                 ctx.view
                     .set(server, Some(Upstream::running(&r.id, restarts, c)));
@@ -217,6 +217,13 @@ fn settle_hold(server: &str, changes: &[Change], ctx: &Context) -> Option<Durati
     Some(wait)
 }
 
+/// What a server's stderr must never show (in its log or a crash message):
+/// its env values, which carry its secrets.
+fn secrets_of(c: Option<&ContainerServer>) -> Vec<String> {
+    c.map(|c| c.spec.env.values().cloned().collect())
+        .unwrap_or_default()
+}
+
 fn running_message(c: &ContainerServer) -> String {
     match c.warnings.as_slice() {
         [] => "running".to_string(),
@@ -294,9 +301,7 @@ async fn apply(change: Change, want: Option<&ContainerServer>, ctx: &Context) ->
                     return Ok(Next::RequeueAfter(wait));
                 }
             }
-            ctx.logs
-                .before_start(&ctx.runtime, &ctx.tasks, &server, &id)
-                .await;
+            ctx.logs.before_start(&server, &id, secrets_of(want)).await;
             ctx.runtime.start(&id).await?;
             started(&server, &id, want, restart, ctx);
         }
@@ -392,7 +397,7 @@ async fn create_and_start(
     ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
     let id = ctx.runtime.create(&s.fleet, server, want).await?;
     ctx.logs
-        .before_start(&ctx.runtime, &ctx.tasks, server, &id)
+        .before_start(server, &id, secrets_of(Some(want)))
         .await;
     ctx.runtime.start(&id).await?;
     tracing::info!(server, container = short(&id), hash = %want.hash, "container created");

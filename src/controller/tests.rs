@@ -179,21 +179,27 @@ async fn an_exited_container_waits_out_its_backoff() {
 }
 
 #[tokio::test]
-async fn a_crash_message_quotes_the_last_stderr_lines() {
+async fn a_crash_message_quotes_the_last_stderr_lines_without_secrets() {
     let fake = Arc::new(Fake::default());
-    *fake.stderr.lock().unwrap() = b"one\ntwo\n\nthree\nfour: the key is wrong".to_vec();
+    *fake.stderr.lock().unwrap() =
+        b"one\ntwo\n\nthree\nfour: the key sk-live-0123456789 is wrong".to_vec();
     let ctx = ctx(fake.clone(), &["a"]);
+    let mut spec = ServerSpec::of_image("img");
+    spec.env
+        .insert("API_KEY".into(), "sk-live-0123456789".into());
+    set_spec(&ctx, "a", spec);
     reconcile("a", &ctx).await.unwrap();
     fake.containers.lock().unwrap()[0].state = State::Exited(Some(3));
     reconcile("a", &ctx).await.unwrap();
     assert_eq!(
         ctx.status.server("a").unwrap().message,
         "container exited (exit code 3); back-off 1s before restart; \
-         last stderr: \"two\", \"three\", \"four: the key is wrong\""
+         last stderr: \"two\", \"three\", \"four: the key <redacted> is wrong\""
     );
     let kept = ctx.logs.buffer("a").unwrap().after(None, None).lines;
     assert_eq!(kept.len(), 5, "{kept:?}");
     assert!(kept.iter().all(|l| l.container == "id0"));
+    assert!(!format!("{kept:?}").contains("sk-live"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -252,8 +258,11 @@ async fn image_failure_is_image_pull_backoff_with_growing_retries() {
 }
 
 fn set_image(ctx: &Context, server: &str, image: &str) {
+    set_spec(ctx, server, ServerSpec::of_image(image));
+}
+
+fn set_spec(ctx: &Context, server: &str, spec: ServerSpec) {
     let mut state = (*ctx.desired().unwrap()).clone();
-    let spec = ServerSpec::of_image(image);
     state.servers.insert(
         server.to_string(),
         Desired::Container(ContainerServer {

@@ -246,10 +246,10 @@ async fn attach(runtime: &Arc<dyn Runtime>, id: &str) -> crate::Result<Stderr> {
     }
 }
 
-/// Reads `stderr` into `buffer` until it ends (the container stopped). There
-/// is no deadline on a read: a live container may be quiet for days; the
-/// stream ends when it stops, and the capture is aborted when replaced.
-/// `push` gets each line. Returns whether the stream ended (`false`: it broke).
+/// Reads `stderr` until it ends (the container stopped), giving `push` each
+/// line. There is no deadline on a read: a live container may be quiet for
+/// days; the stream ends when it stops, and the capture is aborted when
+/// replaced. Returns whether the stream ended (`false`: it broke).
 async fn read_lines(mut stderr: Stderr, mut push: impl FnMut(String)) -> bool {
     let mut splitter = LineSplitter::default();
     let mut chunk = vec![0u8; 8192];

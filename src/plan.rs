@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn remote_or_poci_entry_removes_an_old_container() {
         let remote = Desired::Remote {
-            url: "u".into(),
+            url: crate::catalog::RemoteUrl::new("u"),
             transport: "sse".into(),
             headers: Default::default(),
             prefix: None,

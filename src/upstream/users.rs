@@ -281,7 +281,7 @@ mod tests {
 
     fn pool(url: &str, limit: usize) -> UserSessions {
         let key = Upstream::Remote {
-            url: url.into(),
+            url: crate::catalog::RemoteUrl::new(url),
             transport: "streamable-http".into(),
             headers: BTreeMap::new(),
         };

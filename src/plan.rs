@@ -81,6 +81,16 @@ impl Change {
             | Change::Remove { server, .. } => server,
         }
     }
+
+    /// The kind of step, for logs and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Create { .. } => "create",
+            Change::Recreate { .. } => "recreate",
+            Change::Start { .. } => "start",
+            Change::Remove { .. } => "remove",
+        }
+    }
 }
 
 impl fmt::Display for Change {

@@ -73,6 +73,8 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         &containers,
         unhealthy.as_ref(),
     );
+    let kind = changes.first().map_or("none", Change::kind);
+    tracing::Span::current().record("change", kind);
     if let Some(wait) = settle_hold(server, &changes, ctx) {
         return Ok(Next::RequeueAfter(wait));
     }

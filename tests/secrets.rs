@@ -1,8 +1,8 @@
 //! Secrets never leak: a fleet at `MCP_FLEET_LOG=trace` with distinct secret
 //! values in `mcp.env` (a container's env, a remote's header), literally in a
 //! remote's headers, in remote URLs' query and user info, and the gateway
-//! token. The test goes through create, a crash loop, failing remotes, a
-//! working remote, tool calls, `/status`, `/metrics`, the status page, the
+//! token. The test goes through create, a crash loop, failing remotes (one
+//! refused, one quoting its request's headers back), a working remote, tool calls, `/status`, `/metrics`, the status page, the
 //! status file, `plan` and `status`, then greps everything mcp-fleet and the
 //! engine wrote for every secret value. Two checks keep it honest: the
 //! container's env (where a secret is meant to go) holds its value, and the
@@ -80,6 +80,53 @@ async fn recording_proxy(target: String) -> (u16, Arc<Mutex<Vec<u8>>>) {
         }
     });
     (port, seen)
+}
+
+/// A remote that answers every request `400` quoting the request's headers
+/// back in its body, as a careless server might; returns its port.
+async fn echoing_remote() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    match stream.read(&mut buf).await {
+                        Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                while got.len() < head_end + length {
+                    match stream.read(&mut buf).await {
+                        Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let body = format!("refused; you sent:\n{head}");
+                let response = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    port
 }
 
 fn remote(name: &str, url: &str, transport: &str) -> String {
@@ -178,6 +225,7 @@ async fn no_secret_is_ever_written_anywhere() {
     let near = format!("http://127.0.0.1:{proxy}/mcp?token={QUERY_SECRET}");
     let far = format!("http://{URL_USER}:{URL_PASSWORD}@127.0.0.1:{dead}/mcp?token={QUERY_SECRET}");
     let farsse = format!("http://127.0.0.1:{dead}/sse?token={QUERY_SECRET}");
+    let echo = format!("http://127.0.0.1:{}/mcp", echoing_remote().await);
     let secret_env =
         |name: &str, env: &str| format!("secrets:\n  - name: {name}\n    env: {env}\n");
     let entries = [
@@ -193,6 +241,7 @@ async fn no_secret_is_ever_written_anywhere() {
         remote("near", &near, "streamable-http"),
         remote("far", &far, "streamable-http"),
         remote("farsse", &farsse, "sse"),
+        remote("echo", &echo, "streamable-http"),
     ];
     let mut f = Fleet::new("secrets").await;
     f.write(
@@ -217,12 +266,20 @@ async fn no_secret_is_ever_written_anywhere() {
         (s["servers"]["crashy"]["restartCount"].as_u64()? >= 1).then_some(())
     })
     .await;
-    for server in ["far", "farsse"] {
-        f.until(&format!("{server} reported unreachable"), MIN, || async {
-            let s = f.status()?;
-            let message = s["servers"][server]["ready"]["message"].as_str()?;
-            message.contains("cannot reach").then_some(())
-        })
+    for (server, says) in [
+        ("far", "cannot reach"),
+        ("farsse", "cannot reach"),
+        ("echo", "you sent"),
+    ] {
+        f.until(
+            &format!("{server}'s failure in the status"),
+            MIN,
+            || async {
+                let s = f.status()?;
+                let message = s["servers"][server]["ready"]["message"].as_str()?;
+                message.contains(says).then_some(())
+            },
+        )
         .await;
     }
 

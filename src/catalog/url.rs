@@ -1,6 +1,7 @@
 //! Remote URLs may carry credentials (user info, a token in the query or the
 //! fragment). Every message that names a remote server's URL is built here,
 //! so that none of those parts ever reaches a log line, the status or an error.
+use std::collections::BTreeMap;
 use std::fmt;
 
 use super::secrets::Secret;
@@ -88,8 +89,24 @@ pub fn redact_in(message: &str, url: &RemoteUrl) -> String {
 }
 
 /// Why a remote server could not be reached, in words a person can act on:
-/// the redacted URL, without the transport's type names.
-pub fn remote_failure(url: &RemoteUrl, raw: &str) -> String {
+/// the redacted URL, without the transport's type names, and without any of
+/// the entry's header values, should the server have quoted one back.
+pub fn remote_failure(url: &RemoteUrl, headers: &BTreeMap<String, Secret>, raw: &str) -> String {
+    let mut out = plain_failure(url, raw);
+    for value in headers.values() {
+        let value = value.expose();
+        // The whole value, and its credential alone (`Bearer <token>`).
+        let token = value.rsplit(' ').next().unwrap_or(value);
+        for part in [value, token] {
+            if part.len() >= MIN_SECRET_LEN {
+                out = out.replace(part, "<redacted>");
+            }
+        }
+    }
+    out
+}
+
+fn plain_failure(url: &RemoteUrl, raw: &str) -> String {
     let at = url.to_string();
     if raw.contains("error sending request") || raw.contains("tcp connect error") {
         return format!(
@@ -150,13 +167,15 @@ mod tests {
         let raw = format!(
             "MCP handshake failed: Send message error Transport [mcp_fleet::upstream::inbound::Tap] error: Client error: error sending request for url ({RAW}), when send initialize request"
         );
-        let out = remote_failure(&url(), &raw);
+        let none = BTreeMap::new();
+        let out = remote_failure(&url(), &none, &raw);
         assert_eq!(
             out,
             "cannot reach https://example.com/mcp: the HTTP request got no answer (is the server running, and the URL right?)"
         );
         let other = remote_failure(
             &url(),
+            &none,
             "Send message error Transport [a::b::C<d::E>] error: unexpected status 401 for https://example.com/mcp?token=abc123",
         );
         assert!(
@@ -164,5 +183,19 @@ mod tests {
             "{other}"
         );
         assert!(other.contains("unexpected status 401"), "{other}");
+    }
+
+    #[test]
+    fn header_values_quoted_back_are_removed() {
+        let headers = BTreeMap::from([
+            ("Authorization".to_string(), Secret::new("Bearer tok-1234")),
+            ("X-Key".to_string(), Secret::new("key-5678")),
+        ]);
+        let raw = "HTTP 500: bad token tok-1234 (Bearer tok-1234), key key-5678";
+        let out = remote_failure(&url(), &headers, raw);
+        assert_eq!(
+            out,
+            "HTTP 500: bad token <redacted> (<redacted>), key <redacted> (server at https://example.com/mcp)"
+        );
     }
 }

@@ -187,7 +187,7 @@ impl UserSessions {
             Ok(Err(e)) => Err(format!(
                 "gave no session for user `{}`: {}",
                 who.id,
-                url::remote_failure(address, &e.to_string())
+                url::remote_failure(address, &headers, &e.to_string())
             )),
             Err(_) => Err(format!(
                 "gave no session for user `{}` within {}s",

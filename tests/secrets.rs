@@ -209,35 +209,25 @@ async fn inspected(f: &Fleet, server: &str, env: &str, secret: &str) -> String {
     all.to_string()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn no_secret_is_ever_written_anywhere() {
-    let engine_log_start = std::fs::metadata(ENGINE_LOG).map_or(0, |m| m.len());
-    let fixture = HttpFixture::start().await;
-    let target = fixture
-        .url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .expect("fixture address")
-        .to_string();
-    let (proxy, seen) = recording_proxy(target).await;
+/// The fleet: `time` and `crashy` with env secrets from `mcp.env`; remotes
+/// with header secrets (from `mcp.env` and literal) and query and user-info
+/// secrets: `near` at `near_port` works, `far` and `farsse` are refused,
+/// `echo` quotes its request back.
+async fn start_fleet(near_port: u16) -> Fleet {
     let dead = free_port();
-    let near = format!("http://127.0.0.1:{proxy}/mcp?token={QUERY_SECRET}");
+    let near = format!("http://127.0.0.1:{near_port}/mcp?token={QUERY_SECRET}");
     let far = format!("http://{URL_USER}:{URL_PASSWORD}@127.0.0.1:{dead}/mcp?token={QUERY_SECRET}");
     let farsse = format!("http://127.0.0.1:{dead}/sse?token={QUERY_SECRET}");
     let echo = format!("http://127.0.0.1:{}/mcp", echoing_remote().await);
     let secret_env =
         |name: &str, env: &str| format!("secrets:\n  - name: {name}\n    env: {env}\n");
+    let crashy = format!(
+        "command: ['--exit-after', '0.3']\n{}",
+        secret_env("crashy.key", "CRASHY_KEY")
+    );
     let entries = [
         entry("time", TIME, &secret_env("time.api_key", "TIME_API_KEY")),
-        entry(
-            "crashy",
-            TESTSERVER,
-            &format!(
-                "command: ['--exit-after', '0.3']\n{}",
-                secret_env("crashy.key", "CRASHY_KEY")
-            ),
-        ),
+        entry("crashy", TESTSERVER, &crashy),
         remote("near", &near, "streamable-http"),
         remote("far", &far, "streamable-http"),
         remote("farsse", &farsse, "sse"),
@@ -257,8 +247,12 @@ async fn no_secret_is_ever_written_anywhere() {
         &["--auth-token-file", &token_file, "--handshake-timeout", "2"],
         &[("MCP_FLEET_LOG", "trace")],
     );
+    f
+}
 
-    // Create, a working remote, a crash loop, failing remotes.
+/// Create, a crash loop, failing remotes, tool calls through a container and
+/// through the working remote. Returns the gateway's base URL.
+async fn exercise(f: &Fleet) -> String {
     f.ready("time").await;
     f.ready("near").await;
     f.until("crashy restarted", MIN, || async {
@@ -266,31 +260,23 @@ async fn no_secret_is_ever_written_anywhere() {
         (s["servers"]["crashy"]["restartCount"].as_u64()? >= 1).then_some(())
     })
     .await;
-    for (server, says) in [
+    let failures = [
         ("far", "cannot reach"),
         ("farsse", "cannot reach"),
         ("echo", "you sent"),
-    ] {
-        f.until(
-            &format!("{server}'s failure in the status"),
-            MIN,
-            || async {
-                let s = f.status()?;
-                let message = s["servers"][server]["ready"]["message"].as_str()?;
-                message.contains(says).then_some(())
-            },
-        )
+    ];
+    for (server, says) in failures {
+        let what = format!("{server}'s failure in the status");
+        f.until(&what, MIN, || async {
+            let s = f.status()?;
+            let message = s["servers"][server]["ready"]["message"].as_str()?;
+            message.contains(says).then_some(())
+        })
         .await;
     }
-
-    // Tool calls through a container and through the remote.
     let base = f.gateway_url().await;
-    let mut client = McpClient::connect(
-        &format!("{base}/mcp"),
-        McpTransport::Http,
-        Some(GATEWAY_TOKEN),
-    )
-    .await;
+    let url = format!("{base}/mcp");
+    let mut client = McpClient::connect(&url, McpTransport::Http, Some(GATEWAY_TOKEN)).await;
     let (is_error, text) = client
         .call("get_current_time", json!({"timezone": "UTC"}))
         .await;
@@ -298,28 +284,28 @@ async fn no_secret_is_ever_written_anywhere() {
     let (is_error, text) = client.call("test_simple_text", json!({})).await;
     assert!(!is_error, "{text}");
     client.close().await;
-    let sent = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-    for secret in [HEADER_SECRET, LITERAL_HEADER, QUERY_SECRET] {
-        assert!(
-            sent.contains(secret),
-            "the remote never got {secret}: the test would prove nothing"
-        );
-    }
+    base
+}
 
-    // Everything written.
+/// Everything written, by where it was read; stops the controller.
+async fn everything_written(
+    f: &mut Fleet,
+    base: &str,
+    engine_from: u64,
+) -> Vec<(&'static str, String)> {
     let bearer = format!("Bearer {GATEWAY_TOKEN}");
     let auth = [("authorization", bearer.as_str())];
     let mut written = vec![
         ("/status", get(&format!("{base}/status"), &auth).await),
         ("/metrics", get(&format!("{base}/metrics"), &auth).await),
-        ("the status page", status_page(&base).await),
+        ("the status page", status_page(base).await),
         (
             "time's container",
-            inspected(&f, "time", "TIME_API_KEY", ENV_SECRET).await,
+            inspected(f, "time", "TIME_API_KEY", ENV_SECRET).await,
         ),
         (
             "crashy's container",
-            inspected(&f, "crashy", "CRASHY_KEY", CRASH_SECRET).await,
+            inspected(f, "crashy", "CRASHY_KEY", CRASH_SECRET).await,
         ),
     ];
     let plan = f.plan();
@@ -328,31 +314,56 @@ async fn no_secret_is_ever_written_anywhere() {
     let status = f.cli(&["status", "--config-dir", &dir]);
     written.push(("status", format!("{}{}", stdout(&status), stderr(&status))));
     f.stop("-TERM");
-    written.push((
-        "status file",
-        std::fs::read_to_string(f.status_path()).expect("status file"),
-    ));
+    let file = std::fs::read_to_string(f.status_path()).expect("status file");
+    written.push(("status file", file));
     let log = f.logs();
     assert!(
         log.contains("relay{") && log.contains("reconcile{"),
-        "no spans in the trace log: it was not written at trace"
+        "no spans in the log: it was not written at trace"
     );
     written.push(("log", log));
     let engine = std::fs::read(ENGINE_LOG).expect("engine log");
-    let from = usize::try_from(engine_log_start)
-        .unwrap_or(0)
-        .min(engine.len());
+    let from = usize::try_from(engine_from).unwrap_or(0).min(engine.len());
     written.push((
         "engine log",
         String::from_utf8_lossy(&engine[from..]).into(),
     ));
+    written
+}
 
-    for (what, text) in &written {
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_is_ever_written_anywhere() {
+    let engine_from = std::fs::metadata(ENGINE_LOG).map_or(0, |m| m.len());
+    let fixture = HttpFixture::start().await;
+    let target = fixture
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("fixture address")
+        .to_string();
+    let (near_port, seen) = recording_proxy(target).await;
+    let mut f = start_fleet(near_port).await;
+    let base = exercise(&f).await;
+    let sent = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    for secret in [HEADER_SECRET, LITERAL_HEADER, QUERY_SECRET] {
+        assert!(
+            sent.contains(secret),
+            "the remote never got {secret}: the test would prove nothing"
+        );
+    }
+    for (what, text) in everything_written(&mut f, &base, engine_from).await {
         for secret in SECRETS {
             if let Some(at) = text.find(secret) {
+                // Up to 300 characters before it, on its line.
                 let line = text[..at].rfind('\n').map_or(0, |i| i + 1);
-                let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
-                panic!("{secret} is in the {what}:\n{}", &text[line..end]);
+                let start = (line..=at)
+                    .find(|&i| i + 300 >= at && text.is_char_boundary(i))
+                    .unwrap_or(at);
+                panic!(
+                    "{secret} is in the {what}: …{}",
+                    &text[start..at + secret.len()]
+                );
             }
         }
     }

@@ -3,6 +3,7 @@
 //! containers and moves them one step closer. Work is keyed per server (a
 //! server is never reconciled twice at once) and runs with bounded parallelism.
 pub mod crash;
+mod observe;
 pub mod queue;
 mod reconcile;
 pub mod view;

@@ -38,9 +38,10 @@ pub(super) fn report(
         State::Waiting { reason, message } if message.is_empty() => {
             (waiting_phase(reason), format!("waiting: {reason}"))
         }
-        State::Waiting { reason, message } => {
-            (waiting_phase(reason), format!("waiting: {reason}: {message}"))
-        }
+        State::Waiting { reason, message } => (
+            waiting_phase(reason),
+            format!("waiting: {reason}: {message}"),
+        ),
         State::Exited(code) => {
             let code = code.map(|c| format!(" with code {c}")).unwrap_or_default();
             (

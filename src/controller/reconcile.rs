@@ -396,8 +396,11 @@ async fn create_and_start(
         ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
         ctx.status.update(
             server,
-            Update::phase(Phase::Creating, format!("created {id}; waiting for it to run"))
-                .container(Some(&id), Some(&want.hash)),
+            Update::phase(
+                Phase::Creating,
+                format!("created {id}; waiting for it to run"),
+            )
+            .container(Some(&id), Some(&want.hash)),
         );
         return Ok(());
     }

@@ -5,6 +5,7 @@
 //! does on its own (kubelet restarts crashed containers with its own back-off
 //! and pulls images itself) it says in [`Capabilities`], and the controller
 //! then leaves that to it and reports what the backend observes.
+pub mod choice;
 pub mod docker;
 pub mod kubernetes;
 pub mod metered;
@@ -68,7 +69,10 @@ pub enum State {
     /// Not running yet, or between two runs the backend makes itself, with
     /// its reason (Kubernetes: `ImagePullBackOff`, `CrashLoopBackOff`,
     /// `ContainerCreating`, ...) and message.
-    Waiting { reason: String, message: String },
+    Waiting {
+        reason: String,
+        message: String,
+    },
     /// Stopped; the exit code when the engine knows it.
     Exited(Option<i64>),
     /// Ended for good: the backend will not run it again (a Pod that failed

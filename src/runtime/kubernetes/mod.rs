@@ -15,8 +15,12 @@
 //! reflector store, selected by the fleet label), so a reconcile makes no
 //! read call; the backend writes its own creations and deletions into the
 //! cache too, so the next reconcile sees them before the watch does.
+#[cfg(test)]
+pub(crate) mod mock;
 mod objects;
 mod pods;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -85,10 +89,12 @@ impl KubernetesRuntime {
     /// A client from the in-cluster service account (or `KUBECONFIG`);
     /// the namespace, unless given, is the service account's own.
     pub async fn connect(mut settings: KubeSettings) -> Result<Self> {
-        let config = kube::Config::infer().await.map_err(|e| Error::Unreachable {
-            op: "connect".into(),
-            message: format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"),
-        })?;
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| Error::Unreachable {
+                op: "connect".into(),
+                message: format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"),
+            })?;
         if settings.namespace.is_empty() {
             settings.namespace = config.default_namespace.clone();
         }
@@ -151,7 +157,10 @@ impl KubernetesRuntime {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        (self.api::<Secret>().patch(name, &pp, &Patch::Merge(&patch)).await)
+        (self
+            .api::<Secret>()
+            .patch(name, &pp, &Patch::Merge(&patch))
+            .await)
             .map_err(|e| call_error(format!("patch secret {name}"), e))?;
         if !network {
             (self.api::<NetworkPolicy>())
@@ -249,7 +258,10 @@ impl Runtime for KubernetesRuntime {
         (self.api::<Secret>().create(&pp, &inst.secret()).await)
             .map_err(|e| call_error(format!("create secret {name}"), e))?;
         if !network {
-            let made = self.api::<NetworkPolicy>().create(&pp, &inst.deny_all()).await;
+            let made = self
+                .api::<NetworkPolicy>()
+                .create(&pp, &inst.deny_all())
+                .await;
             if let Err(e) = made {
                 self.discard(&name, true).await;
                 return Err(call_error(format!("create networkpolicy {name}"), e));

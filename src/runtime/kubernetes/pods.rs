@@ -44,12 +44,18 @@ fn state_of(pod: &Pod, ours: Option<&ContainerStatus>) -> State {
         // With restartPolicy Always only eviction or a lost node ends a Pod.
         let reason = status.and_then(|s| s.reason.as_deref()).unwrap_or(phase);
         let message = status.and_then(|s| s.message.as_deref()).unwrap_or("");
-        return State::Failed(format!("pod {phase}: {reason} {message}").trim().to_string());
+        return State::Failed(
+            format!("pod {phase}: {reason} {message}")
+                .trim()
+                .to_string(),
+        );
     }
     let Some(state) = ours.and_then(|c| c.state.as_ref()) else {
         // Not scheduled yet, or no status from kubelet yet.
-        let unscheduled = (status.and_then(|s| s.conditions.as_ref()))
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False"));
+        let unscheduled = (status.and_then(|s| s.conditions.as_ref())).and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        });
         return State::Waiting {
             reason: unscheduled
                 .and_then(|c| c.reason.clone())

@@ -438,4 +438,6 @@ async fn worker(ctx: Arc<Context>) {
 }
 
 #[cfg(test)]
+mod kube_tests;
+#[cfg(test)]
 mod tests;

@@ -53,6 +53,10 @@ pub(super) fn report(
         State::Failed(m) | State::Other(m) => (Phase::Creating, m.clone()),
         State::Running => return None,
     };
+    // The gateway's session to it ended with the run; a report about that
+    // run says nothing about the next one.
+    ctx.view.remove_container(server, &c.id);
+    ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
     ctx.status.update(
         server,
         Update::phase(phase, message)

@@ -21,6 +21,24 @@ use tower_test::mock::{self, Handle, SendResponse};
 pub type MockBody = UnsyncBoxBody<Bytes, Infallible>;
 
 pub const NAMESPACE: &str = "fleet-ns";
+pub const PODS: &str = "/api/v1/namespaces/fleet-ns/pods";
+/// Fleet `f`'s Pods: the watch and its lists select by this label.
+const SELECTOR: &str = "io.mcp-fleet.fleet=f";
+
+/// The watcher's list (client-go's page size).
+pub const LIST: [(&str, &str); 2] = [("labelSelector", SELECTOR), ("limit", "500")];
+
+/// The watch that follows a list at `rv`, answered with an event stream.
+pub async fn expect_watch(api: &mut ApiServer, rv: &str) -> WatchStream {
+    let q = [
+        ("allowWatchBookmarks", "true"),
+        ("labelSelector", SELECTOR),
+        ("resourceVersion", rv),
+        ("timeoutSeconds", "290"),
+        ("watch", "true"),
+    ];
+    api.expect(Method::GET, PODS, &q).await.stream()
+}
 
 /// A client whose every request the returned server answers.
 pub fn client() -> (Client, ApiServer) {

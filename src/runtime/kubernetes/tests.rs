@@ -7,15 +7,15 @@ use futures_util::StreamExt;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::mock::{self, ApiServer, NAMESPACE, pod, pod_list, status, stored};
+use super::mock::{
+    self, ApiServer, LIST, NAMESPACE, PODS, expect_watch, pod, pod_list, status, stored,
+};
 use super::*;
 use crate::catalog::{ContainerServer, ServerSpec};
 use crate::runtime::State;
 
-const PODS: &str = "/api/v1/namespaces/fleet-ns/pods";
 const SECRETS: &str = "/api/v1/namespaces/fleet-ns/secrets";
 const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/fleet-ns/networkpolicies";
-const SELECTOR: &str = "io.mcp-fleet.fleet=f";
 
 fn runtime(owner: Option<&str>) -> (Arc<KubernetesRuntime>, ApiServer) {
     let (client, server) = mock::client();
@@ -266,24 +266,6 @@ async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> St
         .await
         .expect("no event within 10 s")
         .unwrap()
-}
-
-pub const LIST: [(&str, &str); 2] = [("labelSelector", SELECTOR), ("limit", "500")];
-
-pub fn watch_query(rv: &str) -> [(&'static str, String); 5] {
-    [
-        ("allowWatchBookmarks", "true".into()),
-        ("labelSelector", SELECTOR.into()),
-        ("resourceVersion", rv.into()),
-        ("timeoutSeconds", "290".into()),
-        ("watch", "true".into()),
-    ]
-}
-
-pub async fn expect_watch(api: &mut ApiServer, rv: &str) -> mock::WatchStream {
-    let q = watch_query(rv);
-    let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    api.expect(Method::GET, PODS, &q).await.stream()
 }
 
 #[tokio::test]

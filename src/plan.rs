@@ -371,6 +371,25 @@ mod tests {
     }
 
     #[test]
+    fn a_workload_that_ended_for_good_is_replaced() {
+        let p = Plan::compute(
+            "f",
+            &desired(&[("t", want("h"))]),
+            &[ctr(
+                "a",
+                "t",
+                "h",
+                State::Failed("pod Failed: Evicted".into()),
+            )],
+        );
+        assert!(matches!(
+            &p.changes[..],
+            [Change::Recreate { id, reason: RecreateReason::Ended { .. }, .. }] if id == "a"
+        ));
+        assert!(p.to_string().contains("ended (pod Failed: Evicted)"));
+    }
+
+    #[test]
     fn exited_container_is_started() {
         let p = Plan::compute(
             "f",

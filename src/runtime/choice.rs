@@ -2,6 +2,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cache::Cached;
 use super::kubernetes::{KubeSettings, KubernetesRuntime};
 use super::metered::Metered;
 use super::{DockerRuntime, PullPolicy, Runtime};
@@ -29,26 +30,34 @@ pub struct RuntimeArgs {
 
 impl RuntimeArgs {
     pub fn kind(&self) -> RuntimeKind {
-        self.runtime.unwrap_or_else(|| {
-            match std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|h| !h.is_empty()) {
-                true => RuntimeKind::Kubernetes,
-                false => RuntimeKind::Docker,
-            }
-        })
+        self.kind_with(std::env::var_os("KUBERNETES_SERVICE_HOST"))
     }
 
-    /// The backend, counted by `mcp_fleet_engine_calls`. Docker's engine may
-    /// not be up yet (the controller waits for it); Kubernetes needs its
-    /// configuration now, though not a reachable API server.
+    /// Kubelet sets `KUBERNETES_SERVICE_HOST` in every container it runs.
+    fn kind_with(&self, service_host: Option<std::ffi::OsString>) -> RuntimeKind {
+        self.runtime
+            .unwrap_or(match service_host.is_some_and(|h| !h.is_empty()) {
+                true => RuntimeKind::Kubernetes,
+                false => RuntimeKind::Docker,
+            })
+    }
+
+    /// The backend, counted by `mcp_fleet_engine_calls`, with a cache of what
+    /// runs fed by its events (Kubernetes has its own reflector). Docker's
+    /// engine may not be up yet (the controller waits for it); Kubernetes
+    /// needs its configuration now, though not a reachable API server.
     pub async fn build(
         &self,
         fleet: &str,
         pull: PullPolicy,
         stop_timeout: Duration,
     ) -> Result<Arc<dyn Runtime>> {
-        let inner: Arc<dyn Runtime> = match self.kind() {
-            RuntimeKind::Docker => Arc::new(DockerRuntime::new()),
-            RuntimeKind::Kubernetes => Arc::new(
+        Ok(match self.kind() {
+            // Cache hits are not engine calls: the cache sits outside the count.
+            RuntimeKind::Docker => Arc::new(Cached::new(Arc::new(Metered(Arc::new(
+                DockerRuntime::new(),
+            ))))),
+            RuntimeKind::Kubernetes => Arc::new(Metered(Arc::new(
                 KubernetesRuntime::connect(KubeSettings {
                     namespace: self.namespace.clone().unwrap_or_default(),
                     fleet: fleet.to_string(),
@@ -57,8 +66,30 @@ impl RuntimeArgs {
                     owner_deployment: self.owner_deployment.clone(),
                 })
                 .await?,
-            ),
+            ))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_is_the_default_inside_a_cluster_and_a_flag_wins() {
+        let args = |runtime| RuntimeArgs {
+            runtime,
+            namespace: None,
+            owner_deployment: None,
         };
-        Ok(Arc::new(Metered(inner)))
+        let in_cluster = Some("10.96.0.1".into());
+        assert_eq!(
+            args(None).kind_with(in_cluster.clone()),
+            RuntimeKind::Kubernetes
+        );
+        assert_eq!(args(None).kind_with(None), RuntimeKind::Docker);
+        assert_eq!(args(None).kind_with(Some("".into())), RuntimeKind::Docker);
+        let docker = args(Some(RuntimeKind::Docker));
+        assert_eq!(docker.kind_with(in_cluster), RuntimeKind::Docker);
     }
 }

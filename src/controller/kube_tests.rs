@@ -66,27 +66,29 @@ fn reconciling(ctx: &Arc<Context>) -> tokio::task::JoinHandle<Result<Next>> {
     tokio::spawn(async move { reconcile("fetch", &ctx).await })
 }
 
-/// The calls of one create: Secret, deny-all NetworkPolicy, Pod, then the
-/// Pod made owner of the other two. Returns the Pod's name (its uid is
-/// `uid-<name>`, as in [`pod`]).
+/// The calls of one create: the Pod (gated), its Secret and deny-all
+/// NetworkPolicy owned by it, then the gate lifted. Returns the Pod's name
+/// (its uid is `uid-<name>`, as in [`pod`]).
 async fn answer_create(api: &mut ApiServer) -> String {
-    let call = api.expect(Method::POST, SECRETS, &[MANAGER]).await;
-    let name = call.body["metadata"]["name"].as_str().unwrap().to_string();
-    let uid = &format!("uid-{name}");
-    call.created(&format!("{uid}-secret"), "1");
-    let call = api.expect(Method::POST, POLICIES, &[MANAGER]).await;
-    call.created(&format!("{uid}-policy"), "2");
     let call = api.expect(Method::POST, PODS, &[MANAGER]).await;
-    assert_eq!(call.body["metadata"]["name"], name.as_str());
-    call.created(uid, "3");
+    let name = call.body["metadata"]["name"].as_str().unwrap().to_string();
+    let uid = format!("uid-{name}");
+    let mut released = call.body.clone();
+    call.created(&uid, "3");
     for path in [SECRETS, POLICIES] {
-        let call = (api.expect(Method::PATCH, &format!("{path}/{name}"), &[MANAGER])).await;
+        let call = api.expect(Method::POST, path, &[MANAGER]).await;
         assert_eq!(
             call.body["metadata"]["ownerReferences"][0]["uid"],
             uid.as_str()
         );
-        call.reply(200, json!({}));
+        call.created(&format!("{uid}-{path}"), "4");
     }
+    let call = (api.expect(Method::PATCH, &format!("{PODS}/{name}"), &[MANAGER])).await;
+    released["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("schedulingGates");
+    call.reply(200, mock::stored(released, &uid, "5"));
     name
 }
 

@@ -2,7 +2,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cache::Cached;
 use super::kubernetes::{KubeSettings, KubernetesRuntime};
 use super::metered::Metered;
 use super::{DockerRuntime, PullPolicy, Runtime};
@@ -42,10 +41,9 @@ impl RuntimeArgs {
             })
     }
 
-    /// The backend, counted by `mcp_fleet_engine_calls`, with a cache of what
-    /// runs fed by its events (Kubernetes has its own reflector). Docker's
-    /// engine may not be up yet (the controller waits for it); Kubernetes
-    /// needs its configuration now, though not a reachable API server.
+    /// The backend, counted by `mcp_fleet_engine_calls`. Docker's engine may
+    /// not be up yet (the controller waits for it); Kubernetes needs its
+    /// configuration now, though not a reachable API server.
     pub async fn build(
         &self,
         fleet: &str,
@@ -53,10 +51,7 @@ impl RuntimeArgs {
         stop_timeout: Duration,
     ) -> Result<Arc<dyn Runtime>> {
         Ok(match self.kind() {
-            // Cache hits are not engine calls: the cache sits outside the count.
-            RuntimeKind::Docker => Arc::new(Cached::new(Arc::new(Metered(Arc::new(
-                DockerRuntime::new(),
-            ))))),
+            RuntimeKind::Docker => Arc::new(Metered(Arc::new(DockerRuntime::new()))),
             RuntimeKind::Kubernetes => Arc::new(Metered(Arc::new(
                 KubernetesRuntime::connect(KubeSettings {
                     namespace: self.namespace.clone().unwrap_or_default(),

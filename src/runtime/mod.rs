@@ -5,7 +5,6 @@
 //! does on its own (kubelet restarts crashed containers with its own back-off
 //! and pulls images itself) it says in [`Capabilities`], and the controller
 //! then leaves that to it and reports what the backend observes.
-pub mod cache;
 pub mod choice;
 pub mod docker;
 pub mod kubernetes;

@@ -22,7 +22,7 @@ mod pods;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -72,6 +72,8 @@ pub struct KubernetesRuntime {
     owner: OnceCell<Option<OwnerReference>>,
     store: Store<Pod>,
     writer: Arc<Mutex<Writer<Pod>>>,
+    /// Pods this process made and has not seen deleted (bounded by them).
+    made: Arc<Mutex<HashSet<String>>>,
 }
 
 impl KubernetesRuntime {
@@ -83,6 +85,7 @@ impl KubernetesRuntime {
             owner: OnceCell::new(),
             store: writer.as_reader(),
             writer: Arc::new(Mutex::new(writer)),
+            made: Arc::default(),
         }
     }
 
@@ -137,38 +140,66 @@ impl KubernetesRuntime {
             .apply_watcher_event(&event);
     }
 
-    /// Undoes a half-made instance (its Pod could not be created).
-    async fn discard(&self, name: &str, network: bool) {
-        let dp = DeleteParams::default();
-        let _ = self.api::<Secret>().delete(name, &dp).await;
-        if !network {
-            let _ = self.api::<NetworkPolicy>().delete(name, &dp).await;
+    /// Creates its Secret and, without network, its NetworkPolicy, both
+    /// owned by the (still gated) Pod.
+    async fn dependents(&self, inst: &objects::Instance<'_>, pod: &Pod) -> Result<()> {
+        let name = inst.name;
+        let owner = objects::owned_by(pod)
+            .ok_or_else(|| Error::runtime(format!("create pod {name}"), "stored without a uid"))?;
+        let pp = post_params();
+        (self.api::<Secret>().create(&pp, &inst.secret(&owner)).await)
+            .map_err(|e| call_error(format!("create secret {name}"), e))?;
+        if !inst.want.spec.network {
+            (self.api::<NetworkPolicy>())
+                .create(&pp, &inst.deny_all(&owner))
+                .await
+                .map_err(|e| call_error(format!("create networkpolicy {name}"), e))?;
         }
+        Ok(())
     }
 
-    /// Hands the instance's Secret and NetworkPolicy over to its Pod, so
-    /// they go when it goes, whoever deletes it.
-    async fn hand_over(&self, pod: &Pod, network: bool) -> Result<()> {
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let patch = serde_json::json!({
-            "metadata": { "ownerReferences": [objects::owned_by(pod)] }
-        });
+    /// Lifts the Pod's scheduling gate: from now on it may run.
+    async fn release(&self, name: &str) -> Result<Pod> {
+        let patch = serde_json::json!({ "spec": { "schedulingGates": null } });
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
         (self
-            .api::<Secret>()
+            .api::<Pod>()
             .patch(name, &pp, &Patch::Merge(&patch))
             .await)
-            .map_err(|e| call_error(format!("patch secret {name}"), e))?;
-        if !network {
-            (self.api::<NetworkPolicy>())
-                .patch(name, &pp, &Patch::Merge(&patch))
-                .await
-                .map_err(|e| call_error(format!("patch networkpolicy {name}"), e))?;
+            .map_err(|e| call_error(format!("release pod {name}"), e))
+    }
+
+    /// Deletes one Pod of ours (its uid as precondition) and forgets it.
+    async fn delete(&self, pod: &Pod, timeout: Duration) -> Result<()> {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let dp = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX)),
+            propagation_policy: Some(PropagationPolicy::Background),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.api::<Pod>().delete(name, &dp).await {
+            Ok(_) => {}
+            // Gone already, or a different Pod by now.
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
+            Err(e) => return Err(call_error(format!("delete pod {name}"), e)),
         }
+        self.remember(watcher::Event::Delete(pod.clone()));
+        self.made.lock().expect("made lock").remove(name);
         Ok(())
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
     }
 }
 
@@ -224,8 +255,12 @@ impl Runtime for KubernetesRuntime {
                 ),
             });
         }
+        let made = self.made.lock().expect("made lock").clone();
         Ok((self.store.state().iter())
-            .filter_map(|p| pods::container_of(p))
+            .filter_map(|p| {
+                let name = p.metadata.name.as_deref().unwrap_or_default();
+                pods::container_of(p, made.contains(name))
+            })
             .filter(|c| server.is_none_or(|s| c.server == s))
             .collect())
     }
@@ -235,11 +270,12 @@ impl Runtime for KubernetesRuntime {
         Ok(())
     }
 
-    /// Secret, then NetworkPolicy (so the Pod never runs unprotected), then
-    /// the Pod; then the Pod becomes the owner of the other two.
+    /// The Pod, held back by a scheduling gate; then its Secret and
+    /// NetworkPolicy, owned by it; then the gate is lifted. The Pod never
+    /// runs without them, and a failure leaves nothing behind: deleting the
+    /// Pod takes the others with it.
     async fn create(&self, fleet: &str, server: &str, desired: &ContainerServer) -> Result<String> {
         let name = format!("{}-{}", objects::base_name(fleet, server), suffix());
-        let network = desired.spec.network;
         let inst = objects::Instance {
             name: &name,
             fleet,
@@ -251,33 +287,22 @@ impl Runtime for KubernetesRuntime {
             owner: self.owner().await?,
         };
         let pod = inst.pod()?;
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        (self.api::<Secret>().create(&pp, &inst.secret()).await)
-            .map_err(|e| call_error(format!("create secret {name}"), e))?;
-        if !network {
-            let made = self
-                .api::<NetworkPolicy>()
-                .create(&pp, &inst.deny_all())
-                .await;
-            if let Err(e) = made {
-                self.discard(&name, true).await;
-                return Err(call_error(format!("create networkpolicy {name}"), e));
-            }
-        }
-        let created = match self.api::<Pod>().create(&pp, &pod).await {
-            Ok(p) => p,
-            Err(e) => {
-                self.discard(&name, network).await;
-                return Err(call_error(format!("create pod {name}"), e));
-            }
-        };
+        let created = (self.api::<Pod>().create(&post_params(), &pod).await)
+            .map_err(|e| call_error(format!("create pod {name}"), e))?;
+        self.made.lock().expect("made lock").insert(name.clone());
         self.remember(watcher::Event::Apply(created.clone()));
-        if let Err(e) = self.hand_over(&created, network).await {
-            // The Pod runs; its Secret stays owned by the Deployment.
-            tracing::warn!(pod = %name, error = %e, "could not make the pod own its secret and network policy");
+        let released = match self.dependents(&inst, &created).await {
+            Ok(()) => self.release(&name).await,
+            Err(e) => Err(e),
+        };
+        match released {
+            Ok(pod) => self.remember(watcher::Event::Apply(pod)),
+            Err(e) => {
+                if let Err(undo) = self.delete(&created, Duration::ZERO).await {
+                    tracing::warn!(pod = %name, error = %undo, "could not delete a half-made pod; the next reconcile replaces it");
+                }
+                return Err(e);
+            }
         }
         Ok(name)
     }
@@ -289,28 +314,13 @@ impl Runtime for KubernetesRuntime {
 
     /// Deletes the Pod if it is one of ours (in the cache, which holds only
     /// Pods with the fleet label), and only that very Pod (uid precondition).
+    /// The garbage collector deletes its Secret and NetworkPolicy.
     async fn remove(&self, id: &str, timeout: Duration) -> Result<()> {
         let key = kube::runtime::reflector::ObjectRef::new(id).within(&self.settings.namespace);
-        let Some(pod) = self.store.get(&key) else {
-            return Ok(());
-        };
-        let dp = DeleteParams {
-            grace_period_seconds: Some(u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX)),
-            propagation_policy: Some(PropagationPolicy::Background),
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match self.api::<Pod>().delete(id, &dp).await {
-            Ok(_) => {}
-            // Gone already, or a different Pod by now.
-            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
-            Err(e) => return Err(call_error(format!("delete pod {id}"), e)),
+        match self.store.get(&key) {
+            Some(pod) => self.delete(&pod, timeout).await,
+            None => Ok(()),
         }
-        self.remember(watcher::Event::Delete((*pod).clone()));
-        Ok(())
     }
 
     /// `pods/attach` over WebSocket: the container's stdin and stdout.
@@ -342,6 +352,7 @@ impl Runtime for KubernetesRuntime {
     fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>> {
         let config = watcher::Config::default().labels(&fleet_selector(fleet));
         let writer = self.writer.clone();
+        let made = self.made.clone();
         let mut relisted = BTreeSet::new();
         watcher(self.api::<Pod>(), config)
             .default_backoff()
@@ -356,6 +367,7 @@ impl Runtime for KubernetesRuntime {
                 let mut w = writer.lock().expect("writer lock");
                 let servers = touched(&w.as_reader(), &event, &mut relisted);
                 w.apply_watcher_event(&event);
+                forget_gone(&made, &w.as_reader(), &event);
                 stream::iter(servers.into_iter().map(Ok).collect::<Vec<_>>())
             })
             .boxed()
@@ -392,6 +404,23 @@ fn touched(
         }
         watcher::Event::InitDone => std::mem::take(relisted).into_iter().collect(),
         watcher::Event::Apply(p) | watcher::Event::Delete(p) => server(p).into_iter().collect(),
+    }
+}
+
+/// Keeps `made` to the Pods that still exist.
+fn forget_gone(made: &Mutex<HashSet<String>>, store: &Store<Pod>, event: &watcher::Event<Pod>) {
+    let mut made = made.lock().expect("made lock");
+    match event {
+        watcher::Event::Delete(p) => {
+            made.remove(p.metadata.name.as_deref().unwrap_or_default());
+        }
+        watcher::Event::InitDone => {
+            let listed: HashSet<String> = (store.state().iter())
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            made.retain(|name| listed.contains(name));
+        }
+        _ => {}
     }
 }
 

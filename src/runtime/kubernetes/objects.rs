@@ -1,14 +1,17 @@
-//! The objects one server's workload is made of, as plain data: its Secret
-//! (env values and command arguments, which may hold secrets, never inline
-//! in the Pod), its deny-all NetworkPolicy (`disableNetwork`) and its Pod.
-//! All three share one instance name; the Pod owns the other two, so
-//! Kubernetes' garbage collector removes them with it.
+//! The objects one server's workload is made of, as plain data: its Pod,
+//! its Secret (env values and command arguments, which may hold secrets,
+//! never inline in the Pod) and its deny-all NetworkPolicy
+//! (`disableNetwork`). All three share one instance name. The Pod is made
+//! first, held back from the scheduler by a scheduling gate, so that the
+//! other two can name it as their owner (Kubernetes' garbage collector
+//! removes them with it, and nothing is ever left behind); the gate is
+//! lifted once they exist, so the Pod never runs without them.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostAlias, Pod,
-    PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    PodSchedulingGate, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -25,6 +28,9 @@ pub const LABEL_INSTANCE: &str = "io.mcp-fleet.instance";
 pub const ANNOTATION_SERVER: &str = "io.mcp-fleet.server";
 /// The container in each Pod.
 pub const CONTAINER: &str = "server";
+/// Holds a new Pod back from the scheduler until its Secret and
+/// NetworkPolicy exist.
+pub const GATE: &str = "io.mcp-fleet/objects";
 /// Room for "-" and the 5-character instance suffix in a 63-character name.
 const BASE_MAX: usize = 57;
 
@@ -115,13 +121,14 @@ impl Instance<'_> {
         }
     }
 
-    /// Env values (key `env.NAME`) and command arguments (`arg.N`).
-    pub fn secret(&self) -> Secret {
+    /// Env values (key `env.NAME`) and command arguments (`arg.N`), owned
+    /// by the instance's Pod.
+    pub fn secret(&self, pod: &OwnerReference) -> Secret {
         let spec = &self.want.spec;
         let env = spec.env.iter().map(|(k, v)| (format!("env.{k}"), v));
         let args = (spec.command.iter().enumerate()).map(|(i, a)| (format!("arg.{i}"), a));
         Secret {
-            metadata: self.meta(self.owner),
+            metadata: self.meta(Some(pod)),
             // Never changed once made: kubelet need not watch it.
             immutable: Some(true),
             type_: Some("Opaque".into()),
@@ -130,11 +137,11 @@ impl Instance<'_> {
         }
     }
 
-    /// No traffic in or out of this instance's Pod (`disableNetwork`).
-    /// Attaching to its stdio goes through the kubelet, not the Pod network.
-    pub fn deny_all(&self) -> NetworkPolicy {
+    /// No traffic in or out of this instance's Pod (`disableNetwork`), owned
+    /// by that Pod. Its stdio goes through the kubelet, not the Pod network.
+    pub fn deny_all(&self, pod: &OwnerReference) -> NetworkPolicy {
         NetworkPolicy {
-            metadata: self.meta(self.owner),
+            metadata: self.meta(Some(pod)),
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(LabelSelector {
                     match_labels: Some(BTreeMap::from([(
@@ -217,6 +224,7 @@ impl Instance<'_> {
             metadata: self.meta(self.owner),
             spec: Some(PodSpec {
                 containers: vec![container],
+                scheduling_gates: Some(vec![PodSchedulingGate { name: GATE.into() }]),
                 restart_policy: Some("Always".into()),
                 automount_service_account_token: Some(false),
                 enable_service_links: Some(false),
@@ -306,7 +314,8 @@ fn host_aliases(extra: &[String]) -> Option<Vec<HostAlias>> {
     (!aliases.is_empty()).then_some(aliases)
 }
 
-/// The reference that makes `pod` the owner of its Secret and NetworkPolicy.
+/// The reference that makes `pod` the owner of its Secret and NetworkPolicy
+/// (`None` for a Pod the API server has not stored).
 pub fn owned_by(pod: &Pod) -> Option<OwnerReference> {
     Some(OwnerReference {
         api_version: "v1".into(),

@@ -2,13 +2,14 @@
 //! [`Container`], from the Pod's status as kubelet writes it.
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use super::objects::{ANNOTATION_SERVER, CONTAINER};
+use super::objects::{ANNOTATION_SERVER, CONTAINER, GATE};
 use crate::runtime::{Container, LABEL_HASH, State};
 
 /// The server's workload as the controller sees it; `None` for a Pod that
 /// is being deleted (it is going away, whatever it still does) or is not one
-/// of ours.
-pub fn container_of(pod: &Pod) -> Option<Container> {
+/// of ours. `made_here` says whether this process made the Pod (a gated Pod
+/// it made is not half-made: the watch is only behind).
+pub fn container_of(pod: &Pod, made_here: bool) -> Option<Container> {
     let meta = &pod.metadata;
     if meta.deletion_timestamp.is_some() {
         return None;
@@ -25,7 +26,7 @@ pub fn container_of(pod: &Pod) -> Option<Container> {
             .and_then(|l| l.get(LABEL_HASH))
             .cloned()
             .unwrap_or_default(),
-        state: state_of(pod, ours),
+        state: state_of(pod, ours, made_here),
         created: meta
             .creation_timestamp
             .as_ref()
@@ -37,7 +38,7 @@ pub fn container_of(pod: &Pod) -> Option<Container> {
     })
 }
 
-fn state_of(pod: &Pod, ours: Option<&ContainerStatus>) -> State {
+fn state_of(pod: &Pod, ours: Option<&ContainerStatus>, made_here: bool) -> State {
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
     if matches!(phase, "Failed" | "Succeeded") {
@@ -49,6 +50,18 @@ fn state_of(pod: &Pod, ours: Option<&ContainerStatus>) -> State {
                 .trim()
                 .to_string(),
         );
+    }
+    let gated = (pod.spec.as_ref()).and_then(|s| s.scheduling_gates.as_ref());
+    if gated.is_some_and(|g| g.iter().any(|g| g.name == GATE)) {
+        // A create takes one reconcile and lifts the gate before it ends: a
+        // gated Pod this process did not make was left half-made by another.
+        return match made_here {
+            true => State::Waiting {
+                reason: "SchedulingGated".into(),
+                message: String::new(),
+            },
+            false => State::Failed("left half-made (its scheduling gate was never lifted)".into()),
+        };
     }
     let Some(state) = ours.and_then(|c| c.state.as_ref()) else {
         // Not scheduled yet, or no status from kubelet yet.

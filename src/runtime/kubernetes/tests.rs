@@ -77,6 +77,7 @@ fn expected_pod(name: &str, hash: &str) -> Value {
             "automountServiceAccountToken": false,
             "enableServiceLinks": false,
             "restartPolicy": "Always",
+            "schedulingGates": [{ "name": "io.mcp-fleet/objects" }],
             "terminationGracePeriodSeconds": 7,
             "hostAliases": [{ "ip": "10.0.0.5", "hostnames": ["db.local"] }],
             "securityContext": {
@@ -115,7 +116,7 @@ fn expected_pod(name: &str, hash: &str) -> Value {
 const MANAGER: (&str, &str) = ("fieldManager", "mcp-fleet");
 
 #[tokio::test]
-async fn create_makes_secret_then_policy_then_pod_and_hands_them_over() {
+async fn create_makes_a_gated_pod_then_its_secret_and_policy_then_releases_it() {
     let (rt, mut api) = runtime(Some("mcp-fleet"));
     // An empty namespace, listed.
     rt.remember(watcher::Event::Init);
@@ -127,111 +128,129 @@ async fn create_makes_secret_then_policy_then_pod_and_hands_them_over() {
         async move { rt.create("f", "fetch", &want).await }
     });
 
-    let call = api
-        .expect(
-            Method::GET,
-            "/apis/apps/v1/namespaces/fleet-ns/deployments/mcp-fleet",
-            &[],
-        )
-        .await;
-    call.reply(
-        200,
-        stored(
-            json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "mcp-fleet" } }),
-            "uid-deploy",
-            "1",
-        ),
-    );
+    let deployment = "/apis/apps/v1/namespaces/fleet-ns/deployments/mcp-fleet";
+    let call = api.expect(Method::GET, deployment, &[]).await;
+    let found = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "mcp-fleet" } });
+    call.reply(200, stored(found, "uid-deploy", "1"));
 
-    let call = api.expect(Method::POST, SECRETS, &[MANAGER]).await;
+    let call = api.expect(Method::POST, PODS, &[MANAGER]).await;
     let name = call.body["metadata"]["name"].as_str().unwrap().to_string();
     assert!(
         name.starts_with("mcp-fleet-f-fetch-") && name.len() == 23,
         "{name}"
     );
+    assert_eq!(call.body, expected_pod(&name, &hash));
+    for secret in ["s3cr3t-env", "s3cr3t-arg"] {
+        assert!(!call.raw.contains(secret), "a secret is inline in the Pod");
+    }
+    let mut pod = stored(call.body.clone(), "uid-pod", "10");
+    call.created("uid-pod", "10");
+
+    let pod_owner = json!({ "apiVersion": "v1", "kind": "Pod", "name": name, "uid": "uid-pod" });
+    let call = api.expect(Method::POST, SECRETS, &[MANAGER]).await;
+    // Made by this process: gated means "being made", not "left half-made".
+    let listed = rt.list("f", Some("fetch")).await.unwrap();
+    assert!(
+        matches!(&listed[0].state, State::Waiting { reason, .. } if reason == "SchedulingGated")
+    );
     assert_eq!(
         call.body,
         json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": meta(&name, &hash, deployment_owner()),
+            "metadata": meta(&name, &hash, pod_owner.clone()),
             "immutable": true, "type": "Opaque",
             "stringData": { "env.API_KEY": "s3cr3t-env", "arg.0": "--token", "arg.1": "s3cr3t-arg" }
         })
     );
-    call.created("uid-secret", "10");
+    call.created("uid-secret", "11");
 
     let call = api.expect(Method::POST, POLICIES, &[MANAGER]).await;
     assert_eq!(
         call.body,
         json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": meta(&name, &hash, deployment_owner()),
+            "metadata": meta(&name, &hash, pod_owner),
             "spec": {
                 "podSelector": { "matchLabels": { "io.mcp-fleet.instance": name } },
                 "policyTypes": ["Ingress", "Egress"]
             }
         })
     );
-    call.created("uid-policy", "11");
+    call.created("uid-policy", "12");
 
-    let call = api.expect(Method::POST, PODS, &[MANAGER]).await;
-    assert_eq!(call.body, expected_pod(&name, &hash));
-    for secret in ["s3cr3t-env", "s3cr3t-arg"] {
-        assert!(!call.raw.contains(secret), "a secret is inline in the Pod");
-    }
-    call.created("uid-pod", "12");
+    let call = (api.expect(Method::PATCH, &format!("{PODS}/{name}"), &[MANAGER])).await;
+    assert_eq!(
+        call.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(call.body, json!({ "spec": { "schedulingGates": null } }));
+    pod["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("schedulingGates");
+    pod["metadata"]["resourceVersion"] = json!("13");
+    call.reply(200, pod);
 
-    let owner = json!({
-        "metadata": { "ownerReferences": [
-            { "apiVersion": "v1", "kind": "Pod", "name": name, "uid": "uid-pod" }
-        ] }
-    });
-    for path in [SECRETS, POLICIES] {
-        let call = api
-            .expect(Method::PATCH, &format!("{path}/{name}"), &[MANAGER])
-            .await;
-        assert_eq!(
-            call.content_type.as_deref(),
-            Some("application/merge-patch+json")
-        );
-        assert_eq!(call.body, owner);
-        call.reply(200, json!({}));
-    }
     assert_eq!(task.await.unwrap().unwrap(), name);
-    // The cache has the new Pod at once (before any watch event).
+    // The cache has the released Pod at once (before any watch event).
     let listed = rt.list("f", Some("fetch")).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].id.as_str(), listed[0].hash.as_str()),
         (name.as_str(), hash.as_str())
     );
+    assert_eq!(
+        listed[0].state,
+        State::Waiting {
+            reason: "Pending".into(),
+            message: String::new()
+        }
+    );
 }
 
 #[tokio::test]
-async fn a_server_with_network_gets_no_policy_and_a_failed_pod_create_leaves_nothing() {
+async fn a_server_with_network_gets_no_policy_and_a_failed_create_leaves_nothing() {
     let (rt, mut api) = runtime(None);
+    rt.remember(watcher::Event::Init);
+    rt.remember(watcher::Event::InitDone);
     let want = server_spec(true);
     let task = tokio::spawn({
         let rt = rt.clone();
         async move { rt.create("f", "fetch", &want).await }
     });
-    let call = api.expect(Method::POST, SECRETS, &[MANAGER]).await;
+    let call = api.expect(Method::POST, PODS, &[MANAGER]).await;
     let name = call.body["metadata"]["name"].as_str().unwrap().to_string();
     assert_eq!(call.body["metadata"].get("ownerReferences"), None);
-    call.created("uid-secret", "10");
-    // Straight to the Pod: no NetworkPolicy.
-    let call = api.expect(Method::POST, PODS, &[MANAGER]).await;
+    call.created(&format!("uid-{name}"), "10");
+    let call = api.expect(Method::POST, SECRETS, &[MANAGER]).await;
     call.reply(
         403,
-        status(403, "Forbidden", "pods is forbidden: exceeded quota"),
+        status(403, "Forbidden", "secrets is forbidden: exceeded quota"),
     );
-    // Its Secret is deleted again.
-    let call = api
-        .expect(Method::DELETE, &format!("{SECRETS}/{name}"), &[])
-        .await;
-    call.reply(200, status(200, "", ""));
+    // No NetworkPolicy (the server has network); the Pod is deleted again,
+    // and the garbage collector would take anything it owned.
+    let call = (api.expect(Method::DELETE, &format!("{PODS}/{name}"), &[])).await;
+    assert_eq!(
+        call.body,
+        json!({ "gracePeriodSeconds": 0, "propagationPolicy": "Background",
+                "preconditions": { "uid": format!("uid-{name}") } })
+    );
+    call.reply(
+        200,
+        json!({ "kind": "Pod", "apiVersion": "v1", "metadata": { "name": name } }),
+    );
     let err = task.await.unwrap().unwrap_err().to_string();
     assert!(err.contains("exceeded quota"), "{err}");
+    assert!(rt.list("f", None).await.unwrap().is_empty());
+}
+
+#[test]
+fn a_gated_pod_another_run_left_is_replaced() {
+    let mut p = pod("p1", "fetch", "h1", "5", "Pending", json!({}));
+    p["spec"]["schedulingGates"] = json!([{ "name": "io.mcp-fleet/objects" }]);
+    let p: Pod = serde_json::from_value(p).unwrap();
+    let c = pods::container_of(&p, false).unwrap();
+    assert!(matches!(c.state, State::Failed(m) if m.contains("half-made")));
 }
 
 #[tokio::test]

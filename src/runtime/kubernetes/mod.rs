@@ -16,6 +16,8 @@
 //! read call; the backend writes its own creations and deletions into the
 //! cache too, so the next reconcile sees them before the watch does.
 #[cfg(test)]
+mod attach_tests;
+#[cfg(test)]
 pub(crate) mod mock;
 mod objects;
 mod pods;

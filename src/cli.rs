@@ -289,6 +289,7 @@ async fn run(args: RunArgs) -> Result<()> {
         },
     };
     tracing::info!(
+        runtime = ?args.runtime.kind(),
         fleet = %settings.fleet,
         config_dir = %settings.config_dir.display(),
         approval = ?settings.load.approval,
@@ -312,7 +313,7 @@ async fn run(args: RunArgs) -> Result<()> {
         .transpose()
         .map_err(|e| Error::Usage(format!("--upstream-identity-secret-file: {e}")))?;
     let runtime = (args.runtime)
-        .build(&settings.fleet, settings.pull, settings.stop_timeout)
+        .build(settings.pull, settings.stop_timeout)
         .await?;
     let shutdown = CancellationToken::new();
     let tasks = Supervisor::from_env(shutdown.clone());

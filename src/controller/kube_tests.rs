@@ -125,7 +125,6 @@ async fn create_crash_drift_and_removal_through_the_reflector() {
         client,
         KubeSettings {
             namespace: mock::NAMESPACE.into(),
-            fleet: "f".into(),
             pull: PullPolicy::Missing,
             stop_timeout: Duration::from_secs(5),
             owner_deployment: None,

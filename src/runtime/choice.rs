@@ -46,7 +46,6 @@ impl RuntimeArgs {
     /// configuration now, though not a reachable API server.
     pub async fn build(
         &self,
-        fleet: &str,
         pull: PullPolicy,
         stop_timeout: Duration,
     ) -> Result<Arc<dyn Runtime>> {
@@ -55,7 +54,6 @@ impl RuntimeArgs {
             RuntimeKind::Kubernetes => Arc::new(Metered(Arc::new(
                 KubernetesRuntime::connect(KubeSettings {
                     namespace: self.namespace.clone().unwrap_or_default(),
-                    fleet: fleet.to_string(),
                     pull,
                     stop_timeout,
                     owner_deployment: self.owner_deployment.clone(),

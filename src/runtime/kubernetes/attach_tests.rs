@@ -51,7 +51,6 @@ async fn stdio_goes_through_pods_attach_over_a_websocket() {
         client,
         KubeSettings {
             namespace: "fleet-ns".into(),
-            fleet: "f".into(),
             pull: PullPolicy::Missing,
             stop_timeout: Duration::from_secs(1),
             owner_deployment: None,

@@ -49,7 +49,7 @@ use tokio::sync::OnceCell;
 use super::{Capabilities, Container, PullPolicy, Runtime, Stdio};
 use crate::catalog::ContainerServer;
 use crate::{Error, Result};
-pub use objects::{ANNOTATION_SERVER, LABEL_INSTANCE, dns_label, fleet_selector, label_value};
+use objects::{ANNOTATION_SERVER, fleet_selector};
 
 /// Every object this backend writes is managed under this name.
 const FIELD_MANAGER: &str = "mcp-fleet";
@@ -59,7 +59,6 @@ const FIRST_LIST: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct KubeSettings {
     pub namespace: String,
-    pub fleet: String,
     pub pull: PullPolicy,
     /// Sent to kubelet as the Pod's termination grace period.
     pub stop_timeout: Duration,
@@ -209,10 +208,6 @@ fn post_params() -> PostParams {
 /// (it is unreachable), which is no fault of the server.
 fn call_error(op: impl Into<String>, e: kube::Error) -> Error {
     match e {
-        kube::Error::Api(s) if s.is_already_exists() => Error::Conflict {
-            name: op.into(),
-            holder: "an object of the same name".into(),
-        },
         kube::Error::Api(s) => Error::Runtime {
             op: op.into(),
             message: format!("{} ({} {})", s.message, s.code, s.reason),

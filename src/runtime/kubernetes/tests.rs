@@ -23,7 +23,6 @@ fn runtime(owner: Option<&str>) -> (Arc<KubernetesRuntime>, ApiServer) {
         client,
         KubeSettings {
             namespace: NAMESPACE.into(),
-            fleet: "f".into(),
             pull: PullPolicy::Missing,
             stop_timeout: Duration::from_secs(7),
             owner_deployment: owner.map(String::from),
@@ -453,11 +452,22 @@ fn names_and_label_values_fit_and_stay_distinct() {
         "{odd}"
     );
     let long = "x".repeat(80);
-    let a = label_value(&format!("{long}a"));
-    let b = label_value(&format!("{long}b"));
+    let a = objects::label_value(&format!("{long}a"));
+    let b = objects::label_value(&format!("{long}b"));
     assert!(a.len() <= 63 && b.len() <= 63 && a != b, "{a} {b}");
-    assert_eq!(label_value("fetch"), "fetch");
-    assert_eq!(label_value("fetch"), label_value("fetch"), "stable");
-    assert_eq!(dns_label("Fetch", 63), dns_label("Fetch", 63));
-    assert_ne!(dns_label("Fetch", 63), "fetch", "changed names get a hash");
+    assert_eq!(objects::label_value("fetch"), "fetch");
+    assert_eq!(
+        objects::label_value("fetch"),
+        objects::label_value("fetch"),
+        "stable"
+    );
+    assert_eq!(
+        objects::dns_label("Fetch", 63),
+        objects::dns_label("Fetch", 63)
+    );
+    assert_ne!(
+        objects::dns_label("Fetch", 63),
+        "fetch",
+        "changed names get a hash"
+    );
 }

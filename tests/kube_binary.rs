@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -140,16 +141,14 @@ impl Drop for Killed {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_binary_runs_a_server_as_a_pod_through_the_api_server() {
-    let api = ApiServer::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(handle).with_state(api.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
+/// The binary, its config directory holding `catalog` and a kubeconfig for
+/// the stand-in at `addr`. Returns it, the config directory and its log.
+fn start(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    catalog: &str,
+) -> (Killed, PathBuf, PathBuf) {
+    let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
         format!(
@@ -160,32 +159,43 @@ async fn the_binary_runs_a_server_as_a_pod_through_the_api_server() {
         ),
     )
     .unwrap();
-    let config = dir.path().join("config");
+    let config = dir.join("config");
     std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("docker-mcp.yaml"), catalog).unwrap();
+    let log = dir.join("log");
+    let child = Command::new(bin())
+        .args([
+            "run",
+            "--runtime",
+            "kubernetes",
+            "--fleet",
+            "f",
+            "--no-auth",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--settle", "0.1", "--config-dir"])
+        .arg(&config)
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("MCP_FLEET_LOG", "info,mcp_fleet=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (Killed(child), config, log)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_runs_a_server_as_a_pod_through_the_api_server() {
+    let api = ApiServer::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(handle).with_state(api.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let time = catalog_of(&[entry("time", "mcp/time:1", "")]);
+    let (_binary, config, log) = start(dir.path(), addr, &time);
     let catalog = config.join("docker-mcp.yaml");
-    std::fs::write(&catalog, catalog_of(&[entry("time", "mcp/time:1", "")])).unwrap();
-    let log = dir.path().join("log");
-    let _binary = Killed(
-        Command::new(bin())
-            .args([
-                "run",
-                "--runtime",
-                "kubernetes",
-                "--fleet",
-                "f",
-                "--no-auth",
-            ])
-            .args(["--listen", "127.0.0.1:0", "--settle", "0.1", "--config-dir"])
-            .arg(&config)
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("MCP_FLEET_LOG", "info,mcp_fleet=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
 
     // List, watch, and the server's Pod: gated, then its dependents, then released.
     let pod = until("the pod released", &log, || {

@@ -118,9 +118,10 @@ async fn observe(ctx: &Context, events: &mut mpsc::UnboundedReceiver<String>) ->
     ctx.status.server("fetch").unwrap()
 }
 
-#[tokio::test]
-async fn create_crash_drift_and_removal_through_the_reflector() {
-    let (client, mut api) = mock::client();
+/// A controller on the Kubernetes backend over the mock, and the server
+/// names its watch reports.
+fn controller() -> (Arc<Context>, ApiServer, mpsc::UnboundedReceiver<String>) {
+    let (client, api) = mock::client();
     let rt = KubernetesRuntime::new(
         client,
         KubeSettings {
@@ -130,7 +131,7 @@ async fn create_crash_drift_and_removal_through_the_reflector() {
             owner_deployment: None,
         },
     );
-    let (tx, mut events) = mpsc::unbounded_channel();
+    let (tx, events) = mpsc::unbounded_channel();
     let mut stream = rt.events("f");
     tokio::spawn(async move {
         while let Some(Ok(server)) = futures_util::StreamExt::next(&mut stream).await {
@@ -142,6 +143,12 @@ async fn create_crash_drift_and_removal_through_the_reflector() {
         settings(),
         crate::supervise::Supervisor::default(),
     );
+    (ctx, api, events)
+}
+
+#[tokio::test]
+async fn create_crash_drift_and_removal_through_the_reflector() {
+    let (ctx, mut api, mut events) = controller();
     let v1 = want("img:1");
     desire(&ctx, Some(&v1));
 

@@ -165,6 +165,37 @@ impl Instance<'_> {
                 "`volumes` (host bind mounts) are not supported on Kubernetes; remove them from the entry",
             ));
         }
+        let read_only = spec.limits.read_only_rootfs;
+        Ok(Pod {
+            metadata: self.meta(self.owner),
+            spec: Some(PodSpec {
+                containers: vec![self.container()],
+                scheduling_gates: Some(vec![PodSchedulingGate { name: GATE.into() }]),
+                restart_policy: Some("Always".into()),
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                termination_grace_period_seconds: Some(self.stop_timeout_secs),
+                host_aliases: host_aliases(&spec.extra_hosts),
+                security_context: Some(pod_security(spec.user.as_deref())),
+                volumes: read_only.then(|| {
+                    vec![Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource {
+                            medium: Some("Memory".into()),
+                            size_limit: Some(Quantity("64Mi".into())),
+                        }),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        })
+    }
+
+    /// The server's container: env values and arguments from the Secret.
+    fn container(&self) -> Container {
+        let spec = &self.want.spec;
         let secret_ref = |key: String, name: String| EnvVar {
             name,
             value_from: Some(EnvVarSource {
@@ -189,7 +220,7 @@ impl Instance<'_> {
             })
             .collect();
         let read_only = spec.limits.read_only_rootfs;
-        let container = Container {
+        Container {
             name: CONTAINER.into(),
             image: Some(spec.image.clone()),
             image_pull_policy: Some(pull_policy(self.pull).into()),
@@ -219,32 +250,7 @@ impl Instance<'_> {
                 }]
             }),
             ..Default::default()
-        };
-        Ok(Pod {
-            metadata: self.meta(self.owner),
-            spec: Some(PodSpec {
-                containers: vec![container],
-                scheduling_gates: Some(vec![PodSchedulingGate { name: GATE.into() }]),
-                restart_policy: Some("Always".into()),
-                automount_service_account_token: Some(false),
-                enable_service_links: Some(false),
-                termination_grace_period_seconds: Some(self.stop_timeout_secs),
-                host_aliases: host_aliases(&spec.extra_hosts),
-                security_context: Some(pod_security(spec.user.as_deref())),
-                volumes: read_only.then(|| {
-                    vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            medium: Some("Memory".into()),
-                            size_limit: Some(Quantity("64Mi".into())),
-                        }),
-                        ..Default::default()
-                    }]
-                }),
-                ..Default::default()
-            }),
-            status: None,
-        })
+        }
     }
 }
 

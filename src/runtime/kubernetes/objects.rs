@@ -132,7 +132,11 @@ impl Instance<'_> {
             // Never changed once made: kubelet need not watch it.
             immutable: Some(true),
             type_: Some("Opaque".into()),
-            string_data: Some(env.chain(args).map(|(k, v)| (k, v.clone())).collect()),
+            string_data: Some(
+                (env.chain(args))
+                    .map(|(k, v)| (k, v.expose().to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         }
     }

@@ -11,6 +11,7 @@ use super::mock::{
     self, ApiServer, LIST, NAMESPACE, PODS, expect_watch, pod, pod_list, status, stored,
 };
 use super::*;
+use crate::catalog::secrets::Secret as Hidden;
 use crate::catalog::{ContainerServer, ServerSpec};
 use crate::runtime::State;
 
@@ -33,8 +34,8 @@ fn runtime(owner: Option<&str>) -> (Arc<KubernetesRuntime>, ApiServer) {
 
 fn server_spec(network: bool) -> ContainerServer {
     let mut spec = ServerSpec::of_image("ghcr.io/example/fetch:1");
-    spec.command = vec!["--token".into(), "s3cr3t-arg".into()];
-    spec.env = BTreeMap::from([("API_KEY".into(), "s3cr3t-env".into())]);
+    spec.command = vec![Hidden::new("--token"), Hidden::new("s3cr3t-arg")];
+    spec.env = BTreeMap::from([("API_KEY".into(), Hidden::new("s3cr3t-env"))]);
     spec.user = Some("1000:1000".into());
     spec.network = network;
     spec.extra_hosts = vec!["db.local:10.0.0.5".into()];

@@ -20,8 +20,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 pub use file::{CatalogFile, RawEntry, parse_catalog};
-pub use secrets::Secrets;
+pub use secrets::{Secret, Secrets};
 pub use spec::{ContainerServer, Limits, ServerSpec};
+pub use url::RemoteUrl;
 
 use crate::{Error, Result};
 
@@ -91,9 +92,9 @@ pub enum Desired {
     /// Reached over HTTP by the gateway; no container. Header values may
     /// hold secrets (expanded from the secrets file).
     Remote {
-        url: String,
+        url: RemoteUrl,
         transport: String,
-        headers: BTreeMap<String, String>,
+        headers: BTreeMap<String, Secret>,
         prefix: Option<String>,
     },
     /// Recognised but not run by mcp-fleet (e.g. `poci` tool groups).
@@ -255,7 +256,7 @@ fn classify(
                 r.transport_type.clone().unwrap_or_else(|| "sse".into()),
                 r.headers
                     .iter()
-                    .map(|(k, v)| (k.clone(), spec::expand_secrets(v, secrets)))
+                    .map(|(k, v)| (k.clone(), spec::expand_secrets(v.expose(), secrets)))
                     .collect(),
             ),
             _ => ("sse".to_string(), BTreeMap::new()),

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::catalog::Secret;
+
 /// Lines kept per server.
 pub const MAX_LINES: usize = 1000;
 /// Bytes kept per server (line text and its metadata).
@@ -25,10 +27,10 @@ pub const MIN_SECRET: usize = 8;
 
 /// `line` with every one of `secrets` (of at least [`MIN_SECRET`] bytes)
 /// replaced by [`REDACTED`].
-pub fn redact(mut line: String, secrets: &[String]) -> String {
-    for s in secrets.iter().filter(|s| s.len() >= MIN_SECRET) {
-        if line.contains(s.as_str()) {
-            line = line.replace(s.as_str(), REDACTED);
+pub fn redact(mut line: String, secrets: &[Secret]) -> String {
+    for s in secrets.iter().map(Secret::expose) {
+        if s.len() >= MIN_SECRET && line.contains(s) {
+            line = line.replace(s, REDACTED);
         }
     }
     line
@@ -239,7 +241,7 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_short_values_are_not() {
-        let secrets = ["sk-live-0123456789".to_string(), "true".to_string()];
+        let secrets = [Secret::new("sk-live-0123456789"), Secret::new("true")];
         assert_eq!(
             redact("key sk-live-0123456789 is true".into(), &secrets),
             "key <redacted> is true"

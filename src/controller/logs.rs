@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::logbuf::{LineSplitter, LogBuffer, redact};
+use crate::catalog::Secret;
 use crate::runtime::{Runtime, Stderr, docker::short};
 use crate::supervise::Supervisor;
 
@@ -101,7 +102,7 @@ impl ServerLogs {
     /// [`ATTACH_TIMEOUT`]), then reads it in the background. A failure is
     /// logged and leaves the server without a log; it never stops the start.
     /// Each of `secrets` is redacted from every line.
-    pub async fn before_start(&self, server: &str, id: &str, secrets: Vec<String>) {
+    pub async fn before_start(&self, server: &str, id: &str, secrets: Vec<Secret>) {
         match attach(&self.runtime, id).await {
             Ok(stderr) => {
                 let run = self.begin(server, id);
@@ -123,22 +124,35 @@ impl ServerLogs {
     /// [`ServerLogs::before_start`] attaches to anyway). Still running after
     /// that, it lost the stream (the engine restarted, or someone else
     /// restarted it), and is attached to again, as is one whose attach failed.
-    pub fn adopt(&self, server: &str, id: &str, secrets: Vec<String>) {
-        let covered = {
+    pub fn adopt(&self, server: &str, id: &str, secrets: Vec<Secret>) {
+        let (covered, retry) = {
             let all = self.all.lock().expect("logs lock");
             let capture = all.get(server).and_then(|e| e.capture.as_ref());
-            capture.is_some_and(|c| {
-                let closing = c.closed.get().is_some_and(|at| at.elapsed() < STOP_GRACE);
-                c.container == id && (!c.ended.is_cancelled() || closing)
-            })
+            let same = capture.filter(|c| c.container == id);
+            let closing = |c: &Capture| c.closed.get().is_some_and(|at| at.elapsed() < STOP_GRACE);
+            let covered = same.is_some_and(|c| !c.ended.is_cancelled() || closing(c));
+            (covered, same.is_some_and(|c| c.closed.get().is_none()))
         };
         if covered {
             return;
         }
         let run = self.begin(server, id);
         let (runtime, owned) = (self.runtime.clone(), id.to_string());
+        let name = server.to_string();
         self.spawn(server, id, run, secrets, async move {
-            attach(&runtime, &owned).await
+            let attached = attach(&runtime, &owned).await;
+            if let Err(e) = &attached {
+                let (container, why) = (
+                    short(&owned),
+                    "cannot capture stderr; trying again at the next reconcile",
+                );
+                // A backend that cannot capture says so once, not at every reconcile.
+                match retry {
+                    false => tracing::warn!(server = %name, container, error = %e, "{why}"),
+                    true => tracing::debug!(server = %name, container, error = %e, "{why}"),
+                }
+            }
+            attached
         });
     }
 
@@ -195,32 +209,30 @@ impl ServerLogs {
         run
     }
 
-    /// Runs a capture: `open` attaches (or already has), then every line
-    /// goes into the server's buffer until the stream ends.
+    /// Runs a capture: `open` attaches (or already has; it reports its own
+    /// failure), then every line goes into the server's buffer until the
+    /// stream ends.
     fn spawn(
         &self,
         server: &str,
         id: &str,
         Run { run, ended, closed }: Run,
-        secrets: Vec<String>,
+        secrets: Vec<Secret>,
         open: impl Future<Output = crate::Result<Stderr>> + Send + 'static,
     ) {
         let buffer = self.buffer_or_new(server);
-        let (server_name, container) = (server.to_string(), short(id).to_string());
+        let container = short(id).to_string();
         // Ends the capture however the work ends (stream end, panic, abort,
         // even dropped before it ran).
         let guard = ended.drop_guard();
         let work = async move {
             let _ended = guard;
-            match open.await {
-                Ok(stderr) => {
-                    let push = |l| buffer.push(&container, run, redact(l, &secrets));
-                    if read_lines(stderr, push).await {
-                        let _ = closed.set(Instant::now());
-                    }
+            // An attach that failed was reported by whoever attached.
+            if let Ok(stderr) = open.await {
+                let push = |l| buffer.push(&container, run, redact(l, &secrets));
+                if read_lines(stderr, push).await {
+                    let _ = closed.set(Instant::now());
                 }
-                Err(e) => tracing::warn!(server = %server_name, container, error = %e,
-                    "cannot capture stderr; will try again at the next reconcile"),
             }
         };
         let task = self

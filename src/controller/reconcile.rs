@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 use super::crash::{QUOTE_LINES, quote_stderr};
 use super::view::Upstream;
 use super::{Context, Next};
-use crate::catalog::url::redact_url;
-use crate::catalog::{ContainerServer, Desired};
+use crate::catalog::{ContainerServer, Desired, Secret};
 use crate::plan::{Change, RecreateReason, RemoveReason, plan_server};
 use crate::runtime::{State, docker::short};
 use crate::status::{Phase, Update};
@@ -51,11 +50,8 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
             ctx.view.set(server, want.and_then(Upstream::remote));
             ctx.status.update(
                 server,
-                Update::phase(
-                    Phase::Remote,
-                    format!("remote {transport} server at {}", redact_url(url)),
-                )
-                .container(None, None),
+                Update::phase(Phase::Remote, format!("remote {transport} server at {url}"))
+                    .container(None, None),
             )
         }
         Some(Desired::Unsupported { reason }) => ctx.status.update(
@@ -71,13 +67,20 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         .expect("unhealthy lock")
         .get(server)
         .cloned();
-    let changes = plan_server(
+    let mut changes = plan_server(
         fleet,
         server,
         effective.as_ref(),
         &containers,
         unhealthy.as_ref(),
     );
+    let caps = ctx.runtime.capabilities();
+    if caps.restarts {
+        // The backend restarts what exits, with its own back-off.
+        changes.retain(|c| !matches!(c, Change::Start { .. }));
+    }
+    let kind = changes.first().map_or("none", Change::kind);
+    tracing::Span::current().record("change", kind);
     if let Some(wait) = settle_hold(server, &changes, ctx) {
         return Ok(Next::RequeueAfter(wait));
     }
@@ -114,7 +117,10 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         (Some(Desired::Container(c)), _) => {
             if let Some(r) = running.filter(|r| r.hash == c.hash) {
                 ctx.logs.adopt(server, &r.id, secrets_of(Some(c)));
-                let (restarts, backoff) = ctx.crash(server, |s| (s.restarts, s.backoff()));
+                let (restarts, backoff) = match caps.restarts {
+                    true => (r.restarts, None),
+                    false => ctx.crash(server, |s| (s.restarts, s.backoff())),
+                };
                 ctx.view
                     .set(server, Some(Upstream::running(&r.id, restarts, c)));
                 ctx.status.update(
@@ -124,6 +130,8 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
                         .restarts(restarts)
                         .backoff(backoff),
                 );
+            } else if caps.restarts && !acted {
+                super::observe::report(server, c, &containers, ctx);
             }
         }
         (None, _) => forget(server, ctx),
@@ -219,7 +227,7 @@ fn settle_hold(server: &str, changes: &[Change], ctx: &Context) -> Option<Durati
 
 /// What a server's stderr must never show (in its log or a crash message):
 /// its env values, which carry its secrets.
-fn secrets_of(c: Option<&ContainerServer>) -> Vec<String> {
+fn secrets_of(c: Option<&ContainerServer>) -> Vec<Secret> {
     c.map(|c| c.spec.env.values().cloned().collect())
         .unwrap_or_default()
 }
@@ -262,7 +270,9 @@ async fn apply(change: Change, want: Option<&ContainerServer>, ctx: &Context) ->
                 }
             }
             // Have the new image before the old container goes away.
-            ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+            if !ctx.runtime.capabilities().pulls {
+                ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+            }
             ctx.status.update(
                 &server,
                 Update::phase(Phase::Creating, format!("{reason}: recreating")),
@@ -394,8 +404,26 @@ async fn create_and_start(
             format!("creating from {}", want.spec.image),
         ),
     );
-    ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+    let caps = ctx.runtime.capabilities();
+    if !caps.pulls {
+        ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+    }
     let id = ctx.runtime.create(&s.fleet, server, want).await?;
+    if caps.restarts {
+        // It runs when the backend says so (its watch wakes this server).
+        tracing::info!(server, workload = %id, hash = %want.hash, "workload created");
+        ctx.crash(server, |c| c.on_success());
+        ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
+        ctx.status.update(
+            server,
+            Update::phase(
+                Phase::Creating,
+                format!("created {id}; waiting for it to run"),
+            )
+            .container(Some(&id), Some(&want.hash)),
+        );
+        return Ok(());
+    }
     ctx.logs
         .before_start(server, &id, secrets_of(Some(want)))
         .await;

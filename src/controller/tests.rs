@@ -59,6 +59,7 @@ impl Runtime for Fake {
             hash: d.hash.clone(),
             state: State::Created,
             created: 0,
+            restarts: 0,
         });
         Ok(id)
     }
@@ -185,8 +186,10 @@ async fn a_crash_message_quotes_the_last_stderr_lines_without_secrets() {
         b"one\ntwo\n\nthree\nfour: the key sk-live-0123456789 is wrong".to_vec();
     let ctx = ctx(fake.clone(), &["a"]);
     let mut spec = ServerSpec::of_image("img");
-    spec.env
-        .insert("API_KEY".into(), "sk-live-0123456789".into());
+    spec.env.insert(
+        "API_KEY".into(),
+        crate::catalog::Secret::new("sk-live-0123456789"),
+    );
     set_spec(&ctx, "a", spec);
     reconcile("a", &ctx).await.unwrap();
     fake.containers.lock().unwrap()[0].state = State::Exited(Some(3));

@@ -9,7 +9,8 @@
 //!   [`page`]: the status page; [`logs`]: each server's stderr;
 //! - [`handler`]: the state all client sessions share, over the pool's index
 //!   ([`crate::upstream::index`]);
-//! - [`session`]: the MCP server of one client session, which relays it to upstreams;
+//! - [`session`]: the MCP server of one client session, which relays it to upstreams
+//!   ([`trace`]: a span per relayed request);
 //! - [`manage`]: the management tools (`mcp-find`, `mcp-add`, `mcp-remove`),
 //!   whose work on the config files is in `admin`.
 mod admin;
@@ -26,4 +27,5 @@ pub mod ready;
 pub mod session;
 pub mod settle;
 pub mod sse;
+pub mod trace;
 pub mod wire;

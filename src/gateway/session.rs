@@ -70,9 +70,11 @@ fn unexpected(server: &str, method: &str) -> McpError {
 }
 
 impl SessionHandler {
-    /// Forwards `request` to `live` on behalf of the request in `context`.
+    /// Forwards `request` to `server`'s session `live` on behalf of the
+    /// request in `context`, in a `relay` span ([`super::trace`]).
     async fn forward(
         &self,
+        server: &str,
         live: &Live,
         request: ClientRequest,
         context: RequestContext<RoleServer>,
@@ -96,9 +98,11 @@ impl SessionHandler {
             timeout: self.gateway.call_timeout(),
             ct: context.ct,
         };
+        let span = super::trace::relay_span(self.id, server, &request);
         // Boxed: rmcp spawns a task per request holding this future, and a
         // large inline future is copied on every spawn (measured, figure 5).
-        Box::pin(live.forward(identity.as_deref(), request, forward)).await
+        let call = Box::pin(live.forward(identity.as_deref(), request, forward));
+        super::trace::relayed(span, call).await
     }
 
     async fn call_upstream(
@@ -116,7 +120,7 @@ impl SessionHandler {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let server = &route.server;
         let started = std::time::Instant::now();
-        let result = self.forward(&live, request, context).await;
+        let result = self.forward(server, &live, request, context).await;
         let outcome = match &result {
             Ok(ServerResult::CallToolResult(r)) if r.is_error != Some(true) => "ok",
             Err(Failure::Timeout(_)) => "timeout",
@@ -153,7 +157,7 @@ impl SessionHandler {
             .ok_or_else(|| McpError::resource_not_found(format!("no server offers `{uri}`"), None))?
             .to_string();
         let live = self.gateway.live(&server)?;
-        self.forward(&live, request, context)
+        self.forward(&server, &live, request, context)
             .await
             .map(|_| ())
             .map_err(|e| failure_error(&server, e))
@@ -280,7 +284,7 @@ impl ServerHandler for SessionHandler {
                 let live = self.gateway.live(&route.server)?;
                 params.name = route.name;
                 let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
-                match self.forward(&live, request, context).await {
+                match self.forward(&route.server, &live, request, context).await {
                     Ok(ServerResult::GetPromptResult(r)) => Ok(GetPromptResponse::Complete(r)),
                     Ok(ServerResult::InputRequiredResult(r)) => {
                         Ok(GetPromptResponse::InputRequired(r))
@@ -346,7 +350,7 @@ impl ServerHandler for SessionHandler {
                     .to_string();
                 let live = self.gateway.live(&server)?;
                 let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
-                match self.forward(&live, request, context).await {
+                match self.forward(&server, &live, request, context).await {
                     Ok(ServerResult::ReadResourceResult(r)) => {
                         Ok(ReadResourceResponse::Complete(r))
                     }
@@ -460,7 +464,7 @@ impl ServerHandler for SessionHandler {
                 };
                 let live = self.gateway.live(&server)?;
                 let request = ClientRequest::CompleteRequest(CompleteRequest::new(params));
-                match self.forward(&live, request, context).await {
+                match self.forward(&server, &live, request, context).await {
                     Ok(ServerResult::CompleteResult(r)) => Ok(r),
                     Ok(_) => Err(unexpected(&server, "completion/complete")),
                     Err(e) => Err(failure_error(&server, e)),

@@ -7,11 +7,12 @@
 //! `X-CSRF-Token` or a spoofed `X-Mcp-UserId` cannot reach an upstream. A
 //! catalog header with one of the names set here is replaced, never doubled
 //! (other `X-Mcp-*` catalog headers, e.g. GitHub's `X-MCP-Toolsets`, stay).
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::catalog::Secret;
 use crate::identity::Identity;
 
 pub const USER_ID: &str = "X-Mcp-UserId";
@@ -53,25 +54,26 @@ impl SharedSecret {
 /// The headers of a remote session: the catalog entry's own, then, for a
 /// user's session, who the user is, then the shared secret if configured.
 /// The listing session (no identity) carries no user headers.
+/// Every value is held as a [`Secret`] until the HTTP client sends it.
 pub fn headers(
-    catalog: &BTreeMap<String, String>,
+    catalog: &BTreeMap<String, Secret>,
     identity: Option<&Identity>,
     secret: Option<&SharedSecret>,
-) -> HashMap<String, String> {
+) -> BTreeMap<String, Secret> {
     let ours = [USER_ID, USER_NAME, ROLES, SECRET];
-    let mut out: HashMap<String, String> = catalog
+    let mut out: BTreeMap<String, Secret> = catalog
         .iter()
         .filter(|(k, _)| !ours.iter().any(|o| o.eq_ignore_ascii_case(k)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if let Some(who) = identity {
-        out.insert(USER_ID.into(), encode(&who.id, false));
-        out.insert(USER_NAME.into(), encode(&who.name, false));
+        out.insert(USER_ID.into(), Secret::new(encode(&who.id, false)));
+        out.insert(USER_NAME.into(), Secret::new(encode(&who.name, false)));
         let roles: Vec<String> = who.roles.iter().map(|r| encode(r, true)).collect();
-        out.insert(ROLES.into(), roles.join(","));
+        out.insert(ROLES.into(), Secret::new(roles.join(",")));
     }
     if let Some(secret) = secret {
-        out.insert(SECRET.into(), secret.0.to_string());
+        out.insert(SECRET.into(), Secret::new(&*secret.0));
     }
     out
 }
@@ -96,10 +98,10 @@ fn encode(text: &str, in_list: bool) -> String {
 mod tests {
     use super::*;
 
-    fn catalog(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn catalog(pairs: &[(&str, &str)]) -> BTreeMap<String, Secret> {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), Secret::new(*v)))
             .collect()
     }
 
@@ -112,7 +114,10 @@ mod tests {
             ("x-mcp-userid", "forged"),
             ("X-MCP-Toolsets", "repos"),
         ]);
-        let h = headers(&cat, Some(&who), Some(&secret));
+        let h: BTreeMap<_, _> = headers(&cat, Some(&who), Some(&secret))
+            .into_iter()
+            .map(|(k, v)| (k, v.expose().to_string()))
+            .collect();
         assert_eq!(h["Authorization"], "Bearer upstream-key");
         assert_eq!(h["X-MCP-Toolsets"], "repos");
         assert_eq!(h[USER_ID], "u1");

@@ -460,13 +460,13 @@ async fn connect(
             let headers = identity::headers(headers, None, secret);
             Session::remote(url, transport, &headers, handler, timeout)
                 .await
-                .map_err(|e| url::remote_failure(url, &e.to_string()))
+                .map_err(|e| url::remote_failure(url, &headers, &e.to_string()))
         }
     }?;
     let listing = session.list(timeout).await.map_err(|e| {
         let message = format!("listing: {e}");
         match key {
-            Upstream::Remote { url, .. } => url::remote_failure(url, &message),
+            Upstream::Remote { url, headers, .. } => url::remote_failure(url, headers, &message),
             Upstream::Container { .. } => url::without_type_names(&message),
         }
     })?;

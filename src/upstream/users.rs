@@ -187,7 +187,7 @@ impl UserSessions {
             Ok(Err(e)) => Err(format!(
                 "gave no session for user `{}`: {}",
                 who.id,
-                url::remote_failure(address, &e.to_string())
+                url::remote_failure(address, &headers, &e.to_string())
             )),
             Err(_) => Err(format!(
                 "gave no session for user `{}` within {}s",
@@ -281,7 +281,7 @@ mod tests {
 
     fn pool(url: &str, limit: usize) -> UserSessions {
         let key = Upstream::Remote {
-            url: url.into(),
+            url: crate::catalog::RemoteUrl::new(url),
             transport: "streamable-http".into(),
             headers: BTreeMap::new(),
         };

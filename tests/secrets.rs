@@ -8,8 +8,7 @@
 //! container's env (where a secret is meant to go) holds its value, and the
 //! working remote really received its header and query secrets.
 //!
-//! Not covered yet: `GET /servers/{name}/logs` (being added on another
-//! branch); add it to `written` below when it lands.
+//! Server logs are read too: `GET /servers/{name}/logs` and `mcp-fleet logs`.
 mod common;
 
 use std::sync::{Arc, Mutex};
@@ -308,6 +307,24 @@ async fn everything_written(
             inspected(f, "crashy", "CRASHY_KEY", CRASH_SECRET).await,
         ),
     ];
+    for server in ["time", "crashy"] {
+        let url = format!("{base}/servers/{server}/logs");
+        written.push(("/servers/…/logs", get(&url, &auth).await));
+    }
+    let token_file = f.path("gateway-token").display().to_string();
+    let logs = f.cli(&[
+        "logs",
+        "crashy",
+        "--url",
+        base,
+        "--auth-token-file",
+        &token_file,
+    ]);
+    assert!(logs.status.success(), "mcp-fleet logs: {}", stderr(&logs));
+    written.push((
+        "mcp-fleet logs",
+        format!("{}{}", stdout(&logs), stderr(&logs)),
+    ));
     let plan = f.plan();
     written.push(("plan", format!("{}{}", stdout(&plan), stderr(&plan))));
     let dir = f.dir.path().display().to_string();

@@ -1,5 +1,6 @@
-//! The command line: `run`, `plan`, `status`, `validate` (`logs` is in [`crate::cli_logs`]).
-use std::path::{Path, PathBuf};
+//! The command line: `run` and `plan` (`logs` is in [`crate::cli_logs`],
+//! `status` and `validate` in [`crate::cli_offline`]).
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{self, ApprovalMode, Limits, LoadOptions, parse_catalog};
+use crate::catalog::{self, ApprovalMode, Limits, LoadOptions};
 use crate::controller::{self, BackoffSettings, Context, Settings};
 use crate::gateway::handler::{Gateway, GatewaySettings};
 use crate::gateway::manage::{self, AddPolicy};
@@ -20,7 +21,7 @@ use crate::supervise::Supervisor;
 use crate::upstream::identity::SharedSecret;
 use crate::upstream::index::ToolNames;
 use crate::upstream::{Pool, PoolSettings};
-use crate::{Error, Result};
+use crate::{Error, Result, cli_offline};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -253,13 +254,13 @@ impl Cli {
         let result = match self.command {
             Command::Run(args) => run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Plan(args) => plan(args).await,
-            Command::Validate { files } => Ok(validate(&files)),
+            Command::Validate { files } => Ok(cli_offline::validate(&files)),
             Command::Logs(args) => crate::cli_logs::logs(args).await,
             Command::Status {
                 config_dir,
                 status_file,
                 json,
-            } => status(
+            } => cli_offline::status(
                 &status_file.unwrap_or_else(|| config_dir.join("mcp-status.json")),
                 json,
             ),
@@ -421,97 +422,6 @@ async fn plan(args: FleetArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
-}
-
-fn status(path: &Path, json: bool) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let st: crate::status::FleetStatus =
-        serde_json::from_str(&text).map_err(|e| Error::Config {
-            pos: catalog::SourcePos::file(path),
-            message: format!("not a status file: {e}"),
-        })?;
-    if json {
-        println!("{text}");
-    } else {
-        println!("fleet {}", st.fleet);
-        if !st.engine.reachable {
-            let why = st.engine.error.as_deref().unwrap_or("not reached yet");
-            println!("container engine not reachable (waiting for it): {why}");
-        }
-        if let Some(e) = &st.catalog.error {
-            println!("catalog error (last good state in force): {e}");
-        }
-        for w in st.catalog.warnings.iter().chain(&st.clashes) {
-            println!("warning: {w}");
-        }
-        println!(
-            "{:<24} {:<17} {:<6} {:>8}  MESSAGE",
-            "SERVER", "PHASE", "READY", "RESTARTS"
-        );
-        for (name, s) in &st.servers {
-            let ready = match &s.ready {
-                Some(c) if c.status => "yes",
-                Some(_) => "no",
-                None => "-",
-            };
-            println!(
-                "{name:<24} {:<17} {ready:<6} {:>8}  {}",
-                format!("{:?}", s.phase),
-                s.restart_count,
-                s.message
-            );
-        }
-    }
-    let healthy = st.engine.reachable
-        && st.catalog.error.is_none()
-        && st.servers.values().all(|s| {
-            s.phase.is_running() && s.ready.as_ref().is_none_or(|c| c.status)
-                || matches!(s.phase, crate::status::Phase::Remote)
-                    && s.ready.as_ref().is_some_and(|c| c.status)
-        });
-    Ok(if healthy {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
-}
-
-fn validate(files: &[PathBuf]) -> ExitCode {
-    let mut failed = false;
-    for path in files {
-        match validate_file(path) {
-            Ok(n) => println!("{}: ok ({n} servers)", path.display()),
-            Err(errors) => {
-                failed = true;
-                for e in errors {
-                    eprintln!("{e}");
-                }
-            }
-        }
-    }
-    ExitCode::from(u8::from(failed))
-}
-
-/// Checks one catalog: the file as a whole, then every entry on its own.
-fn validate_file(path: &Path) -> Result<usize, Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| vec![Error::io(path, e).to_string()])?;
-    let cat = parse_catalog(path, &text).map_err(|e| vec![e.to_string()])?;
-    let errors: Vec<String> = cat
-        .entries
-        .iter()
-        .filter_map(|e| match &e.entry {
-            Err(err) => Some(format!("{}: server `{}`: {err}", e.pos, e.name)),
-            Ok(_) if !catalog::valid_name(&e.name) => {
-                Some(format!("{}: invalid server name `{}`", e.pos, e.name))
-            }
-            Ok(_) => None,
-        })
-        .collect();
-    if errors.is_empty() {
-        Ok(cat.entries.len())
-    } else {
-        Err(errors)
-    }
 }
 
 #[cfg(test)]

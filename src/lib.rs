@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod cli_logs;
+pub mod cli_offline;
 pub mod controller;
 pub mod error;
 pub mod gateway;

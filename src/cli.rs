@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, ApprovalMode, Limits, LoadOptions, parse_catalog};
 use crate::controller::{self, BackoffSettings, Context, Settings};
+use crate::gateway::authn::Authenticator;
 use crate::gateway::handler::{Gateway, GatewaySettings};
 use crate::gateway::manage::{self, AddPolicy};
 use crate::gateway::ready::Health;
@@ -173,6 +174,8 @@ pub struct GatewayArgs {
     /// and the server gets notifications/cancelled. Progress restarts it.
     #[arg(long, default_value_t = 120.0)]
     pub call_timeout: f64,
+    #[command(flatten)]
+    pub identity: crate::gateway::authn::IdentityArgs,
 }
 
 fn parse_fleet(s: &str) -> Result<String, String> {
@@ -285,6 +288,11 @@ async fn run(args: RunArgs) -> Result<()> {
     );
     let g = &args.gateway;
     let auth = auth::resolve(g.auth_token_file.as_deref(), g.no_auth).map_err(Error::Usage)?;
+    let authn = Arc::new(
+        Authenticator::new(auth, &g.identity, &settings.config_dir)
+            .await
+            .map_err(Error::Usage)?,
+    );
     if g.max_sessions == 0 {
         return Err(Error::Usage("--max-sessions must be at least 1".into()));
     }
@@ -328,7 +336,7 @@ async fn run(args: RunArgs) -> Result<()> {
         },
         Arc::new(Health(ctx.clone())),
         http::HttpConfig {
-            auth,
+            authn: authn.clone(),
             allowed_hosts: g.allowed_hosts.clone(),
             max_sessions: g.max_sessions,
         },
@@ -338,6 +346,7 @@ async fn run(args: RunArgs) -> Result<()> {
     tasks.spawn("signals", signal_shutdown(shutdown.clone()));
     tasks.spawn("pool", pool.run(shutdown.clone()));
     tasks.spawn("notify", gateway.notify_loop(shutdown.clone()));
+    authn.spawn_background(&tasks, shutdown.clone());
     // Without its HTTP server the gateway is of no use: its end stops everything.
     let server = tokio::spawn({
         let shutdown = shutdown.clone();

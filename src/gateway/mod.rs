@@ -1,7 +1,8 @@
 //! The MCP endpoint: one server that aggregates every ready upstream.
 //!
 //! - [`http`]: the axum router (`/mcp`, `/sse`, `/health`, `/readyz`, `/status`)
-//!   and its security layer ([`auth`]: bearer token; [`hosts`]: Host/Origin checks);
+//!   and its security layer ([`auth`]: the operator token; [`authn`]: every
+//!   token to an identity, from [`users`] or a JWT ([`jwt`]); [`hosts`]: Host/Origin checks);
 //! - [`mcp`]: the streamable HTTP transport; [`sse`]: the legacy HTTP+SSE one;
 //!   [`settle`]: progress before its result on `/sse`;
 //!   [`wire`]: what they share (error bodies, body parsing, the session cap);
@@ -14,9 +15,11 @@
 //!   whose work on the config files is in `admin`.
 mod admin;
 pub mod auth;
+pub mod authn;
 pub mod handler;
 pub mod hosts;
 pub mod http;
+pub mod jwt;
 pub mod manage;
 pub mod mcp;
 pub mod observe;
@@ -25,4 +28,5 @@ pub mod ready;
 pub mod session;
 pub mod settle;
 pub mod sse;
+pub mod users;
 pub mod wire;

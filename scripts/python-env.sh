@@ -3,5 +3,5 @@
 # Python MCP SDK, pinned to the version our server images carry.
 #   eval "$(scripts/python-env.sh)"    # sets MCP_FLEET_PYTHON
 set -euo pipefail
-exec "$(dirname "$0")/venv.sh" venv "mcp==2.3.0" MCP_FLEET_PYTHON bin/python \
-    sh -c '"$VENV/bin/python" -c "import mcp.client.session"'
+exec "$(dirname "$0")/venv.sh" venv "mcp==2.3.0 PyJWT[crypto]==2.15.1" MCP_FLEET_PYTHON bin/python \
+    sh -c '"$VENV/bin/python" -c "import mcp.client.session, jwt, cryptography"'

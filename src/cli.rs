@@ -320,6 +320,10 @@ async fn run(args: RunArgs) -> Result<()> {
             call_wait: secs(g.call_wait, "call-wait")?,
             add_wait: secs(g.add_wait, "add-wait")?,
             call_timeout: secs(g.call_timeout, "call-timeout")?.max(Duration::from_millis(100)),
+            access: crate::gateway::access::AccessPolicy {
+                default_access: g.identity.default_access,
+                manage_role: g.identity.manage_role.clone(),
+            },
         },
     );
     let listener = tokio::net::TcpListener::bind(g.listen)
@@ -345,8 +349,12 @@ async fn run(args: RunArgs) -> Result<()> {
     // Services: a death is logged and fails /readyz (see supervise.rs).
     tasks.spawn("signals", signal_shutdown(shutdown.clone()));
     tasks.spawn("pool", pool.run(shutdown.clone()));
-    tasks.spawn("notify", gateway.notify_loop(shutdown.clone()));
     authn.spawn_background(&tasks, shutdown.clone());
+    tasks.spawn(
+        "access",
+        gateway.clone().access_loop(authn.users(), shutdown.clone()),
+    );
+    tasks.spawn("notify", gateway.notify_loop(shutdown.clone()));
     // Without its HTTP server the gateway is of no use: its end stops everything.
     let server = tokio::spawn({
         let shutdown = shutdown.clone();

@@ -297,6 +297,7 @@ mod tests {
                 .collect(),
             warnings: vec![],
             catalog: vec![],
+            access: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::handler::{Gateway, REQUESTS_FILE, text_error, text_ok};
 use super::manage::{self, AddArgs, AddPolicy, FindArgs, RemoveArgs};
 use crate::catalog::{ApprovalMode, DesiredState, REGISTRY_FILE};
+use crate::identity::Identity;
 use crate::status::{Phase, write_atomic};
 
 impl Gateway {
@@ -31,6 +32,7 @@ impl Gateway {
 
     pub(super) async fn manage(
         &self,
+        who: &Identity,
         tool: &str,
         params: &CallToolRequestParams,
         context: &RequestContext<RoleServer>,
@@ -38,15 +40,15 @@ impl Gateway {
         let args = params.arguments.as_ref();
         let result = match tool {
             manage::FIND => match manage::parse_args::<FindArgs>(tool, args) {
-                Ok(a) => self.find(&a),
+                Ok(a) => self.find(who, &a),
                 Err(e) => Err(e),
             },
             manage::ADD => match manage::parse_args::<AddArgs>(tool, args) {
-                Ok(a) => self.add(&a, context).await,
+                Ok(a) => self.add(who, &a, context).await,
                 Err(e) => Err(e),
             },
             _ => match manage::parse_args::<RemoveArgs>(tool, args) {
-                Ok(a) => self.remove(&a, context).await,
+                Ok(a) => self.remove(who, &a, context).await,
                 Err(e) => Err(e),
             },
         };
@@ -75,13 +77,20 @@ impl Gateway {
         }
     }
 
-    fn find(&self, a: &FindArgs) -> Result<CallToolResponse, String> {
+    /// Finds what `who` may use or request: approved servers it may not use
+    /// are left out, as they are from its tool list.
+    fn find(&self, who: &Identity, a: &FindArgs) -> Result<CallToolResponse, String> {
         let desired = self.loaded()?;
         let pending = manage::pending(self.read(REQUESTS_FILE)?.as_deref());
+        let visible = self.visible(who);
+        let mut shown = (*desired).clone();
+        shown
+            .catalog
+            .retain(|e| !desired.servers.contains_key(&e.name) || visible.server(&e.name));
         let matches = manage::find(
             &a.query,
             a.limit.unwrap_or(10),
-            &desired,
+            &shown,
             &self.ctx().status.snapshot(),
             &pending,
         );
@@ -93,21 +102,23 @@ impl Gateway {
 
     async fn add(
         &self,
+        who: &Identity,
         a: &AddArgs,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, String> {
         let desired = self.loaded()?;
         let mode = self.ctx().settings.load.approval;
-        if manage::check_add(&a.name, &desired, mode)? {
+        let hidden = desired.servers.contains_key(&a.name) && !self.visible(who).server(&a.name);
+        if manage::check_add(&a.name, &desired, mode)? && !hidden {
             return Ok(self.ready_answer(&a.name, "is already approved").await);
         }
-        match self.settings().add_policy {
+        match self.policy_for(who) {
             AddPolicy::Deny => Err(format!(
                 "adding servers is disabled on this gateway (--add-policy deny); ask an operator to approve `{}`",
                 a.name
             )),
             AddPolicy::Request => {
-                self.record_request(&a.name, "add", a.reason.clone(), context)
+                self.record_request(who, &a.name, "add", a.reason.clone(), context)
                     .await?;
                 Ok(text_ok(format!(
                     "approval for `{}` is pending: the request is recorded for an operator to decide",
@@ -124,11 +135,12 @@ impl Gateway {
 
     async fn remove(
         &self,
+        who: &Identity,
         a: &RemoveArgs,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, String> {
         let desired = self.loaded()?;
-        if !desired.servers.contains_key(&a.name) {
+        if !desired.servers.contains_key(&a.name) || !self.visible(who).server(&a.name) {
             return Err(format!("`{}` is not approved; nothing to remove", a.name));
         }
         if self.ctx().settings.load.approval == ApprovalMode::All {
@@ -137,13 +149,13 @@ impl Gateway {
                 a.name
             ));
         }
-        match self.settings().add_policy {
+        match self.policy_for(who) {
             AddPolicy::Deny => Err(format!(
                 "removing servers is disabled on this gateway (--add-policy deny); ask an operator to remove `{}`",
                 a.name
             )),
             AddPolicy::Request => {
-                self.record_request(&a.name, "remove", None, context)
+                self.record_request(who, &a.name, "remove", None, context)
                     .await?;
                 Ok(text_ok(format!(
                     "removal of `{}` is pending an operator's decision",
@@ -176,8 +188,18 @@ impl Gateway {
         Ok(())
     }
 
+    /// `--add-policy`, except that approving needs the manage role: a caller
+    /// without it records a request instead.
+    fn policy_for(&self, who: &Identity) -> AddPolicy {
+        match self.settings().add_policy {
+            AddPolicy::Approve if !self.settings().access.may_manage(who) => AddPolicy::Request,
+            policy => policy,
+        }
+    }
+
     async fn record_request(
         &self,
+        who: &Identity,
         server: &str,
         action: &'static str,
         reason: Option<String>,
@@ -190,6 +212,7 @@ impl Gateway {
             action,
             reason,
             client: Self::client_identity(context),
+            user: who.id.clone(),
             time: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
@@ -198,7 +221,7 @@ impl Gateway {
         write_atomic(&self.config_path(REQUESTS_FILE), next.as_bytes())
             .await
             .map_err(|e| format!("{REQUESTS_FILE}: {e}"))?;
-        tracing::info!(server, action, client = %request.client, "request recorded");
+        tracing::info!(server, action, client = %request.client, user = %request.user, "request recorded");
         Ok(())
     }
 

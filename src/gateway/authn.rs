@@ -66,6 +66,14 @@ pub struct IdentityArgs {
     /// Claim holding the caller's roles (a list, or one space-separated string).
     #[arg(long, default_value = "roles")]
     pub jwt_roles_claim: String,
+    /// Who may use a server that requires no role: everyone, or only admins
+    /// and its creator.
+    #[arg(long, value_enum, default_value = "all")]
+    pub default_access: super::access::DefaultAccess,
+    /// Role that mcp-add/mcp-remove need to approve under `--add-policy
+    /// approve` (without it they record a request).
+    #[arg(long, default_value = crate::identity::ADMIN_ROLE)]
+    pub manage_role: String,
 }
 
 /// Why a request is refused; `message` is shown to the client.
@@ -282,7 +290,10 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 /// Verified tokens by digest, each until it expires (bounded).
 #[derive(Default)]
-struct TokenCache(Mutex<HashMap<[u8; 32], (Arc<Identity>, Instant)>>);
+struct TokenCache(Mutex<HashMap<[u8; 32], Cached>>);
+
+/// A verified token's identity, and until when it may be served.
+type Cached = (Arc<Identity>, Instant);
 
 impl TokenCache {
     fn get(&self, d: &[u8; 32]) -> Option<Arc<Identity>> {
@@ -335,6 +346,8 @@ mod tests {
             jwt_id_claim: "sub".into(),
             jwt_name_claim: "name".into(),
             jwt_roles_claim: "roles".into(),
+            default_access: Default::default(),
+            manage_role: ADMIN_ROLE.into(),
         };
         let a = Authenticator::new(Auth::Token("op".into()), &args, dir.path())
             .await

@@ -12,6 +12,7 @@ use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
 use rmcp::service::SubscriptionSink;
 use tokio_util::sync::CancellationToken;
 
+use super::access::{AccessPolicy, Views};
 use super::manage::AddPolicy;
 use crate::controller::Context;
 use crate::upstream::Pool;
@@ -31,6 +32,8 @@ pub struct GatewaySettings {
     /// Silence (no answer, no progress) after which a request forwarded
     /// upstream is given up and cancelled there.
     pub call_timeout: Duration,
+    /// Who may use which server, and who may approve.
+    pub access: AccessPolicy,
 }
 
 #[derive(Clone)]
@@ -46,12 +49,19 @@ struct Shared {
     known_routes: Mutex<HashMap<String, Route>>,
     /// One writer of the config files at a time.
     edits: tokio::sync::Mutex<()>,
+    /// What each client session sees (see `access`).
+    views: Views,
 }
 
 pub(super) fn text_error(message: impl Into<String>) -> CallToolResponse {
     CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(
         message.into(),
     )]))
+}
+
+/// The error for a tool that does not exist (or that the caller may not see).
+pub(super) fn unknown_tool(name: &str) -> McpError {
+    McpError::invalid_params(format!("unknown tool `{name}`"), None)
 }
 
 pub(super) fn text_ok(message: impl Into<String>) -> CallToolResponse {
@@ -68,6 +78,7 @@ impl Gateway {
             sinks: Mutex::new(Vec::new()),
             known_routes: Mutex::new(HashMap::new()),
             edits: tokio::sync::Mutex::new(()),
+            views: Views::default(),
         }))
     }
 
@@ -81,6 +92,10 @@ impl Gateway {
 
     pub(super) fn ctx(&self) -> &Arc<Context> {
         self.0.pool.context()
+    }
+
+    pub(super) fn shared_views(&self) -> &Views {
+        &self.0.views
     }
 
     pub(super) fn settings(&self) -> &GatewaySettings {
@@ -111,6 +126,7 @@ impl Gateway {
             }
             let next = rx.borrow_and_update().clone();
             self.remember_routes(&next);
+            self.index_changed(&next);
             let tools = last.tools != next.tools;
             let prompts = last.prompts != next.prompts;
             let resources = last.resources != next.resources
@@ -142,24 +158,8 @@ impl Gateway {
     /// Sends the changes to every session and subscription concurrently,
     /// each within [`NOTIFY_TIMEOUT`]: a slow client never delays the others.
     async fn broadcast(&self, tools: bool, prompts: bool, resources: bool) {
-        let sessions = self
-            .relay()
-            .broadcast(
-                |_| true,
-                |peer| async move {
-                    // A session that went away meanwhile is simply skipped.
-                    if tools {
-                        let _ = peer.notify_tool_list_changed().await;
-                    }
-                    if prompts {
-                        let _ = peer.notify_prompt_list_changed().await;
-                    }
-                    if resources {
-                        let _ = peer.notify_resource_list_changed().await;
-                    }
-                },
-            )
-            .await;
+        // Each session is told only when what *it* may see changed.
+        let sent = self.refresh_views(None).await;
         let sinks: Vec<SubscriptionSink> = self.0.sinks.lock().expect("sinks lock").clone();
         let closed: Vec<_> = join_all(sinks.iter().map(|sink| async move {
             let send = async {
@@ -198,12 +198,12 @@ impl Gateway {
                 .retain(|s| !closed.contains(s.id()));
         }
         let kinds = [tools, prompts, resources].iter().filter(|k| **k).count();
-        let reached = (sessions + sinks.len() - closed.len()) * kinds;
+        let reached = sent + (sinks.len() - closed.len()) * kinds;
         crate::metrics::global()
             .list_changed
             .inc_by(u64::try_from(reached).unwrap_or(u64::MAX));
         tracing::debug!(
-            sessions,
+            sent,
             subscriptions = sinks.len(),
             tools,
             prompts,
@@ -262,7 +262,7 @@ impl Gateway {
                     .get(name)
                     .cloned()
             })
-            .ok_or_else(|| McpError::invalid_params(format!("unknown tool `{name}`"), None))
+            .ok_or_else(|| unknown_tool(name))
     }
 
     /// The session a tool call goes to, after waiting (bounded) for a

@@ -68,11 +68,14 @@ enum Keys {
     Jwks(Jwks),
 }
 
+/// Keys by `kid`, each with the one algorithm it is for, if the JWKS says.
+type KeyMap = HashMap<String, (DecodingKey, Option<Algorithm>)>;
+
 struct Jwks {
     origin: JwksOrigin,
     client: reqwest::Client,
     /// Keys by `kid` (`""` for a key without one), with their algorithm if fixed.
-    keys: RwLock<Arc<HashMap<String, (DecodingKey, Option<Algorithm>)>>>,
+    keys: RwLock<Arc<KeyMap>>,
     fetched: Mutex<Option<Instant>>,
     /// One fetch at a time; the others wait for its result.
     fetching: tokio::sync::Mutex<()>,

@@ -305,6 +305,8 @@ pub struct Request {
     pub action: &'static str,
     pub reason: Option<String>,
     pub client: String,
+    /// The id of the caller who asked.
+    pub user: String,
     pub time: String,
 }
 
@@ -324,6 +326,7 @@ pub fn request_append(text: Option<&str>, r: &Request) -> Result<String, String>
         out.push_str(&format!("    reason: {}\n", q(reason)));
     }
     out.push_str(&format!("    client: {}\n", q(&r.client)));
+    out.push_str(&format!("    user: {}\n", q(&r.user)));
     out.push_str(&format!("    time: {}\n", q(&r.time)));
     let parsed: Value = serde_saphyr::from_str(&out).map_err(|e| format!("requests.yaml: {e}"))?;
     match parsed.get("requests") {
@@ -416,6 +419,7 @@ mod tests {
             action: "add",
             reason: Some("needs \"web\": access".into()),
             client: "agent/1.0".into(),
+            user: "ann".into(),
             time: "2026-11-22T00:00:00Z".into(),
         };
         let once = request_append(None, &r).unwrap();

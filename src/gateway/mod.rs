@@ -11,9 +11,13 @@
 //! - [`handler`]: the state all client sessions share, over the pool's index
 //!   ([`crate::upstream::index`]);
 //! - [`session`]: the MCP server of one client session, which relays it to upstreams;
+//! - [`access`]: who may use which server, and each session's filtered view;
+//!   [`audit`]: one line per call, get and read;
 //! - [`manage`]: the management tools (`mcp-find`, `mcp-add`, `mcp-remove`),
 //!   whose work on the config files is in `admin`.
+pub mod access;
 mod admin;
+pub mod audit;
 pub mod auth;
 pub mod authn;
 pub mod handler;

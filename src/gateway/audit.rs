@@ -1,0 +1,66 @@
+//! The audit trail: one structured line (tracing target `audit`, level info)
+//! per tool call, prompt get and resource read: when it started, who made
+//! it, which server and name, how long it took and how it ended. Never the
+//! arguments or the results.
+//!
+//! With `--log-format json` each line is one JSON object; select them with
+//! `MCP_FLEET_LOG=audit=info` or by `"target":"audit"`.
+use std::time::{Duration, SystemTime};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::identity::Identity;
+
+/// What was done: `tools/call`, `prompts/get` or `resources/read`.
+pub type Kind = &'static str;
+
+/// How a request ended, as the audit line says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered with a result (not a tool error).
+    Ok,
+    /// The server answered with an error (or a tool error).
+    Error,
+    /// No answer within the call deadline.
+    Timeout,
+    /// The caller may not use the server: answered as if it did not exist.
+    Hidden,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Hidden => "hidden",
+        }
+    }
+}
+
+/// One audit line.
+pub fn record(
+    kind: Kind,
+    who: &Identity,
+    server: &str,
+    name: &str,
+    started: SystemTime,
+    took: Duration,
+    outcome: Outcome,
+) {
+    let at = OffsetDateTime::from(started)
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    tracing::info!(
+        target: "audit",
+        time = %at,
+        user = %who.id,
+        server,
+        kind,
+        name,
+        duration_ms = took.as_secs_f64() * 1000.0,
+        outcome = outcome.as_str(),
+        "audit"
+    );
+}

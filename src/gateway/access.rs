@@ -245,6 +245,8 @@ impl Gateway {
             Some(cur) if *cur == *now => Ok(cur),
             None => {
                 bound.set(now.clone());
+                // A session registers before its first request binds it.
+                self.reseed_view(session);
                 Ok(now)
             }
             Some(_) => {
@@ -274,6 +276,20 @@ impl Gateway {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(session, Arc::new(viewer));
+    }
+
+    /// What a session was last told is what it sees now.
+    fn reseed_view(&self, session: u64) {
+        let viewer = self
+            .shared_views()
+            .viewers
+            .read()
+            .expect("views lock")
+            .get(&session)
+            .cloned();
+        if let Some(v) = viewer {
+            *v.seen.lock().expect("seen lock") = self.print_of(&v.caller);
+        }
     }
 
     pub(super) fn unwatch_view(&self, session: u64) {

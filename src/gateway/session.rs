@@ -215,6 +215,9 @@ impl ServerHandler for SessionHandler {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.gateway.relay().open(self.id, &context.peer);
+        // Binds the caller where the notification carries it (not on /sse:
+        // there the first request does).
+        let _ = self.who(&context.extensions);
         self.gateway
             .watch_view(self.id, self.caller.clone(), &context.peer);
     }

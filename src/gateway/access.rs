@@ -99,6 +99,9 @@ impl Visible<'_> {
     }
 
     pub fn tools(&self, index: &Index) -> Vec<Tool> {
+        if self.who.is_admin() {
+            return index.tools.clone();
+        }
         let tools = index.tools.iter();
         tools
             .filter(|t| self.routed(index.tool_routes.get(t.name.as_ref()).map(|r| &*r.server)))
@@ -107,6 +110,9 @@ impl Visible<'_> {
     }
 
     pub fn prompts(&self, index: &Index) -> Vec<Prompt> {
+        if self.who.is_admin() {
+            return index.prompts.clone();
+        }
         let prompts = index.prompts.iter();
         prompts
             .filter(|p| self.routed(index.prompt_routes.get(&p.name).map(|r| &*r.server)))
@@ -115,6 +121,9 @@ impl Visible<'_> {
     }
 
     pub fn resources(&self, index: &Index) -> Vec<Resource> {
+        if self.who.is_admin() {
+            return index.resources.clone();
+        }
         let all = index.resources.iter();
         all.filter(|r| self.routed(index.resource_server(&r.uri)))
             .cloned()
@@ -122,6 +131,9 @@ impl Visible<'_> {
     }
 
     pub fn templates(&self, index: &Index) -> Vec<ResourceTemplate> {
+        if self.who.is_admin() {
+            return index.resource_templates.clone();
+        }
         let all = index.resource_templates.iter();
         all.filter(|t| self.routed(index.resource_server(&t.uri_template)))
             .cloned()
@@ -294,6 +306,11 @@ impl Gateway {
 
     pub(super) fn unwatch_view(&self, session: u64) {
         let views = &self.shared_views().viewers;
+        // Most handlers never registered (one per stateless request): a read
+        // lock tells, without contending for the write lock.
+        if !views.read().expect("views lock").contains_key(&session) {
+            return;
+        }
         views
             .write()
             .unwrap_or_else(|e| e.into_inner())

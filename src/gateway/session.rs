@@ -24,10 +24,9 @@ use rmcp::service::{NotificationContext, RequestContext, RoleServer, Subscriptio
 use rmcp::{ErrorData as McpError, ServerHandler};
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use super::access::SessionCaller;
-use super::audit::{self, Outcome};
+use super::audit::{Audit, Outcome};
 use super::handler::{Gateway, text_error, unknown_tool};
 use super::manage;
 use crate::identity::Identity;
@@ -66,15 +65,6 @@ fn failure_error(server: &str, failure: Failure) -> McpError {
     match failure {
         Failure::Error(e) => e,
         other => McpError::internal_error(format!("server `{server}` {other}"), None),
-    }
-}
-
-/// How a forwarded request ended, for the audit line.
-fn outcome_of(result: &Result<ServerResult, Failure>) -> Outcome {
-    match result {
-        Ok(_) => Outcome::Ok,
-        Err(Failure::Timeout(_)) => Outcome::Timeout,
-        Err(_) => Outcome::Error,
     }
 }
 
@@ -123,15 +113,7 @@ impl SessionHandler {
         let name = params.name.to_string();
         let route = self.gateway.tool_route(&name)?;
         if !self.gateway.visible(who).server(&route.server) {
-            audit::record(
-                "tools/call",
-                who,
-                &route.server,
-                &name,
-                SystemTime::now(),
-                Default::default(),
-                Outcome::Hidden,
-            );
+            Audit::start("tools/call", who, &route.server, &name).end(Outcome::Hidden);
             return Err(unknown_tool(&name));
         }
         let live = match self.gateway.tool_session(&name, &route).await {
@@ -141,16 +123,15 @@ impl SessionHandler {
         params.name = route.name.into();
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let server = &route.server;
-        let (at, started) = (SystemTime::now(), Instant::now());
+        let audit = Audit::start("tools/call", who, server, &name);
         let result = self.forward(&live, request, context).await;
         let outcome = match &result {
             Ok(ServerResult::CallToolResult(r)) if r.is_error != Some(true) => Outcome::Ok,
             Err(Failure::Timeout(_)) => Outcome::Timeout,
             _ => Outcome::Error,
         };
-        let took = started.elapsed();
+        let took = audit.end(outcome);
         crate::metrics::global().tool_call(server, outcome.as_str(), took);
-        audit::record("tools/call", who, server, &name, at, took, outcome);
         match result {
             Ok(ServerResult::CallToolResult(r)) => Ok(CallToolResponse::Complete(r)),
             Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
@@ -320,17 +301,9 @@ impl ServerHandler for SessionHandler {
                 let live = self.gateway.live(&route.server)?;
                 let exposed = std::mem::replace(&mut params.name, route.name);
                 let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
-                let (at, started) = (SystemTime::now(), Instant::now());
+                let audit = Audit::start("prompts/get", &who, &route.server, &exposed);
                 let result = self.forward(&live, request, context).await;
-                audit::record(
-                    "prompts/get",
-                    &who,
-                    &route.server,
-                    &exposed,
-                    at,
-                    started.elapsed(),
-                    outcome_of(&result),
-                );
+                audit.end(Outcome::of(&result));
                 match result {
                     Ok(ServerResult::GetPromptResult(r)) => Ok(GetPromptResponse::Complete(r)),
                     Ok(ServerResult::InputRequiredResult(r)) => {
@@ -402,17 +375,9 @@ impl ServerHandler for SessionHandler {
                 let live = self.gateway.live(&server)?;
                 let uri = params.uri.clone();
                 let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
-                let (at, started) = (SystemTime::now(), Instant::now());
+                let audit = Audit::start("resources/read", &who, &server, &uri);
                 let result = self.forward(&live, request, context).await;
-                audit::record(
-                    "resources/read",
-                    &who,
-                    &server,
-                    &uri,
-                    at,
-                    started.elapsed(),
-                    outcome_of(&result),
-                );
+                audit.end(Outcome::of(&result));
                 match result {
                     Ok(ServerResult::ReadResourceResult(r)) => {
                         Ok(ReadResourceResponse::Complete(r))

@@ -112,7 +112,7 @@ impl Gateway {
         if manage::check_add(&a.name, &desired, mode)? && !hidden {
             return Ok(self.ready_answer(&a.name, "is already approved").await);
         }
-        match self.policy_for(who) {
+        match self.policy_for(who, None) {
             AddPolicy::Deny => Err(format!(
                 "adding servers is disabled on this gateway (--add-policy deny); ask an operator to approve `{}`",
                 a.name
@@ -126,7 +126,7 @@ impl Gateway {
                 )))
             }
             AddPolicy::Approve => {
-                self.edit_registry(|text| manage::registry_add(text, &a.name))
+                self.edit_registry(|text| manage::registry_add(text, &a.name, Some(&who.id)))
                     .await?;
                 Ok(self.ready_answer(&a.name, "was approved").await)
             }
@@ -149,7 +149,7 @@ impl Gateway {
                 a.name
             ));
         }
-        match self.policy_for(who) {
+        match self.policy_for(who, Some(&a.name)) {
             AddPolicy::Deny => Err(format!(
                 "removing servers is disabled on this gateway (--add-policy deny); ask an operator to remove `{}`",
                 a.name
@@ -188,11 +188,18 @@ impl Gateway {
         Ok(())
     }
 
-    /// `--add-policy`, except that approving needs the manage role: a caller
-    /// without it records a request instead.
-    fn policy_for(&self, who: &Identity) -> AddPolicy {
+    /// `--add-policy`, except that approving needs the manage role (or, to
+    /// remove a server, having created it): anyone else records a request.
+    fn policy_for(&self, who: &Identity, created: Option<&str>) -> AddPolicy {
+        let creator = created.is_some_and(|server| {
+            let desired = self.ctx().desired();
+            let rule = desired.as_ref().and_then(|d| d.access.get(server).cloned());
+            rule.and_then(|r| r.creator).as_deref() == Some(who.id.as_str())
+        });
         match self.settings().add_policy {
-            AddPolicy::Approve if !self.settings().access.may_manage(who) => AddPolicy::Request,
+            AddPolicy::Approve if !creator && !self.settings().access.may_manage(who) => {
+                AddPolicy::Request
+            }
             policy => policy,
         }
     }

@@ -447,6 +447,27 @@ async fn a_role_change_reaches_the_affected_session_only() {
     assert!(!a.tool_names().await.contains(&"echo".into()));
     assert!(b.tool_names().await.contains(&"echo".into()));
     assert_eq!(f.container("test").await.unwrap().id, before);
+    // ann may still find it and ask for it: the request names her.
+    let found = a
+        .ok(json!({"cmd": "call", "name": "mcp-find", "arguments": {"query": "test"}}))
+        .await;
+    let found: Value = serde_json::from_str(found["text"].as_str().unwrap()).unwrap();
+    let entry = found["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "test");
+    assert_eq!(entry.unwrap()["approval"], "not approved", "{found}");
+    assert_eq!(entry.unwrap()["phase"], Value::Null, "{found}");
+    let (is_error, text) = a
+        .call("mcp-add", json!({"name": "test", "reason": "echo"}))
+        .await;
+    assert!(!is_error && text.contains("pending"), "{text}");
+    let requests = std::fs::read_to_string(f.path("requests.yaml")).unwrap();
+    assert!(
+        requests.contains("server: \"test\"") && requests.contains("user: \"ann\""),
+        "{requests}"
+    );
     // An invalid users file keeps the last good one, and says where.
     f.write(
         "users.yaml",

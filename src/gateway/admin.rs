@@ -77,23 +77,18 @@ impl Gateway {
         }
     }
 
-    /// Finds what `who` may use or request: approved servers it may not use
-    /// are left out, as they are from its tool list.
+    /// Finds what `who` may use or request: an approved server it may not
+    /// use shows as not approved (for it), without its phase; `mcp-add` of it
+    /// records a request.
     fn find(&self, who: &Identity, a: &FindArgs) -> Result<CallToolResponse, String> {
         let desired = self.loaded()?;
         let pending = manage::pending(self.read(REQUESTS_FILE)?.as_deref());
         let visible = self.visible(who);
         let mut shown = (*desired).clone();
-        shown
-            .catalog
-            .retain(|e| !desired.servers.contains_key(&e.name) || visible.server(&e.name));
-        let matches = manage::find(
-            &a.query,
-            a.limit.unwrap_or(10),
-            &shown,
-            &self.ctx().status.snapshot(),
-            &pending,
-        );
+        shown.servers.retain(|name, _| visible.server(name));
+        let mut status = self.ctx().status.snapshot();
+        status.servers.retain(|name, _| visible.server(name));
+        let matches = manage::find(&a.query, a.limit.unwrap_or(10), &shown, &status, &pending);
         let text = serde_json::to_string_pretty(&json!({"matches": matches})).expect("json");
         Ok(CallToolResponse::Complete(CallToolResult::success(vec![
             ContentBlock::text(text),

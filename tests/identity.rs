@@ -387,6 +387,8 @@ async fn a_role_change_reaches_the_affected_session_only() {
     f.ready("test").await;
     let mut a = connect(&f, McpTransport::Http, ann).await;
     let mut b = connect(&f, McpTransport::Sse, bob).await;
+    // ann again, on the 2026-07-28 lifecycle: changes come on a listen stream.
+    let mut a2 = connect(&f, McpTransport::HttpDiscover, ann).await;
     for c in [&mut a, &mut b] {
         let names = c.tool_names().await;
         assert!(names.contains(&"echo".into()) && !names.contains(&"get_current_time".into()));
@@ -400,6 +402,8 @@ async fn a_role_change_reaches_the_affected_session_only() {
     assert!(a.wait_list_changed("tools", Duration::from_secs(30)).await);
     let names = a.tool_names().await;
     assert!(names.contains(&"get_current_time".into()) && !names.contains(&"echo".into()));
+    assert!(a2.wait_list_changed("tools", Duration::from_secs(30)).await);
+    assert_eq!(a2.tool_names().await, names);
     // 2. bob gains timekeeper. He is told once: for this change, not for ann's.
     f.write(
         "users.yaml",
@@ -482,6 +486,7 @@ async fn a_role_change_reaches_the_affected_session_only() {
     assert!(a.tool_names().await.contains(&"get_current_time".into()));
     a.close().await;
     b.close().await;
+    a2.close().await;
 }
 
 /// How many tools list_changed `c` has got, once at least one has arrived

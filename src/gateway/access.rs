@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rmcp::ErrorData as McpError;
 use rmcp::Peer;
 use rmcp::model::{Extensions, Prompt, Resource, ResourceTemplate, Tool};
-use rmcp::service::RoleServer;
+use rmcp::service::{RoleServer, SubscriptionSendError, SubscriptionSink};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -170,11 +170,56 @@ pub fn presented(extensions: &Extensions) -> Option<Arc<Identity>> {
 /// What a session lists, as one fingerprint per kind (tools, prompts, resources).
 type Print = [u64; 3];
 
-/// A registered client session that can be told its view changed.
+/// Where a view change is told.
+pub enum Target {
+    /// A client session: `notifications/*/list_changed`.
+    Session(Peer<RoleServer>),
+    /// A 2026-07-28 `subscriptions/listen` stream (only the kinds it accepted).
+    Listen(SubscriptionSink),
+}
+
+/// A registered client session (or subscription) that can be told its view changed.
 struct Viewer {
     caller: Arc<SessionCaller>,
-    peer: Peer<RoleServer>,
+    target: Target,
     seen: Mutex<Print>,
+}
+
+impl Viewer {
+    /// Tells of the changed kinds; false if the subscription is gone.
+    async fn tell(&self, changed: [bool; 3]) -> bool {
+        match &self.target {
+            Target::Session(peer) => {
+                // A session that went away meanwhile is simply skipped.
+                if changed[0] {
+                    let _ = peer.notify_tool_list_changed().await;
+                }
+                if changed[1] {
+                    let _ = peer.notify_prompt_list_changed().await;
+                }
+                if changed[2] {
+                    let _ = peer.notify_resource_list_changed().await;
+                }
+                true
+            }
+            Target::Listen(sink) => {
+                let accepted = sink.accepted();
+                let mut results = Vec::new();
+                if changed[0] && accepted.tools_list_changed == Some(true) {
+                    results.push(sink.notify_tool_list_changed().await);
+                }
+                if changed[1] && accepted.prompts_list_changed == Some(true) {
+                    results.push(sink.notify_prompt_list_changed().await);
+                }
+                if changed[2] && accepted.resources_list_changed == Some(true) {
+                    results.push(sink.notify_resource_list_changed().await);
+                }
+                !results
+                    .iter()
+                    .any(|r| matches!(r, Err(SubscriptionSendError::SubscriptionClosed)))
+            }
+        }
+    }
 }
 
 /// Every registered session's view, and the fingerprints they are made of.
@@ -271,23 +316,19 @@ impl Gateway {
         }
     }
 
-    /// Registers an initialized session for view-change notifications.
-    pub(super) fn watch_view(
-        &self,
-        session: u64,
-        caller: Arc<SessionCaller>,
-        peer: &Peer<RoleServer>,
-    ) {
+    /// Registers an initialized session (or a subscription) for view-change
+    /// notifications under `id`.
+    pub(super) fn watch_view(&self, id: u64, caller: Arc<SessionCaller>, target: Target) {
         let viewer = Viewer {
             seen: Mutex::new(self.print_of(&caller)),
             caller,
-            peer: peer.clone(),
+            target,
         };
         let views = &self.shared_views().viewers;
         views
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(session, Arc::new(viewer));
+            .insert(id, Arc::new(viewer));
     }
 
     /// What a session was last told is what it sees now.
@@ -348,31 +389,23 @@ impl Gateway {
     /// Sends `*/list_changed` to every session (or just `only`) whose view
     /// changed since it was last told; returns how many notifications went out.
     pub(super) async fn refresh_views(&self, only: Option<u64>) -> usize {
-        let viewers: Vec<Arc<Viewer>> = {
+        let viewers: Vec<(u64, Arc<Viewer>)> = {
             let map = self.shared_views().viewers.read().expect("views lock");
-            match only {
-                Some(id) => map.get(&id).cloned().into_iter().collect(),
-                None => map.values().cloned().collect(),
-            }
+            let all = map.iter().map(|(id, v)| (*id, v.clone()));
+            all.filter(|(id, _)| only.is_none_or(|o| o == *id))
+                .collect()
         };
-        let sends = viewers.into_iter().filter_map(|v| {
+        let sends = viewers.into_iter().filter_map(|(id, v)| {
             let now = self.print_of(&v.caller);
             let before = std::mem::replace(&mut *v.seen.lock().expect("seen lock"), now);
             let changed: [bool; 3] = std::array::from_fn(|k| before[k] != now[k]);
             changed.contains(&true).then_some(async move {
-                let send = async {
-                    if changed[0] {
-                        let _ = v.peer.notify_tool_list_changed().await;
-                    }
-                    if changed[1] {
-                        let _ = v.peer.notify_prompt_list_changed().await;
-                    }
-                    if changed[2] {
-                        let _ = v.peer.notify_resource_list_changed().await;
-                    }
-                };
-                if tokio::time::timeout(NOTIFY_TIMEOUT, send).await.is_err() {
-                    tracing::debug!("a client session did not take list_changed in time");
+                // A slow client never holds up the others (sent to concurrently).
+                let open = tokio::time::timeout(NOTIFY_TIMEOUT, v.tell(changed))
+                    .await
+                    .unwrap_or(true);
+                if !open {
+                    self.unwatch_view(id);
                 }
                 changed.iter().filter(|c| **c).count()
             })

@@ -25,7 +25,7 @@ use rmcp::{ErrorData as McpError, ServerHandler};
 
 use std::sync::Arc;
 
-use super::access::SessionCaller;
+use super::access::{SessionCaller, Target};
 use super::audit::{Audit, Outcome};
 use super::handler::{Gateway, text_error, unknown_tool};
 use super::manage;
@@ -199,8 +199,9 @@ impl ServerHandler for SessionHandler {
         // Binds the caller where the notification carries it (not on /sse:
         // there the first request does).
         let _ = self.who(&context.extensions);
+        let session = Target::Session(context.peer.clone());
         self.gateway
-            .watch_view(self.id, self.caller.clone(), &context.peer);
+            .watch_view(self.id, self.caller.clone(), session);
     }
 
     fn accepted_subscription_filter(
@@ -215,14 +216,13 @@ impl ServerHandler for SessionHandler {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        let sinks = self.gateway.sinks();
-        sinks
-            .lock()
-            .expect("sinks lock")
-            .push(context.sink().clone());
+        // Told like a session: when what its caller may see changes.
+        self.who(&context.request_context().extensions)?;
+        let id = self.gateway.relay().next_id();
+        let sink = Target::Listen(context.sink().clone());
+        self.gateway.watch_view(id, self.caller.clone(), sink);
         context.cancelled().await;
-        let id = context.sink().id().clone();
-        sinks.lock().expect("sinks lock").retain(|s| s.id() != &id);
+        self.gateway.unwatch_view(id);
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use crate::plan::Plan;
 use crate::runtime::metered::Metered;
 use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
 use crate::supervise::Supervisor;
+use crate::upstream::identity::SharedSecret;
 use crate::upstream::index::ToolNames;
 use crate::upstream::{Pool, PoolSettings};
 use crate::{Error, Result};
@@ -174,6 +175,15 @@ pub struct GatewayArgs {
     /// and the server gets notifications/cancelled. Progress restarts it.
     #[arg(long, default_value_t = 120.0)]
     pub call_timeout: f64,
+    /// Sessions kept per remote server, one per user (each tells the server
+    /// who it is for); when all are open, a new user's request closes the
+    /// least recently used idle one.
+    #[arg(long, default_value_t = crate::upstream::users::DEFAULT_LIMIT, value_parser = clap::value_parser!(usize))]
+    pub upstream_user_sessions: usize,
+    /// File holding a secret sent to remote servers as `X-Mcp-Gateway-Secret`
+    /// with every user's identity headers, so a server can trust them.
+    #[arg(long)]
+    pub upstream_identity_secret_file: Option<PathBuf>,
     #[command(flatten)]
     pub identity: crate::gateway::authn::IdentityArgs,
 }
@@ -296,6 +306,17 @@ async fn run(args: RunArgs) -> Result<()> {
     if g.max_sessions == 0 {
         return Err(Error::Usage("--max-sessions must be at least 1".into()));
     }
+    if g.upstream_user_sessions == 0 {
+        return Err(Error::Usage(
+            "--upstream-user-sessions must be at least 1".into(),
+        ));
+    }
+    let identity_secret = g
+        .upstream_identity_secret_file
+        .as_deref()
+        .map(SharedSecret::read)
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--upstream-identity-secret-file: {e}")))?;
     // The engine may not be up yet: the controller waits for it.
     let runtime: Arc<dyn Runtime> = Arc::new(Metered(Arc::new(DockerRuntime::new())));
     let shutdown = CancellationToken::new();
@@ -311,6 +332,8 @@ async fn run(args: RunArgs) -> Result<()> {
                 .min(Duration::from_secs(10)),
             tool_names: g.tool_names,
             reserved: manage::NAMES.to_vec(),
+            user_sessions: g.upstream_user_sessions,
+            identity_secret,
         },
     );
     let gateway = Gateway::new(

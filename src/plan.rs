@@ -81,6 +81,16 @@ impl Change {
             | Change::Remove { server, .. } => server,
         }
     }
+
+    /// The kind of step, for logs and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Create { .. } => "create",
+            Change::Recreate { .. } => "recreate",
+            Change::Start { .. } => "start",
+            Change::Remove { .. } => "remove",
+        }
+    }
 }
 
 impl fmt::Display for Change {
@@ -423,7 +433,7 @@ mod tests {
     #[test]
     fn remote_or_poci_entry_removes_an_old_container() {
         let remote = Desired::Remote {
-            url: "u".into(),
+            url: crate::catalog::RemoteUrl::new("u"),
             transport: "sse".into(),
             headers: Default::default(),
             prefix: None,

@@ -13,6 +13,8 @@ use serde::de::{MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use super::SourcePos;
+use super::secrets::Secret;
+use super::url::RemoteUrl;
 use crate::{Error, Result};
 
 /// One catalog file: its entries in file order, each typed or with its error.
@@ -50,7 +52,7 @@ pub struct RawEntry {
     pub allow_hosts: Vec<String>,
     pub extra_hosts: Vec<String>,
     pub remote: Option<RawRemote>,
-    pub sse_endpoint: Option<String>,
+    pub sse_endpoint: Option<RemoteUrl>,
     pub tools: Vec<RawTool>,
     pub config: Vec<serde_json::Value>,
     pub prefix: Option<String>,
@@ -77,9 +79,11 @@ pub struct RawSecret {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct RawRemote {
-    pub url: Option<String>,
+    /// May carry credentials (user info, query): never printed whole.
+    pub url: Option<RemoteUrl>,
     pub transport_type: Option<String>,
-    pub headers: BTreeMap<String, String>,
+    /// Values may be literal credentials or name secrets (`Bearer $TOKEN`).
+    pub headers: BTreeMap<String, Secret>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod file;
 pub mod secrets;
+pub mod snapshot;
 pub mod spec;
 pub mod template;
 pub mod url;
@@ -20,8 +21,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 pub use file::{CatalogFile, RawEntry, parse_catalog};
-pub use secrets::Secrets;
+pub use secrets::{Secret, Secrets};
 pub use spec::{ContainerServer, Limits, ServerSpec};
+pub use url::RemoteUrl;
 
 use crate::{Error, Result};
 
@@ -91,9 +93,9 @@ pub enum Desired {
     /// Reached over HTTP by the gateway; no container. Header values may
     /// hold secrets (expanded from the secrets file).
     Remote {
-        url: String,
+        url: RemoteUrl,
         transport: String,
-        headers: BTreeMap<String, String>,
+        headers: BTreeMap<String, Secret>,
         prefix: Option<String>,
     },
     /// Recognised but not run by mcp-fleet (e.g. `poci` tool groups).
@@ -138,23 +140,30 @@ pub struct LoadOptions {
 
 /// Reads the config directory into a desired state.
 pub fn load(dir: &Path, opts: &LoadOptions) -> Result<DesiredState> {
+    let inputs = snapshot::Inputs::read(dir)?;
     let catalog_path = dir.join(CATALOG_FILE);
-    let text = read_optional(&catalog_path)?.ok_or_else(|| Error::Config {
+    let text = inputs.catalog.ok_or_else(|| Error::Config {
         pos: SourcePos::file(&catalog_path),
         message: "catalog not found".into(),
     })?;
-    check_complete(&catalog_path, &text, opts.settle)?;
+    if !inputs.published {
+        check_complete(&catalog_path, &text, opts.settle)?;
+    }
     let catalog = parse_catalog(&catalog_path, &text)?;
 
     let approved = match opts.approval {
         ApprovalMode::All => None,
-        ApprovalMode::Registry => Some(read_registry(&dir.join(REGISTRY_FILE))?),
+        ApprovalMode::Registry => Some(parse_registry(
+            &dir.join(REGISTRY_FILE),
+            inputs.registry.as_deref(),
+        )?),
     };
-    let mut config = read_yaml_value(&dir.join(CONFIG_FILE))?;
+    let mut config = parse_yaml_value(&dir.join(CONFIG_FILE), inputs.config.as_deref())?;
     if let Some(reg) = &approved {
         overlay_registry_config(&mut config, reg);
     }
-    let secrets = read_optional(&dir.join(SECRETS_FILE))?
+    let secrets = inputs
+        .secrets
         .map(|t| Secrets::parse(&t))
         .unwrap_or_default();
 
@@ -257,7 +266,7 @@ fn classify(
                 r.transport_type.clone().unwrap_or_else(|| "sse".into()),
                 r.headers
                     .iter()
-                    .map(|(k, v)| (k.clone(), spec::expand_secrets(v, secrets)))
+                    .map(|(k, v)| (k.clone(), spec::expand_secrets(v.expose(), secrets)))
                     .collect(),
             ),
             _ => ("sse".to_string(), BTreeMap::new()),
@@ -303,18 +312,10 @@ fn check_complete(path: &Path, text: &str, settle: Duration) -> Result<()> {
     }
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
-    }
-}
-
 /// A missing file is an empty map; an empty or unparsable one is an error
 /// (it may be half-written).
-fn read_yaml_value(path: &Path) -> Result<Value> {
-    let Some(text) = read_optional(path)? else {
+fn parse_yaml_value(path: &Path, text: Option<&str>) -> Result<Value> {
+    let Some(text) = text else {
         return Ok(Value::Object(Default::default()));
     };
     if text.trim().is_empty() {
@@ -323,7 +324,7 @@ fn read_yaml_value(path: &Path) -> Result<Value> {
             message: "file is empty".into(),
         });
     }
-    let v: Value = serde_saphyr::from_str(&text).map_err(|e| file::yaml_error(path, &e))?;
+    let v: Value = serde_saphyr::from_str(text).map_err(|e| file::yaml_error(path, &e))?;
     match v {
         Value::Null => Ok(Value::Object(Default::default())),
         v @ Value::Object(_) => Ok(v),
@@ -336,8 +337,8 @@ fn read_yaml_value(path: &Path) -> Result<Value> {
 
 /// `registry.yaml`: `registry: {name: {ref: "", config: {...}}}`. A missing
 /// file approves nothing, as with Docker.
-pub fn read_registry(path: &Path) -> Result<BTreeMap<String, Value>> {
-    let doc = read_yaml_value(path)?;
+fn parse_registry(path: &Path, text: Option<&str>) -> Result<BTreeMap<String, Value>> {
+    let doc = parse_yaml_value(path, text)?;
     match doc.get("registry") {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(Value::Object(m)) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),

@@ -2,14 +2,13 @@
 //! hash of that. Anything that does not change the container (description,
 //! tools, key order, env order) is left out, so it never causes a recreate.
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::file::RawEntry;
-use super::secrets::Secrets;
+use super::secrets::{Secret, Secrets};
 use super::template::{self, Rendered, TemplateError};
 
 /// Resource limits and hardening applied to every container (from flags).
@@ -34,13 +33,12 @@ impl Default for Limits {
 }
 
 /// Everything that shapes one server's container.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
     pub image: String,
-    pub command: Vec<String>,
-    /// Env values and command entries may hold secret values: never printed
-    /// (see the `Debug` impl).
-    pub env: BTreeMap<String, String>,
+    /// Command entries and env values may hold expanded secrets.
+    pub command: Vec<Secret>,
+    pub env: BTreeMap<String, Secret>,
     pub volumes: Vec<String>,
     pub user: Option<String>,
     pub network: bool,
@@ -48,27 +46,40 @@ pub struct ServerSpec {
     pub limits: Limits,
 }
 
-impl fmt::Debug for ServerSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerSpec")
-            .field("image", &self.image)
-            // Command entries and env values may hold expanded secrets.
-            .field("command", &format_args!("<{} args>", self.command.len()))
-            .field("env", &self.env.keys().collect::<Vec<_>>())
-            .field("volumes", &self.volumes)
-            .field("user", &self.user)
-            .field("network", &self.network)
-            .field("extra_hosts", &self.extra_hosts)
-            .field("limits", &self.limits)
-            .finish()
-    }
+/// The spec as hashed: the values themselves (so a changed secret recreates
+/// the container), in the JSON form hashes have always had, so upgrading
+/// mcp-fleet does not replace running containers. Only its digest leaves.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    image: &'a str,
+    command: Vec<&'a str>,
+    env: BTreeMap<&'a str, &'a str>,
+    volumes: &'a [String],
+    user: &'a Option<String>,
+    network: bool,
+    extra_hosts: &'a [String],
+    limits: Limits,
 }
 
 impl ServerSpec {
     /// A short, stable digest of the spec: the `io.mcp-fleet.spec-hash` label.
     /// 64 bits of SHA-256 over the canonical JSON form.
     pub fn hash(&self) -> String {
-        let canonical = serde_json::to_vec(self).expect("spec serialises");
+        let hashed = Hashed {
+            image: &self.image,
+            command: self.command.iter().map(Secret::expose).collect(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.expose()))
+                .collect(),
+            volumes: &self.volumes,
+            user: &self.user,
+            network: self.network,
+            extra_hosts: &self.extra_hosts,
+            limits: self.limits,
+        };
+        let canonical = serde_json::to_vec(&hashed).expect("spec serialises");
         let digest = Sha256::digest(&canonical);
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -119,7 +130,7 @@ pub fn normalise(
     for s in &entry.secrets {
         match secrets.lookup(&s.env, &s.name) {
             Some(v) => {
-                secret_env.insert(s.env.clone(), v.to_string());
+                secret_env.insert(s.env.clone(), v.clone());
             }
             None => warnings.push(format!(
                 "secret `{}` (env {}) is not set in the secrets file",
@@ -127,7 +138,7 @@ pub fn normalise(
             )),
         }
     }
-    let vars = |t: String| expand_vars(&t, &secret_env, secrets);
+    let vars = |t: String| Secret::new(expand_vars(&t, &secret_env, secrets));
 
     let mut env = BTreeMap::new();
     for e in &entry.env {
@@ -209,13 +220,13 @@ fn render_list(
 }
 
 /// `$NAME` references in a remote entry's header values, from the secrets file.
-pub fn expand_secrets(text: &str, secrets: &Secrets) -> String {
-    expand_vars(text, &BTreeMap::new(), secrets)
+pub fn expand_secrets(text: &str, secrets: &Secrets) -> Secret {
+    Secret::new(expand_vars(text, &BTreeMap::new(), secrets))
 }
 
 /// Replaces `$NAME` / `${NAME}` with the server's secret (or another value of
 /// the secrets file). An unknown name is left as written, never made empty.
-fn expand_vars(text: &str, own: &BTreeMap<String, String>, all: &Secrets) -> String {
+fn expand_vars(text: &str, own: &BTreeMap<String, Secret>, all: &Secrets) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -234,8 +245,9 @@ fn expand_vars(text: &str, own: &BTreeMap<String, String>, all: &Secrets) -> Str
             }
         };
         let value = (!name.is_empty())
-            .then(|| own.get(name).map(String::as_str).or_else(|| all.get(name)))
-            .flatten();
+            .then(|| own.get(name).or_else(|| all.get(name)))
+            .flatten()
+            .map(Secret::expose);
         match value {
             Some(v) => {
                 out.push_str(v);
@@ -326,9 +338,10 @@ mod tests {
     #[test]
     fn renders_env_secrets_and_command() {
         let s = build(&entry(), json!({"x": {"host": "h"}}), "TOK=s3cret\n").unwrap();
-        assert_eq!(s.spec.env["A"], "h");
-        assert_eq!(s.spec.env["TOK"], "s3cret");
-        assert_eq!(s.spec.command, vec!["--a", "--token=s3cret"]);
+        assert_eq!(s.spec.env["A"].expose(), "h");
+        assert_eq!(s.spec.env["TOK"].expose(), "s3cret");
+        let command: Vec<_> = s.spec.command.iter().map(Secret::expose).collect();
+        assert_eq!(command, ["--a", "--token=s3cret"]);
         assert!(s.warnings.is_empty());
         assert!(
             !format!("{:?}", s).contains("s3cret"),
@@ -357,7 +370,7 @@ mod tests {
     fn missing_secret_is_a_warning_and_not_invented() {
         let s = build(&entry(), json!({"x": {"host": "h"}}), "").unwrap();
         assert!(!s.spec.env.contains_key("TOK"));
-        assert_eq!(s.spec.command[1], "--token=$TOK");
+        assert_eq!(s.spec.command[1].expose(), "--token=$TOK");
         assert_eq!(s.warnings.len(), 1);
     }
 
@@ -379,6 +392,17 @@ mod tests {
     }
 
     #[test]
+    fn hash_is_the_one_earlier_versions_gave() {
+        // Computed before values were held as `Secret`: an upgrade must not
+        // replace every running container.
+        let mut e = entry();
+        e.env.remove(0);
+        e.volumes = vec!["/a:/b".into()];
+        let s = build(&e, json!({"x": {"host": "h"}}), "TOK=s3cret\n").unwrap();
+        assert_eq!(s.hash, "abd70ee7cff026fa");
+    }
+
+    #[test]
     fn hash_changes_with_limits() {
         let cfg = json!({"x": {"host": "h"}});
         let a = build(&entry(), cfg.clone(), "").unwrap();
@@ -390,7 +414,7 @@ mod tests {
 
     #[test]
     fn expand_vars_forms() {
-        let own = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        let own = BTreeMap::from([("A".to_string(), Secret::new("1"))]);
         let all = Secrets::parse("B=2");
         assert_eq!(expand_vars("$A-${B}-$C-$", &own, &all), "1-2-$C-$");
     }

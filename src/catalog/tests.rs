@@ -56,12 +56,12 @@ fn fixture_templates_render_with_config() {
         panic!("filesystem: {:?}", state.servers["filesystem"]);
     };
     assert!(fs.spec.volumes.contains(&"/srv/a:/srv/a".to_string()));
-    assert!(fs.spec.command.contains(&"/srv/b".to_string()));
+    assert!(fs.spec.command.contains(&Secret::new("/srv/b")));
     let Desired::Container(slack) = &state.servers["slack"] else {
         panic!("slack: {:?}", state.servers["slack"]);
     };
-    assert_eq!(slack.spec.env["SLACK_TEAM_ID"], "T1");
-    assert_eq!(slack.spec.env["SLACK_BOT_TOKEN"], "xoxb");
+    assert_eq!(slack.spec.env["SLACK_TEAM_ID"].expose(), "T1");
+    assert_eq!(slack.spec.env["SLACK_BOT_TOKEN"].expose(), "xoxb");
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn remote_entries_are_not_containers() {
     );
     match &state.servers["r"] {
         Desired::Remote { url, transport, .. } => {
-            assert_eq!(url, "https://x/mcp");
+            assert_eq!(url.expose(), "https://x/mcp");
             assert_eq!(transport, "streamable-http");
         }
         other => panic!("{other:?}"),

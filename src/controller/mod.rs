@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::catalog::{self, ContainerServer, DesiredState, LoadOptions};
 use crate::plan::UnhealthyReport;
@@ -424,13 +425,20 @@ async fn worker(ctx: Arc<Context>) {
     loop {
         let server = ctx.queue.next().await;
         let started = Instant::now();
-        let result = reconcile(&server, &ctx).await;
-        crate::metrics::global().reconciled(result.is_ok(), started.elapsed());
-        let next = match result {
-            Ok(n) => n,
-            Err(e) => error_policy(&server, &e, &ctx),
-        };
-        tracing::debug!(server, ?next, "reconciled");
+        // `change` is filled in once the step is planned (see `reconcile`).
+        let span = tracing::debug_span!("reconcile", server, change = tracing::field::Empty);
+        let result = reconcile(&server, &ctx).instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        crate::metrics::global().reconciled(result.is_ok(), elapsed);
+        let next = span.in_scope(|| {
+            let next = match result {
+                Ok(n) => n,
+                Err(e) => error_policy(&server, &e, &ctx),
+            };
+            let ms = elapsed.as_secs_f64() * 1e3;
+            tracing::debug!(server, ?next, elapsed_ms = ms, "reconciled");
+            next
+        });
         ctx.queue.done(&server);
         if let Next::RequeueAfter(d) = next {
             ctx.queue.add_after(&server, d);

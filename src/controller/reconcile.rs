@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use super::view::Upstream;
 use super::{Context, Next};
-use crate::catalog::url::redact_url;
 use crate::catalog::{ContainerServer, Desired};
 use crate::plan::{Change, RecreateReason, RemoveReason, plan_server};
 use crate::runtime::{State, docker::short};
@@ -50,11 +49,8 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
             ctx.view.set(server, want.and_then(Upstream::remote));
             ctx.status.update(
                 server,
-                Update::phase(
-                    Phase::Remote,
-                    format!("remote {transport} server at {}", redact_url(url)),
-                )
-                .container(None, None),
+                Update::phase(Phase::Remote, format!("remote {transport} server at {url}"))
+                    .container(None, None),
             )
         }
         Some(Desired::Unsupported { reason }) => ctx.status.update(
@@ -77,6 +73,8 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         &containers,
         unhealthy.as_ref(),
     );
+    let kind = changes.first().map_or("none", Change::kind);
+    tracing::Span::current().record("change", kind);
     if let Some(wait) = settle_hold(server, &changes, ctx) {
         return Ok(Next::RequeueAfter(wait));
     }

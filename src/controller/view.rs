@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::catalog::{ContainerServer, Desired};
+use crate::catalog::{ContainerServer, Desired, RemoteUrl, Secret};
 
 /// How to reach one server; a different value means a new MCP session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +20,9 @@ pub enum Upstream {
     },
     /// A remote server, reached over `transport` (`sse` or streamable HTTP).
     Remote {
-        url: String,
+        url: RemoteUrl,
         transport: String,
-        headers: BTreeMap<String, String>,
+        headers: BTreeMap<String, Secret>,
     },
 }
 

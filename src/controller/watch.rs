@@ -7,6 +7,11 @@
 //! (write-then-rename) is complete by construction, so it is read at once; an
 //! in-place write, which a reader can see half-done, is read once it has been
 //! left alone for a moment (the controller's loop does that debounce).
+//!
+//! A Kubernetes volume (ConfigMap, Secret, projected) never changes its files:
+//! kubelet publishes a new version by renaming a symlink over `..data`, so
+//! that rename counts as the whole directory replaced (read through `..data`
+//! by [`crate::catalog::snapshot`], never half-swapped).
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +22,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::snapshot::DATA_LINK;
 use crate::catalog::{CATALOG_FILE, CONFIG_FILE, REGISTRY_FILE, SECRETS_FILE};
 use crate::runtime::Runtime;
 use crate::{Error, Result};
@@ -42,7 +48,13 @@ pub enum Trigger {
     ReadAgain,
 }
 
-const INPUTS: [&str; 4] = [CATALOG_FILE, REGISTRY_FILE, CONFIG_FILE, SECRETS_FILE];
+const INPUTS: [&str; 5] = [
+    CATALOG_FILE,
+    REGISTRY_FILE,
+    CONFIG_FILE,
+    SECRETS_FILE,
+    DATA_LINK,
+];
 
 fn is_input(p: &Path) -> bool {
     p.file_name()
@@ -185,6 +197,32 @@ mod tests {
         assert_eq!(next(&mut rx).await, Trigger::ConfigReplaced);
         std::fs::write(&path, "registry: {}\n# changed\n").unwrap();
         // One rename, one trigger: the next is the write.
+        assert_eq!(next(&mut rx).await, Trigger::ConfigWritten);
+    }
+
+    /// Kubelet's publication of a new version touches none of the visible
+    /// names, only `..data`: that rename alone must wake the controller.
+    #[tokio::test]
+    async fn a_kubelet_swap_of_data_is_a_replacement() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for v in ["..2026_11_23_10_00_00.1", "..2026_11_23_10_00_01.2"] {
+            std::fs::create_dir(d.join(v)).unwrap();
+            std::fs::write(d.join(v).join(CATALOG_FILE), "registry: {}\n").unwrap();
+        }
+        symlink("..2026_11_23_10_00_00.1", d.join(DATA_LINK)).unwrap();
+        symlink("..data/docker-mcp.yaml", d.join(CATALOG_FILE)).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let _w = config_dir(d, tx).unwrap();
+        symlink("..2026_11_23_10_00_01.2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join(DATA_LINK)).unwrap();
+        std::fs::remove_dir_all(d.join("..2026_11_23_10_00_00.1")).unwrap();
+        assert_eq!(next(&mut rx).await, Trigger::ConfigReplaced);
+        // Neither the temporary link nor the old version's removal is news:
+        // the next event is the write after them.
+        std::fs::write(d.join("marker"), "").unwrap();
+        std::fs::write(d.join(SECRETS_FILE), "A=1\n").unwrap();
         assert_eq!(next(&mut rx).await, Trigger::ConfigWritten);
     }
 

@@ -217,11 +217,16 @@ impl Gateway {
         name: &str,
         route: &Route,
     ) -> Result<Arc<Live>, CallToolResponse> {
-        if !self.index().servers.contains(&route.server)
-            && !self
-                .wait_ready(&route.server, self.0.settings.call_wait)
-                .await
-        {
+        let waits = !self.index().servers.contains(&route.server);
+        if waits {
+            let server = &route.server;
+            tracing::debug!(
+                server,
+                tool = name,
+                "tool call waits for its server to be ready"
+            );
+        }
+        if waits && !Box::pin(self.wait_ready(&route.server, self.0.settings.call_wait)).await {
             return Err(text_error(format!(
                 "tool `{name}` belongs to server `{}`, which did not become ready within {:?} ({}); the call was not made",
                 route.server,

@@ -321,7 +321,7 @@ impl Jwks {
     }
 
     async fn fetch(&self, url: &str) -> Result<String, String> {
-        let shown = crate::catalog::url::redact_url(url);
+        let shown = crate::catalog::url::RemoteUrl::new(url).to_string();
         let response = self
             .client
             .get(url)

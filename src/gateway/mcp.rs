@@ -132,7 +132,8 @@ fn is_initialize(message: &ClientJsonRpcMessage) -> bool {
 
 impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
     async fn call(&self, request: Request) -> Response {
-        json_errors(self.inner.handle(request).await.map(Body::new)).await
+        // Boxed so the routing futures that carry this one stay small.
+        json_errors(Box::pin(self.inner.handle(request)).await.map(Body::new)).await
     }
 
     /// Serves a batch message by message; see the module doc.
@@ -149,6 +150,8 @@ impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
             *request.method_mut() = parts.method.clone();
             *request.uri_mut() = parts.uri.clone();
             *request.headers_mut() = parts.headers.clone();
+            // Who the batch is for (see `http::guard`), for each of its requests.
+            *request.extensions_mut() = parts.extensions.clone();
             let expects_answer = matches!(message, ClientJsonRpcMessage::Request(_));
             async move { (expects_answer, self.call(request).await) }
         });

@@ -12,7 +12,7 @@
 //!   ([`crate::upstream::index`]);
 //! - [`session`]: the MCP server of one client session, which relays it to upstreams;
 //! - [`access`]: who may use which server, and each session's filtered view;
-//!   [`audit`]: one line per call, get and read;
+//!   [`audit`]: one line per call, get and read; [`trace`]: a span per relayed request;
 //! - [`manage`]: the management tools (`mcp-find`, `mcp-add`, `mcp-remove`),
 //!   whose work on the config files is in `admin`.
 pub mod access;
@@ -32,5 +32,6 @@ pub mod ready;
 pub mod session;
 pub mod settle;
 pub mod sse;
+pub mod trace;
 pub mod users;
 pub mod wire;

@@ -11,6 +11,8 @@
 //! tasks) that a raw handler would have to copy.
 #![allow(deprecated)] // logging is SEP-2577-deprecated, and relayed.
 
+use std::sync::Arc;
+
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
     CompleteRequestParams, CompleteResult, GetPromptRequest, GetPromptRequestParams,
@@ -22,8 +24,6 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData as McpError, ServerHandler};
-
-use std::sync::Arc;
 
 use super::access::{SessionCaller, Target};
 use super::audit::{Audit, Outcome};
@@ -81,13 +81,21 @@ impl SessionHandler {
         self.gateway.caller(self.id, &self.caller, extensions)
     }
 
-    /// Forwards `request` to `live` on behalf of the request in `context`.
+    /// Forwards `request` to `server`'s session `live` on behalf of the
+    /// request in `context`, in a `relay` span ([`super::trace`]).
     async fn forward(
         &self,
+        server: &str,
         live: &Live,
         request: ClientRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<ServerResult, Failure> {
+        // Who the request is for (see `http::guard`): a remote server is told.
+        let identity = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Arc<Identity>>())
+            .cloned();
         let caller = Caller {
             session: self.id,
             peer: context.peer,
@@ -101,7 +109,11 @@ impl SessionHandler {
             timeout: self.gateway.call_timeout(),
             ct: context.ct,
         };
-        live.session.forward(request, forward).await
+        let span = super::trace::relay_span(self.id, server, &request);
+        // Boxed: rmcp spawns a task per request holding this future, and a
+        // large inline future is copied on every spawn (measured, figure 5).
+        let call = Box::pin(live.forward(identity.as_deref(), request, forward));
+        super::trace::relayed(span, call).await
     }
 
     async fn call_upstream(
@@ -124,7 +136,7 @@ impl SessionHandler {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let server = &route.server;
         let audit = Audit::start("tools/call", who, server, &name);
-        let result = self.forward(&live, request, context).await;
+        let result = self.forward(server, &live, request, context).await;
         let outcome = match &result {
             Ok(ServerResult::CallToolResult(r)) if r.is_error != Some(true) => Outcome::Ok,
             Err(Failure::Timeout(_)) => Outcome::Timeout,
@@ -164,7 +176,7 @@ impl SessionHandler {
             .ok_or_else(|| McpError::resource_not_found(format!("no server offers `{uri}`"), None))?
             .to_string();
         let live = self.gateway.live(&server)?;
-        self.forward(&live, request, context)
+        self.forward(&server, &live, request, context)
             .await
             .map(|_| ())
             .map_err(|e| failure_error(&server, e))
@@ -254,7 +266,7 @@ impl ServerHandler for SessionHandler {
                 let who = self.who(&context.extensions)?;
                 let name = params.name.to_string();
                 if manage::NAMES.contains(&name.as_str()) {
-                    return Ok(self.gateway.manage(&who, &name, &params, &context).await);
+                    return Ok(Box::pin(self.gateway.manage(&who, &name, &params, &context)).await);
                 }
                 self.call_upstream(&who, params, context).await
             }
@@ -302,7 +314,7 @@ impl ServerHandler for SessionHandler {
                 let exposed = std::mem::replace(&mut params.name, route.name);
                 let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
                 let audit = Audit::start("prompts/get", &who, &route.server, &exposed);
-                let result = self.forward(&live, request, context).await;
+                let result = self.forward(&route.server, &live, request, context).await;
                 audit.end(Outcome::of(&result));
                 match result {
                     Ok(ServerResult::GetPromptResult(r)) => Ok(GetPromptResponse::Complete(r)),
@@ -376,7 +388,7 @@ impl ServerHandler for SessionHandler {
                 let uri = params.uri.clone();
                 let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
                 let audit = Audit::start("resources/read", &who, &server, &uri);
-                let result = self.forward(&live, request, context).await;
+                let result = self.forward(&server, &live, request, context).await;
                 audit.end(Outcome::of(&result));
                 match result {
                     Ok(ServerResult::ReadResourceResult(r)) => {
@@ -497,7 +509,7 @@ impl ServerHandler for SessionHandler {
                 };
                 let live = self.gateway.live(&server)?;
                 let request = ClientRequest::CompleteRequest(CompleteRequest::new(params));
-                match self.forward(&live, request, context).await {
+                match self.forward(&server, &live, request, context).await {
                     Ok(ServerResult::CompleteResult(r)) => Ok(r),
                     Ok(_) => Err(unexpected(&server, "completion/complete")),
                     Err(e) => Err(failure_error(&server, e)),

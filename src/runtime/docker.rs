@@ -203,8 +203,19 @@ impl Runtime for DockerRuntime {
         };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            // The only place a spec's values leave as text: to the engine.
+            cmd: (!spec.command.is_empty()).then(|| {
+                spec.command
+                    .iter()
+                    .map(|a| a.expose().to_string())
+                    .collect()
+            }),
+            env: Some(
+                spec.env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.expose()))
+                    .collect(),
+            ),
             user: spec.user.clone(),
             labels: Some(super::labels(fleet, server, &desired.hash)),
             // The gateway attaches to stdio later: keep stdin open, no TTY.

@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn attempts_forget_removed_servers() {
         let remote = Upstream::Remote {
-            url: "http://x".into(),
+            url: crate::catalog::RemoteUrl::new("http://x"),
             transport: "sse".into(),
             headers: Default::default(),
         };

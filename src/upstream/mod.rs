@@ -3,6 +3,7 @@
 //! they offer together. Nothing here knows the gateway that serves it.
 mod attempts;
 pub mod calls;
+pub mod identity;
 pub mod inbound;
 pub mod index;
 pub mod pool;
@@ -10,6 +11,7 @@ pub mod relay;
 pub mod relist;
 pub mod session;
 pub mod sse_client;
+pub mod users;
 
 pub use pool::{Pool, PoolSettings};
 pub use session::{Listing, Session, SessionError};

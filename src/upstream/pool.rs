@@ -5,6 +5,10 @@
 //! controller replaces it); a remote server that fails is retried with
 //! back-off. Every change republishes the aggregated [`Index`].
 //!
+//! A remote server also gets a session per user on the user's first request
+//! ([`UserSessions`], bounded), telling it who the user is; its listing,
+//! index and health come from the one session above, which carries no user.
+//!
 //! Every wait has a deadline: a whole connect (attach or HTTP connect,
 //! handshake, first listing) gets the handshake timeout, doubled after each
 //! failure in a row (up to 16x); a re-listing gets the handshake timeout; a
@@ -19,20 +23,24 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use rmcp::model::{ClientRequest, ServerResult};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::attempts::Attempts;
+use super::identity::{self, SharedSecret};
 use super::inbound::Handler;
 use super::index::{Index, Source, ToolNames};
 use super::relay::Relay;
 use super::relist::ListChanges;
-use super::session::{Listing, Session};
+use super::session::{Failure, Forward, Listing, Session};
+use super::users::{self, UserSessions};
 use crate::catalog::{Desired, url};
 use crate::controller::view::{Servers, Upstream};
 use crate::controller::{Context, sleep_until};
+use crate::identity::Identity;
 use crate::supervise::catch;
 
 #[derive(Debug, Clone)]
@@ -45,18 +53,46 @@ pub struct PoolSettings {
     pub tool_names: ToolNames,
     /// Names the gateway itself serves; upstream tools with these names are prefixed.
     pub reserved: Vec<&'static str>,
+    /// Sessions per remote server, one per user ([`UserSessions`]).
+    pub user_sessions: usize,
+    /// Sent to remote servers with every user's identity, if set.
+    pub identity_secret: Option<SharedSecret>,
 }
 
+/// A ready server: the session it is listed, health-checked and (for a
+/// container, or a request on no one's behalf) called over, and for a remote
+/// server the sessions of each user.
 pub struct Live {
     key: Upstream,
     pub session: Session,
     /// Replaced when the server says its lists changed.
     listing: RwLock<Listing>,
+    /// For a remote server: a session per user, carrying who it is.
+    users: Option<UserSessions>,
 }
 
 impl Live {
     pub fn listing(&self) -> Listing {
         self.listing.read().expect("listing lock").clone()
+    }
+
+    /// Forwards a client's request on behalf of `identity`: to a remote
+    /// server over that user's own session, which tells the server who it
+    /// is; otherwise over the server's one session (a container's stdio
+    /// carries no identity).
+    pub async fn forward(
+        &self,
+        identity: Option<&Identity>,
+        request: ClientRequest,
+        forward: Forward,
+    ) -> Result<ServerResult, Failure> {
+        match (&self.users, identity) {
+            (Some(users), Some(who)) => {
+                let session = users.get(who).await.map_err(Failure::NoSession)?;
+                session.forward(request, forward).await
+            }
+            _ => self.session.forward(request, forward).await,
+        }
     }
 }
 
@@ -214,6 +250,7 @@ impl Pool {
             self.ctx.status.set_ready(name, Some((false, message)));
             attempts.connecting.insert(name.clone(), key.clone());
             let runtime = self.ctx.runtime.clone();
+            let secret = self.settings.identity_secret.clone();
             let handler = Handler::new(name, self.changes.clone(), self.relay.clone());
             let strikes = attempts.strikes.get(name).copied().unwrap_or(0).min(4);
             let (name, key) = (name.clone(), key.clone());
@@ -221,7 +258,7 @@ impl Pool {
             connects.spawn(async move {
                 let work = tokio::time::timeout(
                     timeout,
-                    connect(runtime.as_ref(), &key, handler, timeout),
+                    connect(runtime.as_ref(), &key, secret.as_ref(), handler, timeout),
                 );
                 let result = match catch(work).await {
                     Ok(Ok(r)) => r,
@@ -242,12 +279,24 @@ impl Pool {
             return; // superseded while connecting
         }
         let tools = listing.tools.len();
+        let users = matches!(key, Upstream::Remote { .. }).then(|| {
+            UserSessions::new(users::Remote {
+                server: server.clone(),
+                key: key.clone(),
+                secret: self.settings.identity_secret.clone(),
+                changes: self.changes.clone(),
+                relay: self.relay.clone(),
+                limit: self.settings.user_sessions,
+                timeout: self.settings.handshake_timeout,
+            })
+        });
         self.live.write().expect("pool lock").insert(
             server.clone(),
             Arc::new(Live {
                 key,
                 session,
                 listing: RwLock::new(listing),
+                users,
             }),
         );
         self.ctx.status.set_ready(
@@ -310,6 +359,13 @@ impl Pool {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let timeout = self.settings.ping_timeout;
+        // Users' sessions: one that fails is closed; its user's next request opens another.
+        join_all(
+            all.iter()
+                .filter_map(|(_, l)| l.users.as_ref())
+                .map(|u| u.check_health(timeout)),
+        )
+        .await;
         let results = join_all(all.iter().map(|(_, l)| async move {
             if l.session.is_closed() {
                 return Err("the session closed".to_string());
@@ -385,6 +441,7 @@ impl Pool {
 async fn connect(
     runtime: &dyn crate::runtime::Runtime,
     key: &Upstream,
+    secret: Option<&SharedSecret>,
     handler: Handler,
     timeout: Duration,
 ) -> Result<(Session, Listing), String> {
@@ -400,16 +457,16 @@ async fn connect(
             transport,
             headers,
         } => {
-            let headers = headers.clone().into_iter().collect();
+            let headers = identity::headers(headers, None, secret);
             Session::remote(url, transport, &headers, handler, timeout)
                 .await
-                .map_err(|e| url::remote_failure(url, &e.to_string()))
+                .map_err(|e| url::remote_failure(url, &headers, &e.to_string()))
         }
     }?;
     let listing = session.list(timeout).await.map_err(|e| {
         let message = format!("listing: {e}");
         match key {
-            Upstream::Remote { url, .. } => url::remote_failure(url, &message),
+            Upstream::Remote { url, headers, .. } => url::remote_failure(url, headers, &message),
             Upstream::Container { .. } => url::without_type_names(&message),
         }
     })?;

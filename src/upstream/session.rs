@@ -2,7 +2,7 @@
 //! container's stdio (Engine API attach) or over HTTP for remote entries.
 //! Concurrent calls share the session; rmcp multiplexes them by request id.
 #![allow(deprecated)] // logging is SEP-2577-deprecated, and relayed.
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use super::calls::{Call, Caller, ForCaller, InFlight};
 use super::inbound::Handler;
 use super::relay::NOTIFY_TIMEOUT;
 
+use crate::catalog::{RemoteUrl, Secret};
 use crate::runtime::Stdio;
 
 /// What an upstream server offers, as listed right after the handshake (and
@@ -63,9 +64,9 @@ impl Session {
 
     /// Connects to a remote server over streamable HTTP with its headers.
     pub async fn remote(
-        url: &str,
+        url: &RemoteUrl,
         transport: &str,
-        headers: &HashMap<String, String>,
+        headers: &BTreeMap<String, Secret>,
         handler: Handler,
         timeout: Duration,
     ) -> Result<Self, SessionError> {
@@ -77,16 +78,10 @@ impl Session {
                 .map_err(SessionError::Handshake)?;
             return Self::handshake(handler, SinkStreamTransport::new(tx, rx), timeout).await;
         }
-        let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
-        for (k, v) in headers {
-            let name = k
-                .parse()
-                .map_err(|_| SessionError::Handshake(format!("bad header name {k}")))?;
-            // The value may hold a secret: never echo it in the error.
-            let value = v
-                .parse()
-                .map_err(|_| SessionError::Handshake(format!("bad value for header {k}")))?;
-            config.custom_headers.insert(name, value);
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.expose().to_string());
+        let headers = super::sse_client::header_map(headers).map_err(SessionError::Handshake)?;
+        for (name, value) in &headers {
+            config.custom_headers.insert(name.clone(), value.clone());
         }
         let transport = StreamableHttpClientTransport::from_config(config);
         Self::handshake(handler, transport, timeout).await
@@ -269,6 +264,9 @@ pub enum Failure {
     Error(McpError),
     #[error("the session failed: {0}")]
     Closed(String),
+    /// No session could serve the request (for its user); it was not sent.
+    #[error("{0}")]
+    NoSession(String),
 }
 
 /// Unregisters a call however its forwarding ends.

@@ -8,7 +8,7 @@
 //! [`STREAM_IDLE`] is taken as dead and ends the session: servers send
 //! keep-alive comments (every 15 s is usual), and the pool's health pings are
 //! answered on this stream. Each POST must be answered within [`POST_TIMEOUT`].
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::{Sink, Stream, StreamExt, sink};
@@ -16,16 +16,33 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use sse_stream::SseStream;
 
+use crate::catalog::{RemoteUrl, Secret};
+
 /// A stream silent for this long (not even a keep-alive) is dead.
 pub const STREAM_IDLE: Duration = Duration::from_secs(60);
 /// A POST (answered `202 Accepted` at once by a live server) gets this long.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A remote entry's headers for the HTTP client: the one place their values
+/// are exposed. They are marked sensitive, so the HTTP stack never shows them.
+pub(super) fn header_map(headers: &BTreeMap<String, Secret>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let name: HeaderName = k.parse().map_err(|_| format!("bad header name {k}"))?;
+        // The value may hold a secret: the error names only the header.
+        let mut value =
+            HeaderValue::from_str(v.expose()).map_err(|_| format!("bad value for header {k}"))?;
+        value.set_sensitive(true);
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
 /// Opens the event stream and waits for the endpoint. Header values and URLs
 /// may hold secrets: errors name neither.
 pub async fn connect(
-    url: &str,
-    headers: &HashMap<String, String>,
+    url: &RemoteUrl,
+    headers: &BTreeMap<String, Secret>,
 ) -> Result<
     (
         impl Sink<ClientJsonRpcMessage, Error = std::io::Error> + Send + Unpin + 'static,
@@ -33,13 +50,8 @@ pub async fn connect(
     ),
     String,
 > {
-    let mut map = HeaderMap::new();
-    for (k, v) in headers {
-        let name: HeaderName = k.parse().map_err(|_| format!("bad header name {k}"))?;
-        let value: HeaderValue = v.parse().map_err(|_| format!("bad value for header {k}"))?;
-        map.insert(name, value);
-    }
-    let base = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
+    let map = header_map(headers)?;
+    let base = reqwest::Url::parse(url.expose()).map_err(|e| format!("bad url: {e}"))?;
     let client = reqwest::Client::builder()
         .read_timeout(STREAM_IDLE)
         .build()

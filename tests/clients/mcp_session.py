@@ -2,7 +2,7 @@
 """A real MCP client session, driven over stdin/stdout by the Rust tests.
 
     mcp_session.py URL --transport http|sse [--token T] [--mode legacy|discover]
-                   [--sampling TEXT] [--elicit TEXT] [--root URI]...
+                   [--sampling TEXT] [--elicit TEXT] [--root URI]... [--header NAME:VALUE]...
 
 Opens one session with the official Python MCP SDK (`mcp` 2.x) and prints
 `{"ready": true, "protocol_version": ...}` once it is initialized (or
@@ -40,6 +40,7 @@ per line on stdin and answers each with one JSON line on stdout:
 `--sampling TEXT` answers sampling/createMessage with "TEXT <- <the prompt>",
 `--elicit TEXT` accepts elicitation/create with {"answer": TEXT}, `--root URI`
 lists a root; without them the client does not declare the capability.
+`--header NAME:VALUE` sends one more header with every HTTP request.
 Any failure answers {"ok": false, "error": "..."}. `--mode discover` (http
 only) uses the 2026-07-28 `server/discover` lifecycle instead of `initialize`,
 and takes list changes from a `subscriptions/listen` stream.
@@ -292,9 +293,14 @@ async def main() -> int:
     parser.add_argument("--sampling")
     parser.add_argument("--elicit")
     parser.add_argument("--root", action="append", default=[])
+    parser.add_argument("--header", action="append", default=[])
     args = parser.parse_args()
 
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    for header in args.header:
+        name, _, value = header.partition(":")
+        headers[name.strip()] = value.strip()
+    headers = headers or None
     changes = ListChanged()
 
     async def on_message(message: Any) -> None:

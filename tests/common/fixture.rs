@@ -31,29 +31,35 @@ pub fn node_modules() -> PathBuf {
     }
 }
 
-/// The fixture serving streamable HTTP on 127.0.0.1 (killed on drop).
+/// A test server on 127.0.0.1 (killed on drop): by default the conformance
+/// fixture over streamable HTTP.
 pub struct HttpFixture {
-    /// `http://127.0.0.1:PORT/mcp`
+    /// What the server printed: `http://127.0.0.1:PORT/mcp` for the fixture.
     pub url: String,
     _child: Child,
 }
 
 impl HttpFixture {
     pub async fn start() -> Self {
+        Self::spawn(SERVER, &["--http", "127.0.0.1:0"]).await
+    }
+
+    /// Runs a Python test server that prints `listening on URL` once bound.
+    pub async fn spawn(script: &str, args: &[&str]) -> Self {
         let mut child = Command::new(python())
-            .arg(SERVER)
-            .args(["--http", "127.0.0.1:0"])
+            .arg(script)
+            .args(args)
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn the conformance fixture");
+            .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
-            .expect("the conformance fixture did not report its address within 30 s")
+            .unwrap_or_else(|_| panic!("{script} did not report its address within 30 s"))
             .expect("read the fixture's stdout");
         let url = first
             .as_deref()

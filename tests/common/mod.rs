@@ -5,6 +5,7 @@
 pub mod engine_proxy;
 pub mod fixture;
 pub mod mcp_client;
+pub mod pocketbase;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -111,7 +112,8 @@ impl Fleet {
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // stdout too: every byte the daemon writes is in its log.
+            .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("spawn mcp-fleet");

@@ -10,7 +10,7 @@
 //        from the record and mcp-fleet's status file (see render.js serverState).
 //
 // On every create, update or delete of an mcp_servers record (an admin approving,
-// denying or revoking), render.js re-renders docker-mcp.yaml and mcp.env into
+// denying or revoking), render.js re-renders docker-mcp.yaml, mcp.env and registry.yaml into
 // MCP_CONFIG_DIR atomically. Nothing is restarted.
 //
 // Each handler runs in its own JS context, so helpers are require()d inside them.
@@ -29,6 +29,7 @@ routerAdd("POST", "/api/pocketcoder/mcp_request", (e) => {
     reason: r.getString("reason"),
     requested_by: r.getString("requested_by"),
     session_id: r.getString("session_id"),
+    creator: r.getString("creator"),
   });
   const find = () => {
     try {
@@ -46,6 +47,7 @@ routerAdd("POST", "/api/pocketcoder/mcp_request", (e) => {
     record = new Record($app.findCollectionByNameOrId("mcp_servers"));
     record.set("name", name);
     record.set("image", "mcp/" + name + ":latest");
+    record.set("creator", e.auth.id);
   }
   record.set("status", "pending");
   record.set("reason", String(body.reason || "").slice(0, 2000));

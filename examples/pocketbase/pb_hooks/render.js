@@ -4,6 +4,8 @@
 //
 //   docker-mcp.yaml  the catalog, approved servers only (Docker's catalog format)
 //   mcp.env          secrets, KEY=value a line
+//   registry.yaml    the approval state: each approved server with who may use it,
+//                    `required_roles: [..]` (the record's JSON list) and `creator: <id>`
 //
 // Each file is written to a temp file in the same directory and renamed over the old
 // one, so mcp-fleet never sees a half-written file. A file whose content would not
@@ -21,6 +23,8 @@
 
 const CATALOG = "docker-mcp.yaml";
 const SECRETS = "mcp.env";
+const REGISTRY = "registry.yaml";
+const ROLE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const SECRET_KEY = /^[A-Z][A-Z0-9_]*$/;
 
 function configDir() {
@@ -37,6 +41,36 @@ function configOf(record) {
   if (!raw || raw === "null") return {};
   const c = JSON.parse(raw);
   return c && typeof c === "object" && !Array.isArray(c) ? c : {};
+}
+
+// The record's required roles: its JSON list, without anything that is not a role name.
+function rolesOf(record) {
+  const raw = record.getString("required_roles");
+  let roles = [];
+  try {
+    roles = raw ? JSON.parse(raw) : [];
+  } catch (_) {}
+  return Array.isArray(roles) ? roles.filter((r) => typeof r === "string" && ROLE.test(r)) : [];
+}
+
+// registry.yaml for the approved records whose names are in `names` (all if null).
+function renderRegistry(records, names) {
+  const chosen = records.filter((r) => names === null || names.indexOf(r.getString("name")) >= 0);
+  let yaml = "# Rendered by PocketBase (pb_hooks/render.js): the approved servers and who may use them.\n";
+  if (chosen.length === 0) return yaml + "registry: {}\n";
+  yaml += "registry:\n";
+  for (const r of chosen) {
+    yaml += "  " + r.getString("name") + ":\n";
+    yaml += "    ref: \"\"\n";
+    yaml += "    required_roles: [" + rolesOf(r).map(q).join(", ") + "]\n";
+    yaml += "    creator: " + q(r.getString("creator")) + "\n";
+  }
+  return yaml;
+}
+
+// The server names of a catalog this file rendered.
+function catalogNames(text) {
+  return (text || "").split("\n").filter((l) => /^  [A-Za-z0-9][A-Za-z0-9_.-]*:$/.test(l)).map((l) => l.trim().slice(0, -1));
 }
 
 function secretsOf(config) {
@@ -129,9 +163,15 @@ function render(app) {
   const newKeys = envKeys(files.env);
   const envFirst = oldKeys.every((k) => newKeys.indexOf(k) >= 0);
   const wrote = [];
+  // The registry never names a server the catalog does not have: first only servers
+  // in both the old catalog and the new one, then (after the catalog) all of them.
+  const before = catalogNames(readOr(dir + "/" + CATALOG, ""));
+  const writeRegistry = (names) => writeAtomic(dir, REGISTRY, renderRegistry(records, names), 420) && wrote.push(REGISTRY);
+  writeRegistry(before);
   const writeEnv = () => writeAtomic(dir, SECRETS, files.env, 384 /* 0600 */) && wrote.push(SECRETS);
   const writeCatalog = () => writeAtomic(dir, CATALOG, files.yaml, 420 /* 0644 */) && wrote.push(CATALOG);
   if (envFirst) { writeEnv(); writeCatalog(); } else { writeCatalog(); writeEnv(); }
+  writeRegistry(null);
   if (wrote.length > 0) {
     app.logger().info("mcp render", "dir", dir, "wrote", wrote.join(","), "approved",
       records.map((r) => r.getString("name")).join(","));
@@ -193,5 +233,6 @@ module.exports = {
   render: render,
   renderLogged: renderLogged,
   renderFiles: renderFiles,
+  renderRegistry: renderRegistry,
   serverState: serverState,
 };

@@ -160,9 +160,14 @@ fn gateway_jwt_args(secret: &Path) -> Vec<String> {
 async fn an_agents_session_lists_only_what_its_role_allows() {
     let mut f = Fleet::new("pc-roles").await;
     let (pb, admin, agent, _) = with_agent(&f, "dev").await;
-    // Two servers the agent asked for; the admin approves one for `dev`, one for `ops`.
-    for (server, image, roles) in [("time", TIME, ["dev"]), ("fetch", FETCH, ["ops"])] {
-        let (code, v) = pb.request(Some(&agent), server, "s1");
+    // The agent asks for `time`, the admin for `fetch` (a creator may use what
+    // it asked for, whatever the roles); the admin approves one for `dev`, one
+    // for `ops`.
+    for (server, image, roles, asker) in [
+        ("time", TIME, ["dev"], &agent),
+        ("fetch", FETCH, ["ops"], &admin),
+    ] {
+        let (code, v) = pb.request(Some(asker), server, "s1");
         assert_eq!(code, 201, "{v}");
         let id = v["id"].as_str().unwrap();
         let approve = json!({"status": "approved", "image": image, "required_roles": roles, "config": {"network": false}});

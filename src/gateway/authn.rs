@@ -99,8 +99,9 @@ impl Authenticator {
         Self::assemble(operator, Users::default(), None, None, Duration::MAX)
     }
 
-    /// Everything `args` asks for; the users file is read now (a bad one is
-    /// an error at startup; later, a bad one keeps the last good set).
+    /// Everything `args` asks for. The users file is read now; a bad one is
+    /// logged and leaves no users until it is fixed (later, a bad one keeps
+    /// the last good set).
     pub async fn new(
         operator: Auth,
         args: &IdentityArgs,
@@ -110,7 +111,11 @@ impl Authenticator {
             .users_file
             .clone()
             .unwrap_or_else(|| config_dir.join(users::USERS_FILE));
-        let users = users::load(&users_file)?.unwrap_or_default();
+        let users = users::load(&users_file).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "users file not loaded; no user token is accepted until it is fixed");
+            None
+        });
+        let users = users.unwrap_or_default();
         let checks = Checks {
             issuers: args.jwt_issuers.clone(),
             audiences: args.jwt_audiences.clone(),

@@ -369,6 +369,13 @@ mod tests {
                 .message
                 .contains("missing")
         );
+        // An invalid file at start-up: the gateway starts, with no users.
+        std::fs::write(dir.path().join("users.yaml"), "users:\n  - id: ann\n").unwrap();
+        let a = Authenticator::new(Auth::Token("op".into()), &args, dir.path())
+            .await
+            .unwrap();
+        assert!(a.authenticate(Some("Bearer ann-token")).await.is_err());
+        assert!(a.authenticate(Some("Bearer op")).await.is_ok());
     }
 
     #[test]

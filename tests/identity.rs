@@ -39,20 +39,25 @@ fn claims(sub: &str, roles: &[&str], extra: Value) -> String {
     c.to_string()
 }
 
-/// A fleet of `time` (for role `timekeeper`) and our test server (for role
-/// `tester`), with the rules in the catalog's extension key. `{dir}` in
-/// `args` is the config directory, which holds `jwt-secret`.
-async fn fleet(test: &str, args: &[&str]) -> Fleet {
-    let mut f = Fleet::new(test).await;
-    f.catalog(&catalog_of(&[
+/// The catalog: `time` for role `timekeeper`, our test server with
+/// `test_rule` (lines under its `x-mcp-fleet` extension key).
+fn catalog(test_rule: &str) -> String {
+    catalog_of(&[
         entry("time", TIME, "x-mcp-fleet:\n  required_roles: [timekeeper]"),
-        entry(
-            "test",
-            TESTSERVER,
-            "x-mcp-fleet:\n  required_roles: [tester]",
-        ),
-    ]));
+        entry("test", TESTSERVER, &format!("x-mcp-fleet:\n{test_rule}")),
+    ])
+}
+
+/// A fleet of [`catalog`] with the test server for role `tester`, started
+/// once `files` are written. `{dir}` in `args` is the config directory, which
+/// holds `jwt-secret`.
+async fn fleet(test: &str, args: &[&str], files: &[(&str, String)]) -> Fleet {
+    let mut f = Fleet::new(test).await;
+    f.catalog(&catalog("  required_roles: [tester]"));
     f.write("jwt-secret", SECRET);
+    for (name, text) in files {
+        f.write(name, text);
+    }
     let dir = f.dir.path().to_str().unwrap().to_string();
     let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &dir)).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -171,6 +176,7 @@ async fn hs256_users_see_and_call_only_what_their_roles_allow() {
             "--jwt-issuer",
             ISSUER,
         ],
+        &[],
     )
     .await;
     let secret = f.path("jwt-secret");
@@ -301,6 +307,7 @@ async fn rs256_through_a_jwks_on_loopback_with_a_rotated_key() {
     let f = fleet(
         "id-jwks",
         &["--jwt-jwks-url", &jwks.url, "--jwt-audience", AUDIENCE],
+        &[],
     )
     .await;
     let pem = |kid: &str| format!("{d}/{kid}.pem");
@@ -369,22 +376,8 @@ fn users_yaml(users: &[(&str, &str, &[&str])]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_role_change_reaches_the_affected_session_only() {
     let (ann, bob) = ("ann-static-token", "bob-static-token");
-    let mut f = Fleet::new("id-users").await;
-    f.write(
-        "users.yaml",
-        &users_yaml(&[("ann", ann, &["tester"]), ("bob", bob, &["tester"])]),
-    );
-    f.catalog(&catalog_of(&[
-        entry("time", TIME, "x-mcp-fleet:\n  required_roles: [timekeeper]"),
-        entry(
-            "test",
-            TESTSERVER,
-            "x-mcp-fleet:\n  required_roles: [tester]",
-        ),
-    ]));
-    f.start_env(&[], &[("MCP_GATEWAY_AUTH_TOKEN", OPERATOR)]);
-    f.ready("time").await;
-    f.ready("test").await;
+    let users = users_yaml(&[("ann", ann, &["tester"]), ("bob", bob, &["tester"])]);
+    let f = fleet("id-users", &[], &[("users.yaml", users)]).await;
     let mut a = connect(&f, McpTransport::Http, ann).await;
     let mut b = connect(&f, McpTransport::Sse, bob).await;
     // ann again, on the 2026-07-28 lifecycle: changes come on a listen stream.
@@ -439,14 +432,7 @@ async fn a_role_change_reaches_the_affected_session_only() {
     // 4. The test server's rule changes to role `auditor`, creator bob: ann
     // loses it, bob keeps it, and its container is left alone.
     let before = f.container("test").await.unwrap().id;
-    f.catalog(&catalog_of(&[
-        entry("time", TIME, "x-mcp-fleet:\n  required_roles: [timekeeper]"),
-        entry(
-            "test",
-            TESTSERVER,
-            "x-mcp-fleet:\n  required_roles: [auditor]\n  creator: bob",
-        ),
-    ]));
+    f.catalog(&catalog("  required_roles: [auditor]\n  creator: bob"));
     assert!(a.wait_list_changed("tools", Duration::from_secs(30)).await);
     assert!(!a.tool_names().await.contains(&"echo".into()));
     assert!(b.tool_names().await.contains(&"echo".into()));

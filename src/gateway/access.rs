@@ -99,43 +99,38 @@ impl Visible<'_> {
     }
 
     pub fn tools(&self, index: &Index) -> Vec<Tool> {
-        if self.who.is_admin() {
-            return index.tools.clone();
-        }
-        let tools = index.tools.iter();
-        tools
-            .filter(|t| self.routed(index.tool_routes.get(t.name.as_ref()).map(|r| &*r.server)))
-            .cloned()
-            .collect()
+        self.keep(&index.tools, |t| {
+            index.tool_routes.get(t.name.as_ref()).map(|r| &*r.server)
+        })
     }
 
     pub fn prompts(&self, index: &Index) -> Vec<Prompt> {
-        if self.who.is_admin() {
-            return index.prompts.clone();
-        }
-        let prompts = index.prompts.iter();
-        prompts
-            .filter(|p| self.routed(index.prompt_routes.get(&p.name).map(|r| &*r.server)))
-            .cloned()
-            .collect()
+        self.keep(&index.prompts, |p| {
+            index.prompt_routes.get(&p.name).map(|r| &*r.server)
+        })
     }
 
     pub fn resources(&self, index: &Index) -> Vec<Resource> {
-        if self.who.is_admin() {
-            return index.resources.clone();
-        }
-        let all = index.resources.iter();
-        all.filter(|r| self.routed(index.resource_server(&r.uri)))
-            .cloned()
-            .collect()
+        self.keep(&index.resources, |r| index.resource_server(&r.uri))
     }
 
     pub fn templates(&self, index: &Index) -> Vec<ResourceTemplate> {
+        self.keep(&index.resource_templates, |t| {
+            index.resource_server(&t.uri_template)
+        })
+    }
+
+    /// The items of `all` whose server (by `server_of`) the caller may use.
+    fn keep<'i, T: Clone>(
+        &self,
+        all: &'i [T],
+        server_of: impl Fn(&'i T) -> Option<&'i str>,
+    ) -> Vec<T> {
         if self.who.is_admin() {
-            return index.resource_templates.clone();
+            return all.to_vec();
         }
-        let all = index.resource_templates.iter();
-        all.filter(|t| self.routed(index.resource_server(&t.uri_template)))
+        all.iter()
+            .filter(|item| self.routed(server_of(item)))
             .cloned()
             .collect()
     }

@@ -15,7 +15,7 @@ use crate::gateway::manage::{self, AddPolicy};
 use crate::gateway::ready::Health;
 use crate::gateway::{auth, http};
 use crate::plan::Plan;
-use crate::runtime::metered::Metered;
+use crate::runtime::choice::RuntimeArgs;
 use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
 use crate::supervise::Supervisor;
 use crate::upstream::identity::SharedSecret;
@@ -129,6 +129,8 @@ pub struct RunArgs {
     /// catalog without a final newline is taken as complete, in seconds.
     #[arg(long, default_value_t = 2.0)]
     pub settle: f64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }
@@ -290,6 +292,7 @@ async fn run(args: RunArgs) -> Result<()> {
         },
     };
     tracing::info!(
+        runtime = ?args.runtime.kind(),
         fleet = %settings.fleet,
         config_dir = %settings.config_dir.display(),
         approval = ?settings.load.approval,
@@ -317,8 +320,9 @@ async fn run(args: RunArgs) -> Result<()> {
         .map(SharedSecret::read)
         .transpose()
         .map_err(|e| Error::Usage(format!("--upstream-identity-secret-file: {e}")))?;
-    // The engine may not be up yet: the controller waits for it.
-    let runtime: Arc<dyn Runtime> = Arc::new(Metered(Arc::new(DockerRuntime::new())));
+    let runtime = (args.runtime)
+        .build(settings.pull, settings.stop_timeout)
+        .await?;
     let shutdown = CancellationToken::new();
     let tasks = Supervisor::from_env(shutdown.clone());
     let ctx = Context::new(runtime, settings, tasks.clone());

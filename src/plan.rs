@@ -43,6 +43,10 @@ pub enum RecreateReason {
     Unhealthy {
         message: String,
     },
+    /// The backend will not run it again (a failed or evicted Pod).
+    Ended {
+        message: String,
+    },
 }
 
 impl fmt::Display for RecreateReason {
@@ -58,6 +62,7 @@ impl fmt::Display for RecreateReason {
                 }
             ),
             RecreateReason::Unhealthy { message } => write!(f, "not answering MCP ({message})"),
+            RecreateReason::Ended { message } => write!(f, "ended ({message})"),
         }
     }
 }
@@ -105,6 +110,7 @@ impl fmt::Display for Change {
                     State::Exited(Some(code)) => format!("exited with code {code}"),
                     State::Exited(None) => "exited".to_string(),
                     State::Created => "created but never started".to_string(),
+                    State::Waiting { reason, .. } => format!("waiting ({reason})"),
                     other => format!("{other:?}").to_lowercase(),
                 };
                 write!(f, "start    {server}: container {} {why}", short(id))
@@ -264,6 +270,14 @@ fn plan_container(
                 message: u.message.clone(),
             },
         });
+    } else if let State::Failed(message) = &keep.state {
+        changes.push(Change::Recreate {
+            server: server.to_string(),
+            id: keep.id.clone(),
+            reason: RecreateReason::Ended {
+                message: message.clone(),
+            },
+        });
     } else if !keep.state.is_running() {
         changes.push(Change::Start {
             server: server.to_string(),
@@ -296,6 +310,7 @@ mod tests {
             hash: hash.into(),
             state,
             created: 0,
+            restarts: 0,
         }
     }
 
@@ -354,6 +369,25 @@ mod tests {
             }]
         );
         assert!(p.to_string().contains("h1 -> h2"));
+    }
+
+    #[test]
+    fn a_workload_that_ended_for_good_is_replaced() {
+        let p = Plan::compute(
+            "f",
+            &desired(&[("t", want("h"))]),
+            &[ctr(
+                "a",
+                "t",
+                "h",
+                State::Failed("pod Failed: Evicted".into()),
+            )],
+        );
+        assert!(matches!(
+            &p.changes[..],
+            [Change::Recreate { id, reason: RecreateReason::Ended { .. }, .. }] if id == "a"
+        ));
+        assert!(p.to_string().contains("ended (pod Failed: Evicted)"));
     }
 
     #[test]

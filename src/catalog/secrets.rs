@@ -8,7 +8,8 @@ use std::fmt;
 /// A value that must never be printed: its `Debug` shows `<redacted>`, it has
 /// no `Display` and no `Serialize`. [`Secret::expose`] is called only where
 /// the value leaves mcp-fleet on purpose: a container's env or command
-/// (`runtime::docker`), an HTTP request's headers or URL (`upstream`), and
+/// (`runtime::docker`; `runtime::kubernetes` puts them in a Kubernetes
+/// Secret), an HTTP request's headers or URL (`upstream`), and
 /// the spec hash (a digest).
 #[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]

@@ -3,6 +3,7 @@
 //! containers and moves them one step closer. Work is keyed per server (a
 //! server is never reconciled twice at once) and runs with bounded parallelism.
 pub mod crash;
+mod observe;
 pub mod queue;
 mod reconcile;
 pub mod view;
@@ -446,5 +447,7 @@ async fn worker(ctx: Arc<Context>) {
     }
 }
 
+#[cfg(test)]
+mod kube_tests;
 #[cfg(test)]
 mod tests;

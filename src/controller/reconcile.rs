@@ -66,13 +66,18 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         .expect("unhealthy lock")
         .get(server)
         .cloned();
-    let changes = plan_server(
+    let mut changes = plan_server(
         fleet,
         server,
         effective.as_ref(),
         &containers,
         unhealthy.as_ref(),
     );
+    let caps = ctx.runtime.capabilities();
+    if caps.restarts {
+        // The backend restarts what exits, with its own back-off.
+        changes.retain(|c| !matches!(c, Change::Start { .. }));
+    }
     let kind = changes.first().map_or("none", Change::kind);
     tracing::Span::current().record("change", kind);
     if let Some(wait) = settle_hold(server, &changes, ctx) {
@@ -109,7 +114,10 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         }
         (Some(Desired::Container(c)), _) => {
             if let Some(r) = running.filter(|r| r.hash == c.hash) {
-                let (restarts, backoff) = ctx.crash(server, |s| (s.restarts, s.backoff()));
+                let (restarts, backoff) = match caps.restarts {
+                    true => (r.restarts, None),
+                    false => ctx.crash(server, |s| (s.restarts, s.backoff())),
+                };
                 ctx.view
                     .set(server, Some(Upstream::running(&r.id, restarts, c)));
                 ctx.status.update(
@@ -119,6 +127,8 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
                         .restarts(restarts)
                         .backoff(backoff),
                 );
+            } else if caps.restarts && !acted {
+                super::observe::report(server, c, &containers, ctx);
             }
         }
         (None, _) => forget(server, ctx),
@@ -248,7 +258,9 @@ async fn apply(change: Change, want: Option<&ContainerServer>, ctx: &Context) ->
                 }
             }
             // Have the new image before the old container goes away.
-            ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+            if !ctx.runtime.capabilities().pulls {
+                ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+            }
             ctx.status.update(
                 &server,
                 Update::phase(Phase::Creating, format!("{reason}: recreating")),
@@ -372,8 +384,26 @@ async fn create_and_start(
             format!("creating from {}", want.spec.image),
         ),
     );
-    ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+    let caps = ctx.runtime.capabilities();
+    if !caps.pulls {
+        ctx.runtime.ensure_image(&want.spec.image, s.pull).await?;
+    }
     let id = ctx.runtime.create(&s.fleet, server, want).await?;
+    if caps.restarts {
+        // It runs when the backend says so (its watch wakes this server).
+        tracing::info!(server, workload = %id, hash = %want.hash, "workload created");
+        ctx.crash(server, |c| c.on_success());
+        ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
+        ctx.status.update(
+            server,
+            Update::phase(
+                Phase::Creating,
+                format!("created {id}; waiting for it to run"),
+            )
+            .container(Some(&id), Some(&want.hash)),
+        );
+        return Ok(());
+    }
     ctx.runtime.start(&id).await?;
     tracing::info!(server, container = short(&id), hash = %want.hash, "container created");
     started(server, &id, Some(want), restart, ctx);

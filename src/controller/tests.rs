@@ -56,6 +56,7 @@ impl Runtime for Fake {
             hash: d.hash.clone(),
             state: State::Created,
             created: 0,
+            restarts: 0,
         });
         Ok(id)
     }

@@ -140,6 +140,7 @@ impl Runtime for DockerRuntime {
                     hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
                     state,
                     created: c.created.unwrap_or_default(),
+                    restarts: 0,
                 })
             })
             .collect())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
-use super::{Container, PullPolicy, Runtime, Stdio};
+use super::{Capabilities, Container, PullPolicy, Runtime, Stdio};
 use crate::Result;
 use crate::catalog::ContainerServer;
 use crate::metrics::{self, Verb};
@@ -24,6 +24,10 @@ fn count<T>(verb: &'static str, r: Result<T>) -> Result<T> {
 
 #[async_trait]
 impl Runtime for Metered {
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+
     async fn list(&self, fleet: &str, server: Option<&str>) -> Result<Vec<Container>> {
         count("list", self.0.list(fleet, server).await)
     }

@@ -1,7 +1,13 @@
-//! The container engine behind a small trait: Docker today, Kubernetes later.
-//! The controller only sees [`Container`]s (what runs, with our labels) and a
-//! handful of verbs; everything engine-specific stays in the backend module.
+//! The container engine behind a small trait: Docker or Kubernetes.
+//! The controller only sees [`Container`]s (one workload per server: a
+//! container, or a Pod; what runs, with our labels) and a handful of verbs;
+//! everything engine-specific stays in the backend module. What a backend
+//! does on its own (kubelet restarts crashed containers with its own back-off
+//! and pulls images itself) it says in [`Capabilities`], and the controller
+//! then leaves that to it and reports what the backend observes.
+pub mod choice;
 pub mod docker;
+pub mod kubernetes;
 pub mod metered;
 
 use std::collections::HashMap;
@@ -50,6 +56,9 @@ pub struct Container {
     pub state: State,
     /// Seconds since the epoch, for choosing among duplicates.
     pub created: i64,
+    /// Restarts the backend made on its own (kubelet's restart count); 0
+    /// where the controller does the restarting (Docker).
+    pub restarts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +66,18 @@ pub enum State {
     /// Created but never started (e.g. the controller died in between).
     Created,
     Running,
+    /// Not running yet, or between two runs the backend makes itself, with
+    /// its reason (Kubernetes: `ImagePullBackOff`, `CrashLoopBackOff`,
+    /// `ContainerCreating`, ...) and message.
+    Waiting {
+        reason: String,
+        message: String,
+    },
     /// Stopped; the exit code when the engine knows it.
     Exited(Option<i64>),
+    /// Ended for good: the backend will not run it again (a Pod that failed
+    /// or was evicted). Only a new workload brings the server back.
+    Failed(String),
     /// Anything else (paused, restarting, dead, removing).
     Other(String),
 }
@@ -67,6 +86,17 @@ impl State {
     pub fn is_running(&self) -> bool {
         matches!(self, State::Running)
     }
+}
+
+/// What a backend does itself, so the controller must not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It restarts a workload that exits, with its own back-off (kubelet):
+    /// the controller never starts one and reports the backend's restarts.
+    pub restarts: bool,
+    /// It pulls images as it starts workloads (kubelet, by `imagePullPolicy`):
+    /// the controller does not call [`Runtime::ensure_image`].
+    pub pulls: bool,
 }
 
 /// When to pull a server's image.
@@ -90,12 +120,18 @@ pub struct Stdio {
 /// write, which is why a no-op reconcile calls nothing but `list`.
 #[async_trait]
 pub trait Runtime: Send + Sync {
-    /// Containers carrying this fleet's label (and this server's, if given).
+    /// What this backend does itself (Docker: nothing).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    /// Workloads carrying this fleet's label (and this server's, if given).
     async fn list(&self, fleet: &str, server: Option<&str>) -> Result<Vec<Container>>;
     /// Makes sure the image is present under `policy`.
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<()>;
-    /// Creates (does not start) the server's container; returns its id.
+    /// Makes a new workload matching `desired` for the server; returns its
+    /// id. Docker creates without starting; a Pod starts as it is created.
     async fn create(&self, fleet: &str, server: &str, desired: &ContainerServer) -> Result<String>;
+    /// Starts a created workload (a no-op where creating starts it).
     async fn start(&self, id: &str) -> Result<()>;
     /// Stops (SIGTERM, then SIGKILL after `timeout`) and removes; a container
     /// that is already gone is not an error.

@@ -1,4 +1,4 @@
-//! The command line: `run`, `plan`, `validate`.
+//! The command line: `run`, `plan`, `status`, `validate` (`logs` is in [`crate::cli_logs`]).
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -64,6 +64,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a server's stderr, from the running `run` (over HTTP, with the token).
+    Logs(crate::cli_logs::LogsArgs),
     /// Check catalog files; errors name file, line and column. Exit 1 on error.
     Validate {
         #[arg(required = true)]
@@ -255,6 +257,7 @@ impl Cli {
             Command::Run(args) => run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Plan(args) => plan(args).await,
             Command::Validate { files } => Ok(validate(&files)),
+            Command::Logs(args) => crate::cli_logs::logs(args).await,
             Command::Status {
                 config_dir,
                 status_file,
@@ -503,11 +506,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    ExitCode::from(u8::from(failed))
 }
 
 /// Checks one catalog: the file as a whole, then every entry on its own.

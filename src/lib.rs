@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod cli_logs;
 pub mod controller;
 pub mod error;
 pub mod gateway;

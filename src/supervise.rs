@@ -10,7 +10,8 @@
 //! Short-lived work (an upstream handshake, a re-listing, one SSE session)
 //! is wrapped with [`catch`] by its owner, which turns a panic into an
 //! ordinary failure of that one piece of work (the upstream is retried, the
-//! SSE session ends).
+//! SSE session ends). Work spawned on its own (a container's stderr capture)
+//! goes through [`Supervisor::spawn_work`], which does the same and logs it.
 //!
 //! The services, by name: `pool` (upstream sessions), `notify` (list_changed
 //! to clients), `reconcile-worker` (each of `--concurrency`), `engine-watch`,
@@ -89,6 +90,25 @@ impl Supervisor {
             .await;
             me.ended(name, outcome);
         }
+    }
+
+    /// Spawns short-lived `work` that belongs to one thing (e.g. one
+    /// container's stderr capture), not a service: its end is normal, a
+    /// panic is logged as an error naming `name` and ends only that work.
+    /// The work is dropped at shutdown. Abort it with the returned handle.
+    pub fn spawn_work(
+        &self,
+        name: String,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::AbortHandle {
+        let shutdown = self.0.shutdown.clone();
+        tokio::spawn(async move {
+            let run = catch(shutdown.run_until_cancelled(work));
+            if let Err(panic) = run.await {
+                tracing::error!(task = %name, reason = %panic, "background work panicked");
+            }
+        })
+        .abort_handle()
     }
 
     fn ended(&self, name: String, outcome: Result<(), String>) {
@@ -181,6 +201,27 @@ mod tests {
                 "background task `pool` panicked: fault injected by {FAULT_ENV}"
             )]
         );
+    }
+
+    #[tokio::test]
+    async fn work_may_end_or_panic_without_failing_the_services_and_stops_at_shutdown() {
+        let shutdown = CancellationToken::new();
+        let s = Supervisor::new(shutdown.clone(), None);
+        let ended = s.spawn_work("a".into(), async {});
+        let panicked = s.spawn_work("b".into(), async { panic!("boom") });
+        let forever = s.spawn_work("c".into(), std::future::pending());
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        for h in [ended, panicked, forever] {
+            tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while !h.is_finished() {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("work ends");
+        }
+        assert!(s.failures().is_empty());
     }
 
     #[tokio::test]

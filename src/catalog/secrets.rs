@@ -10,7 +10,8 @@ use std::fmt;
 /// the value leaves mcp-fleet on purpose: a container's env or command
 /// (`runtime::docker`; `runtime::kubernetes` puts them in a Kubernetes
 /// Secret), an HTTP request's headers or URL (`upstream`), and
-/// the spec hash (a digest).
+/// the spec hash (a digest); and where a server's stderr is searched for it,
+/// to redact it (`controller::logbuf`).
 #[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);

@@ -148,9 +148,51 @@ impl CrashState {
     }
 }
 
+/// How many stderr lines a crash message quotes.
+pub const QUOTE_LINES: usize = 3;
+/// Each quoted line is cut to this many characters.
+const QUOTE_CHARS: usize = 160;
+
+/// The end of a crash message quoting the container's last stderr lines
+/// (trimmed, cut, JSON-quoted so control characters show as escapes);
+/// empty when there are none.
+pub fn quote_stderr(lines: &[String]) -> String {
+    let quoted: Vec<String> = lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut cut: String = l.chars().take(QUOTE_CHARS).collect();
+            if cut.len() < l.len() {
+                cut.push('…');
+            }
+            serde_json::Value::from(cut).to_string()
+        })
+        .collect();
+    match quoted.as_slice() {
+        [] => String::new(),
+        q => format!("; last stderr: {}", q.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stderr_quotes_are_trimmed_cut_and_escaped() {
+        assert_eq!(quote_stderr(&[]), "");
+        assert_eq!(quote_stderr(&["  ".into()]), "");
+        let long = "é".repeat(QUOTE_CHARS + 5);
+        let q = quote_stderr(&["  boom: bad key \t".into(), "\u{1b}[31mred".into(), long]);
+        assert_eq!(
+            q,
+            format!(
+                "; last stderr: \"boom: bad key\", \"\\u001b[31mred\", \"{}…\"",
+                "é".repeat(QUOTE_CHARS)
+            )
+        );
+    }
 
     fn settings() -> BackoffSettings {
         BackoffSettings {

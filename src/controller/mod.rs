@@ -3,6 +3,8 @@
 //! containers and moves them one step closer. Work is keyed per server (a
 //! server is never reconciled twice at once) and runs with bounded parallelism.
 pub mod crash;
+pub mod logbuf;
+pub mod logs;
 mod observe;
 pub mod queue;
 mod reconcile;
@@ -60,6 +62,8 @@ pub struct Context {
     pub view: View,
     /// Watches every background task.
     pub tasks: Supervisor,
+    /// Each server's stderr.
+    pub logs: logs::ServerLogs,
     desired: RwLock<Option<Arc<DesiredState>>>,
     /// Ticks whenever a new desired state is in force (the gateway's access
     /// rules follow it).
@@ -99,6 +103,7 @@ enum Reload {
 impl Context {
     pub fn new(runtime: Arc<dyn Runtime>, settings: Settings, tasks: Supervisor) -> Arc<Self> {
         Arc::new(Context {
+            logs: logs::ServerLogs::new(runtime.clone(), tasks.clone()),
             runtime,
             status: StatusStore::new(&settings.fleet),
             view: View::default(),

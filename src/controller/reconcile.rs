@@ -2,9 +2,10 @@
 //! wants with the server's containers, act one step, say so in the status.
 use std::time::{Duration, Instant};
 
+use super::crash::{QUOTE_LINES, quote_stderr};
 use super::view::Upstream;
 use super::{Context, Next};
-use crate::catalog::{ContainerServer, Desired};
+use crate::catalog::{ContainerServer, Desired, Secret};
 use crate::plan::{Change, RecreateReason, RemoveReason, plan_server};
 use crate::runtime::{State, docker::short};
 use crate::status::{Phase, Update};
@@ -104,6 +105,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
             // The gateway keeps serving the last good spec's container.
             match (last_good, &now) {
                 (Some(c), Some((id, hash))) if *hash == c.hash => {
+                    ctx.logs.adopt(server, id, secrets_of(Some(c)));
                     let restarts = ctx.crash(server, |s| s.restarts);
                     ctx.view
                         .set(server, Some(Upstream::running(id, restarts, c)));
@@ -114,6 +116,7 @@ pub async fn reconcile(server: &str, ctx: &Context) -> Result<Next> {
         }
         (Some(Desired::Container(c)), _) => {
             if let Some(r) = running.filter(|r| r.hash == c.hash) {
+                ctx.logs.adopt(server, &r.id, secrets_of(Some(c)));
                 let (restarts, backoff) = match caps.restarts {
                     true => (r.restarts, None),
                     false => ctx.crash(server, |s| (s.restarts, s.backoff())),
@@ -186,6 +189,7 @@ fn forget(server: &str, ctx: &Context) {
     ctx.crashes.lock().expect("crash lock").remove(server);
     ctx.unhealthy.lock().expect("unhealthy lock").remove(server);
     ctx.last_good.lock().expect("last good lock").remove(server);
+    ctx.logs.forget(server);
 }
 
 /// Removals and replacements the catalog asks for wait until it has been
@@ -221,6 +225,13 @@ fn settle_hold(server: &str, changes: &[Change], ctx: &Context) -> Option<Durati
     Some(wait)
 }
 
+/// What a server's stderr must never show (in its log or a crash message):
+/// its env values, which carry its secrets.
+fn secrets_of(c: Option<&ContainerServer>) -> Vec<Secret> {
+    c.map(|c| c.spec.env.values().cloned().collect())
+        .unwrap_or_default()
+}
+
 fn running_message(c: &ContainerServer) -> String {
     match c.warnings.as_slice() {
         [] => "running".to_string(),
@@ -252,8 +263,9 @@ async fn apply(change: Change, want: Option<&ContainerServer>, ctx: &Context) ->
             if let RecreateReason::Unhealthy { message } = &reason {
                 // A container that does not answer is handled like one that
                 // crashed: replaced after a growing back-off.
+                let said = ctx.logs.last_lines_now(&server, &id, QUOTE_LINES);
                 let why = format!("not answering MCP ({message})");
-                if let Some(wait) = crash_wait(&server, &why, "replacing it", None, ctx) {
+                if let Some(wait) = crash_wait(&server, &why, "replacing it", &said, None, ctx) {
                     return Ok(Next::RequeueAfter(wait));
                 }
             }
@@ -293,11 +305,13 @@ async fn apply(change: Change, want: Option<&ContainerServer>, ctx: &Context) ->
                     _ => String::new(),
                 };
                 let why = format!("container exited{code}");
+                let said = ctx.logs.last_lines(&server, &id, QUOTE_LINES).await;
                 let ids = Some((id.as_str(), want.map(|c| c.hash.as_str())));
-                if let Some(wait) = crash_wait(&server, &why, "restart", ids, ctx) {
+                if let Some(wait) = crash_wait(&server, &why, "restart", &said, ids, ctx) {
                     return Ok(Next::RequeueAfter(wait));
                 }
             }
+            ctx.logs.before_start(&server, &id, secrets_of(want)).await;
             ctx.runtime.start(&id).await?;
             started(&server, &id, want, restart, ctx);
         }
@@ -318,11 +332,13 @@ async fn stopped_by_engine(id: &str, ctx: &Context) -> bool {
 }
 
 /// A crash (or a container that stopped answering): the back-off wait still
-/// due, with the status saying so; `None` when the wait is over.
+/// due, with the status saying so (and quoting what the container `said` on
+/// stderr last); `None` when the wait is over.
 fn crash_wait(
     server: &str,
     why: &str,
     then: &str,
+    said: &[String],
     container: Option<(&str, Option<&str>)>,
     ctx: &Context,
 ) -> Option<Duration> {
@@ -335,7 +351,11 @@ fn crash_wait(
     }
     let mut update = Update::phase(
         Phase::CrashLoopBackOff,
-        format!("{why}; back-off {}s before {then}", delay.as_secs_f32()),
+        format!(
+            "{why}; back-off {}s before {then}{}",
+            delay.as_secs_f32(),
+            quote_stderr(said)
+        ),
     )
     .restarts(restarts)
     .backoff(Some(delay));
@@ -404,6 +424,9 @@ async fn create_and_start(
         );
         return Ok(());
     }
+    ctx.logs
+        .before_start(server, &id, secrets_of(Some(want)))
+        .await;
     ctx.runtime.start(&id).await?;
     tracing::info!(server, container = short(&id), hash = %want.hash, "container created");
     started(server, &id, Some(want), restart, ctx);

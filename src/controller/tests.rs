@@ -18,6 +18,9 @@ struct Fake {
     pulls: AtomicUsize,
     engine_down: std::sync::atomic::AtomicBool,
     finished: Mutex<Option<std::time::SystemTime>>,
+    /// What every container writes to stderr (then its stream ends).
+    stderr: Mutex<Vec<u8>>,
+    attaches: AtomicUsize,
 }
 
 #[async_trait]
@@ -76,6 +79,12 @@ impl Runtime for Fake {
     }
     async fn attach(&self, id: &str) -> Result<crate::runtime::Stdio> {
         Err(Error::runtime(format!("attach {id}"), "not in the fake"))
+    }
+    async fn attach_stderr(&self, _: &str) -> Result<crate::runtime::Stderr> {
+        self.attaches.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::pin(std::io::Cursor::new(
+            self.stderr.lock().unwrap().clone(),
+        )))
     }
     fn events(&self, _: &str) -> BoxStream<'static, Result<String>> {
         stream::empty().boxed()
@@ -172,6 +181,53 @@ async fn an_exited_container_waits_out_its_backoff() {
 }
 
 #[tokio::test]
+async fn a_crash_message_quotes_the_last_stderr_lines_without_secrets() {
+    let fake = Arc::new(Fake::default());
+    *fake.stderr.lock().unwrap() =
+        b"one\ntwo\n\nthree\nfour: the key sk-live-0123456789 is wrong".to_vec();
+    let ctx = ctx(fake.clone(), &["a"]);
+    let mut spec = ServerSpec::of_image("img");
+    spec.env.insert(
+        "API_KEY".into(),
+        crate::catalog::Secret::new("sk-live-0123456789"),
+    );
+    set_spec(&ctx, "a", spec);
+    reconcile("a", &ctx).await.unwrap();
+    fake.containers.lock().unwrap()[0].state = State::Exited(Some(3));
+    reconcile("a", &ctx).await.unwrap();
+    assert_eq!(
+        ctx.status.server("a").unwrap().message,
+        "container exited (exit code 3); back-off 1s before restart; \
+         last stderr: \"two\", \"three\", \"four: the key <redacted> is wrong\""
+    );
+    let kept = ctx.logs.buffer("a").unwrap().after(None, None).lines;
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    assert!(kept.iter().all(|l| l.container == "id0"));
+    assert!(!format!("{kept:?}").contains("sk-live"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_container_whose_stderr_stream_ended_is_attached_again_after_a_grace() {
+    let fake = Arc::new(Fake::default());
+    let ctx = ctx(fake.clone(), &["a"]);
+    reconcile("a", &ctx).await.unwrap();
+    assert_eq!(fake.attaches.load(Ordering::SeqCst), 1, "before start");
+    // The stream ended (here at once); the list still says running.
+    ctx.logs.last_lines("a", "id0", 1).await;
+    reconcile("a", &ctx).await.unwrap();
+    ctx.logs.last_lines("a", "id0", 1).await; // a capture, had one begun, has run
+    assert_eq!(
+        fake.attaches.load(Ordering::SeqCst),
+        1,
+        "maybe just stopping"
+    );
+    tokio::time::advance(super::logs::STOP_GRACE).await;
+    reconcile("a", &ctx).await.unwrap();
+    ctx.logs.last_lines("a", "id0", 1).await; // the new capture has run
+    assert_eq!(fake.attaches.load(Ordering::SeqCst), 2, "lost its stream");
+}
+
+#[tokio::test]
 async fn image_failure_is_image_pull_backoff_with_growing_retries() {
     let fake = Arc::new(Fake {
         missing_image: true,
@@ -206,8 +262,11 @@ async fn image_failure_is_image_pull_backoff_with_growing_retries() {
 }
 
 fn set_image(ctx: &Context, server: &str, image: &str) {
+    set_spec(ctx, server, ServerSpec::of_image(image));
+}
+
+fn set_spec(ctx: &Context, server: &str, spec: ServerSpec) {
     let mut state = (*ctx.desired().unwrap()).clone();
-    let spec = ServerSpec::of_image(image);
     state.servers.insert(
         server.to_string(),
         Desired::Container(ContainerServer {

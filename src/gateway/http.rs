@@ -47,6 +47,7 @@ pub use super::hosts::{HostPolicy, LOOPBACK_HOSTS, Rejection};
 pub use super::mcp::{MCP_PATH, SESSION_IDLE_TIMEOUT};
 pub use super::page::StatusSource;
 pub use super::wire::json_error;
+use crate::controller::logbuf::LogBuffer;
 use crate::identity::Identity;
 
 /// Default of [`HttpConfig::max_sessions`].
@@ -74,6 +75,16 @@ pub trait GatewayState: StatusSource {
     fn readiness(&self) -> Readiness;
     /// Body of `GET /metrics` (OpenMetrics text).
     fn metrics_text(&self) -> String;
+    /// `server`'s stderr for `GET /servers/{name}/logs` ([`super::logs`]);
+    /// `follow`: the caller waits for lines, so a known server that has
+    /// none yet gets an empty buffer.
+    fn server_log(
+        &self,
+        _server: &str,
+        _follow: bool,
+    ) -> Result<Arc<LogBuffer>, super::logs::NoLog> {
+        Err(super::logs::NoLog::Unavailable)
+    }
 }
 
 /// `GET /readyz`: 200 when `ready`, else 503; the body is
@@ -117,6 +128,7 @@ where
     let page_state: Arc<dyn StatusSource> = state.clone();
     let metrics_state = state.clone();
     let metrics_cap = cap.clone();
+    let logs_state = state.clone();
     let status_state = state;
     let security = Arc::new(Security {
         authn: cfg.authn,
@@ -147,6 +159,7 @@ where
             }),
         )
         .merge(super::page::router(page_state))
+        .merge(super::logs::router(logs_state))
         .layer(middleware::from_fn_with_state(security, guard));
 
     Router::new()

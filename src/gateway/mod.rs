@@ -7,7 +7,7 @@
 //!   [`settle`]: progress before its result on `/sse`;
 //!   [`wire`]: what they share (error bodies, body parsing, the session cap);
 //! - [`ready`]: what `/readyz`, `/status` and `/metrics` say ([`observe`]);
-//!   [`page`]: the status page;
+//!   [`page`]: the status page; [`logs`]: each server's stderr;
 //! - [`handler`]: the state all client sessions share, over the pool's index
 //!   ([`crate::upstream::index`]);
 //! - [`session`]: the MCP server of one client session, which relays it to upstreams;
@@ -24,6 +24,7 @@ pub mod handler;
 pub mod hosts;
 pub mod http;
 pub mod jwt;
+pub mod logs;
 pub mod manage;
 pub mod mcp;
 pub mod observe;

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::http::{GatewayState, Readiness, StatusSource};
+use super::logs::NoLog;
 use crate::controller::Context;
-use crate::status::FleetStatus;
+use crate::controller::logbuf::LogBuffer;
+use crate::status::{FleetStatus, Phase};
 
 /// The gateway's readiness and status, from the controller's context.
 pub struct Health(pub Arc<Context>);
@@ -31,6 +33,19 @@ impl StatusSource for Health {
 impl GatewayState for Health {
     fn metrics_text(&self) -> String {
         super::observe::metrics_text(&self.0.status.snapshot())
+    }
+
+    fn server_log(&self, server: &str, follow: bool) -> Result<Arc<LogBuffer>, NoLog> {
+        if let Some(b) = self.0.logs.buffer(server) {
+            return Ok(b);
+        }
+        match self.0.status.server(server).map(|s| s.phase) {
+            None => Err(NoLog::Unknown),
+            Some(Phase::Remote) => Err(NoLog::Remote),
+            // Known, no line yet: a follower waits for the first ones.
+            Some(_) if follow => Ok(self.0.logs.buffer_or_new(server)),
+            Some(_) => Ok(Arc::default()),
+        }
     }
 
     fn readiness(&self) -> Readiness {
@@ -73,7 +88,7 @@ fn readiness(failures: Vec<String>, catalog_read: bool, status: &FleetStatus) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Condition, Phase, ServerStatus};
+    use crate::status::{Condition, ServerStatus};
     use serde_json::json;
 
     fn server(ready: Option<bool>) -> ServerStatus {

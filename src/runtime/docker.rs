@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -18,7 +20,9 @@ use bollard::query_parameters::{
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use super::{Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State, Stdio};
+use super::{
+    Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State, Stderr, Stdio,
+};
 use crate::catalog::ContainerServer;
 use crate::{Error, Result};
 
@@ -200,6 +204,12 @@ impl Runtime for DockerRuntime {
             network_mode: (!spec.network).then(|| "none".to_string()),
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
+            // stdout is the MCP channel: the engine must not keep a copy of
+            // it. stderr is captured by attaching (`attach_stderr`).
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -264,31 +274,24 @@ impl Runtime for DockerRuntime {
     }
 
     async fn attach(&self, id: &str) -> Result<Stdio> {
-        let opts = AttachContainerOptionsBuilder::default()
-            .stdin(true)
-            .stdout(true)
-            .stderr(false)
-            .stream(true)
-            .logs(false)
-            .build();
-        let attached = self
-            .docker()
-            .await?
-            .attach_container(id, Some(opts))
-            .await
-            .map_err(|e| call_error(format!("attach {}", short(id)), e))?;
-        // Only stdout frames carry protocol messages; stderr is the server's log.
-        let stdout = attached.output.filter_map(|frame| async move {
-            match frame {
-                Ok(LogOutput::StdOut { message }) => Some(Ok(message)),
-                Ok(_) => None,
-                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
-            }
-        });
+        let (output, stdin) = self.attach_streams(id, true).await?;
+        // stderr is not asked for here: `attach_stderr` captures it.
         Ok(Stdio {
-            stdout: Box::pin(tokio_util::io::StreamReader::new(Box::pin(stdout))),
-            stdin: attached.input,
+            stdout: frames_of(output, |f| match f {
+                LogOutput::StdOut { message } => Some(message),
+                _ => None,
+            }),
+            stdin,
         })
+    }
+
+    async fn attach_stderr(&self, id: &str) -> Result<Stderr> {
+        // The input half is dropped: nothing is ever written to this attach.
+        let (output, _) = self.attach_streams(id, false).await?;
+        Ok(frames_of(output, |f| match f {
+            LogOutput::StdErr { message } => Some(message),
+            _ => None,
+        }))
     }
 
     fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>> {
@@ -334,7 +337,48 @@ impl Runtime for DockerRuntime {
     }
 }
 
+type Frames =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, DockerError>> + Send>>;
+
+/// The bytes of the frames `pick` keeps, as one reader.
+fn frames_of(
+    output: Frames,
+    pick: fn(LogOutput) -> Option<tokio_util::bytes::Bytes>,
+) -> std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> {
+    let bytes = output.filter_map(move |frame| async move {
+        match frame {
+            Ok(f) => pick(f).map(Ok),
+            Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+        }
+    });
+    Box::pin(tokio_util::io::StreamReader::new(Box::pin(bytes)))
+}
+
 impl DockerRuntime {
+    /// Attaches to `id`: stdin and stdout for the MCP session (`stdio`), or
+    /// stderr alone. Never the logs from before (the engine keeps none).
+    async fn attach_streams(
+        &self,
+        id: &str,
+        stdio: bool,
+    ) -> Result<(Frames, std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>)> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stdin(stdio)
+            .stdout(stdio)
+            .stderr(!stdio)
+            .stream(true)
+            .logs(false)
+            .build();
+        let what = if stdio { "attach" } else { "attach stderr of" };
+        let attached = self
+            .docker()
+            .await?
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(|e| call_error(format!("{what} {}", short(id)), e))?;
+        Ok((attached.output, attached.input))
+    }
+
     /// Names who holds `name`, for a create refused with 409.
     async fn name_conflict(&self, name: &str) -> Error {
         let holder = match self.docker().await {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
-use super::{Capabilities, Container, PullPolicy, Runtime, Stdio};
+use super::{Capabilities, Container, PullPolicy, Runtime, Stderr, Stdio};
 use crate::Result;
 use crate::catalog::ContainerServer;
 use crate::metrics::{self, Verb};
@@ -50,6 +50,10 @@ impl Runtime for Metered {
 
     async fn attach(&self, id: &str) -> Result<Stdio> {
         count("attach", self.0.attach(id).await)
+    }
+
+    async fn attach_stderr(&self, id: &str) -> Result<Stderr> {
+        count("attach_stderr", self.0.attach_stderr(id).await)
     }
 
     async fn finished_at(&self, id: &str) -> Result<Option<std::time::SystemTime>> {

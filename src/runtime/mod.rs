@@ -116,6 +116,9 @@ pub struct Stdio {
     pub stdin: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 }
 
+/// A container's stderr, as it is written (the server's log).
+pub type Stderr = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
 /// Every engine call the controller makes. Reads are `list`; all the others
 /// write, which is why a no-op reconcile calls nothing but `list`.
 #[async_trait]
@@ -138,6 +141,15 @@ pub trait Runtime: Send + Sync {
     async fn remove(&self, id: &str, timeout: Duration) -> Result<()>;
     /// Attaches to a running container's stdin and stdout.
     async fn attach(&self, id: &str) -> Result<Stdio>;
+    /// Attaches to a container's stderr only, until it stops. Attached
+    /// before `start`, it misses nothing the container writes. A backend
+    /// that cannot separate stderr says so (the server then has no log).
+    async fn attach_stderr(&self, id: &str) -> Result<Stderr> {
+        Err(crate::Error::runtime(
+            format!("attach stderr {id}"),
+            "this container backend does not capture stderr",
+        ))
+    }
     /// Names of servers whose containers changed state, as they change.
     fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>>;
     /// When a stopped container stopped (`None` if the engine does not say).

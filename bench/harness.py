@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import concurrent.futures
+import hashlib
+import hmac
 import json
 import os
 import pathlib
@@ -177,7 +180,7 @@ class Fleet:
     """One `mcp-fleet run` on a temp config dir, with its gateway on a free loopback port."""
 
     def __init__(self, binary: str, name: str, extra: list[str] | None = None,
-                 docker_host: str | None = None) -> None:
+                 docker_host: str | None = None, no_auth: bool = True) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="mcp-fleet-bench-")
         self.dir = pathlib.Path(self.tmp.name)
         self.fleet = f"{RUN_ID}-{name}"
@@ -189,7 +192,8 @@ class Fleet:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [binary, "run", "--config-dir", str(self.dir), "--fleet", self.fleet,
-             "--listen", f"127.0.0.1:{self.port}", "--no-auth", "--stop-timeout", "10",
+             "--listen", f"127.0.0.1:{self.port}", *(["--no-auth"] if no_auth else []),
+             "--stop-timeout", "10",
              *(extra or [])],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         threading.Thread(target=self._pump, daemon=True).start()
@@ -304,6 +308,8 @@ class McpConn:
              f"MCP-Protocol-Version: {PROTO}\r\nContent-Length: {len(body)}\r\n")
         if self.session:
             h += f"mcp-session-id: {self.session}\r\n"
+        if BEARER:
+            h += f"Authorization: Bearer {BEARER}\r\n"
         return h.encode() + b"\r\n" + body
 
     async def post(self, msg: dict) -> tuple[dict | None, dict]:
@@ -793,6 +799,38 @@ def fig4_live(a, events: Events) -> dict:
     return {"fleet": f, "baseline": d, "ratio": ratio(f, d), "overhead": over}
 
 
+# `Authorization: Bearer` value every McpConn sends (figure 5 with --jwt).
+BEARER = ""
+
+
+def hs256(secret: bytes, claims: dict) -> str:
+    """An HS256 JWT (RFC 7519), made with the standard library."""
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    signing = f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{b64(json.dumps(claims).encode())}"
+    return f"{signing}.{b64(hmac.new(secret, signing.encode(), hashlib.sha256).digest())}"
+
+
+def fig5_with_jwt(a, measure) -> dict:
+    """mcp-fleet with token checks on: every call carries an HS256 JWT (roles admin)."""
+    global BEARER
+    secret = os.urandom(32).hex().encode()
+    with tempfile.NamedTemporaryFile("wb", suffix=".secret", delete=False) as f:
+        f.write(secret)
+    fl = Fleet(a.binary, "f5jwt", ["--jwt-secret-file", f.name, "--jwt-audience", "bench"],
+               no_auth=False)
+    try:
+        fl.set_servers(["s"])
+        fl.wait_ready(["s"], 120)
+        BEARER = hs256(secret, {"sub": "bench", "roles": ["mcp.admin"], "aud": "bench",
+                                "exp": int(time.time()) + 3600})
+        return measure({"kind": "http", "url": fl.url})
+    finally:
+        BEARER = ""
+        fl.close()
+        os.unlink(f.name)
+
+
 def gateway_cmd(kind: str, port: int, stdio: list[str]) -> tuple[list[str], str] | None:
     npm_bin = os.environ.get("BENCH_NPM_BIN", "")
     pyproxy = os.environ.get("BENCH_PYPROXY", "")
@@ -874,6 +912,9 @@ def fig5_toolcall(a) -> dict:
         out["targets"]["mcp-fleet"] = measure({"kind": "http", "url": fl.url})
     finally:
         fl.close()
+    if a.jwt:
+        log("fig5: mcp-fleet (JWT)")
+        out["targets"]["mcp-fleet (JWT)"] = fig5_with_jwt(a, measure)
 
     stdio = ["docker", "run", "-i", "--rm", *HARDENING, IMAGE]
     for kind in ("supergateway", "mcp-proxy (npm)", "mcp-proxy (PyPI)"):
@@ -1054,6 +1095,8 @@ def main() -> None:
     ap.add_argument("--binary", default=str(ROOT / "target/release/mcp-fleet"))
     ap.add_argument("--out", help="default: bench/results/latest.json (quick.json with --quick)")
     ap.add_argument("--gateways-in-quick", action="store_true")
+    ap.add_argument("--jwt", action="store_true",
+                    help="figure 5: also measure mcp-fleet with every call carrying a JWT")
     ap.add_argument("--rest-seconds", type=float, help="figure 3: CPU-at-rest window (default 30, quick 2)")
     a = ap.parse_args()
     q = a.quick

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, ApprovalMode, Limits, LoadOptions};
 use crate::controller::{self, BackoffSettings, Context, Settings};
+use crate::gateway::authn::Authenticator;
 use crate::gateway::handler::{Gateway, GatewaySettings};
 use crate::gateway::manage::{self, AddPolicy};
 use crate::gateway::ready::Health;
@@ -188,6 +189,8 @@ pub struct GatewayArgs {
     /// with every user's identity headers, so a server can trust them.
     #[arg(long)]
     pub upstream_identity_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub identity: crate::gateway::authn::IdentityArgs,
 }
 
 fn parse_fleet(s: &str) -> Result<String, String> {
@@ -302,6 +305,11 @@ async fn run(args: RunArgs) -> Result<()> {
     );
     let g = &args.gateway;
     let auth = auth::resolve(g.auth_token_file.as_deref(), g.no_auth).map_err(Error::Usage)?;
+    let authn = Arc::new(
+        Authenticator::new(auth, &g.identity, &settings.config_dir)
+            .await
+            .map_err(Error::Usage)?,
+    );
     if g.max_sessions == 0 {
         return Err(Error::Usage("--max-sessions must be at least 1".into()));
     }
@@ -343,6 +351,10 @@ async fn run(args: RunArgs) -> Result<()> {
             call_wait: secs(g.call_wait, "call-wait")?,
             add_wait: secs(g.add_wait, "add-wait")?,
             call_timeout: secs(g.call_timeout, "call-timeout")?.max(Duration::from_millis(100)),
+            access: crate::gateway::access::AccessPolicy {
+                default_access: g.identity.default_access,
+                manage_role: g.identity.manage_role.clone(),
+            },
         },
     );
     let listener = tokio::net::TcpListener::bind(g.listen)
@@ -359,7 +371,7 @@ async fn run(args: RunArgs) -> Result<()> {
         },
         Arc::new(Health(ctx.clone())),
         http::HttpConfig {
-            auth,
+            authn: authn.clone(),
             allowed_hosts: g.allowed_hosts.clone(),
             max_sessions: g.max_sessions,
         },
@@ -368,6 +380,11 @@ async fn run(args: RunArgs) -> Result<()> {
     // Services: a death is logged and fails /readyz (see supervise.rs).
     tasks.spawn("signals", signal_shutdown(shutdown.clone()));
     tasks.spawn("pool", pool.run(shutdown.clone()));
+    authn.spawn_background(&tasks, shutdown.clone());
+    tasks.spawn(
+        "access",
+        gateway.clone().access_loop(authn.users(), shutdown.clone()),
+    );
     tasks.spawn("notify", gateway.notify_loop(shutdown.clone()));
     // Without its HTTP server the gateway is of no use: its end stops everything.
     let server = tokio::spawn({

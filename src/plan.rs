@@ -322,6 +322,7 @@ mod tests {
                 .collect(),
             warnings: vec![],
             catalog: vec![],
+            access: Default::default(),
         }
     }
 

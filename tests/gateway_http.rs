@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::mcp_client::{McpClient, McpTransport};
 use mcp_fleet::gateway::auth::Auth;
+use mcp_fleet::gateway::authn::Authenticator;
 use mcp_fleet::gateway::http::{
     DEFAULT_MAX_SESSIONS, GatewayState, HttpConfig, Readiness, SHUTDOWN_GRACE, StatusSource,
     router, serve,
@@ -138,7 +139,7 @@ impl Gateway {
             move || Echo { peers: tx.clone() },
             state.clone(),
             HttpConfig {
-                auth,
+                authn: Arc::new(Authenticator::operator_only(auth)),
                 allowed_hosts: vec![],
                 max_sessions: DEFAULT_MAX_SESSIONS,
             },

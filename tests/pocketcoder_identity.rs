@@ -142,13 +142,9 @@ async fn pocketbase_issues_an_agent_a_gateway_token_with_its_identity() {
     assert!(!pb.log().contains(JWT_SECRET));
 }
 
-/// How mcp-fleet is told to verify PocketBase's gateway tokens.
-///
-/// NEEDS ISSUE 11's AUTHENTICATION (the `identity` branch). To enable
-/// `an_agents_session_lists_only_what_its_role_allows` after it merges: put
-/// that branch's flags for an HS256 secret file (and audience/issuer, if it
-/// checks them) here and drop the `#[ignore]`. PocketBase's claims: `sub` (id),
-/// `name`, `roles` (list) and `role`; `iss` pocketcoder, `aud` mcp-fleet.
+/// How mcp-fleet is told to verify PocketBase's gateway tokens (HS256 with a
+/// shared secret file). PocketBase's claims: `sub` (id), `name`, `roles`
+/// (list) and `role`; `iss` pocketcoder, `aud` mcp-fleet.
 fn gateway_jwt_args(secret: &Path) -> Vec<String> {
     vec![
         "--jwt-secret-file".into(),
@@ -161,13 +157,17 @@ fn gateway_jwt_args(secret: &Path) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs issue 11 authentication (identity branch): see gateway_jwt_args"]
 async fn an_agents_session_lists_only_what_its_role_allows() {
     let mut f = Fleet::new("pc-roles").await;
     let (pb, admin, agent, _) = with_agent(&f, "dev").await;
-    // Two servers the agent asked for; the admin approves one for `dev`, one for `ops`.
-    for (server, image, roles) in [("time", TIME, ["dev"]), ("fetch", FETCH, ["ops"])] {
-        let (code, v) = pb.request(Some(&agent), server, "s1");
+    // The agent asks for `time`, the admin for `fetch` (a creator may use what
+    // it asked for, whatever the roles); the admin approves one for `dev`, one
+    // for `ops`.
+    for (server, image, roles, asker) in [
+        ("time", TIME, ["dev"], &agent),
+        ("fetch", FETCH, ["ops"], &admin),
+    ] {
+        let (code, v) = pb.request(Some(asker), server, "s1");
         assert_eq!(code, 201, "{v}");
         let id = v["id"].as_str().unwrap();
         let approve = json!({"status": "approved", "image": image, "required_roles": roles, "config": {"network": false}});

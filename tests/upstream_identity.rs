@@ -5,9 +5,8 @@
 //! `old` (HTTP+SSE).
 //!
 //! `remote_upstreams_hear_who_calls_and_never_the_clients_headers` runs with
-//! today's one identity, the operator's token. The per-user part
-//! (`each_user_has_its_own_bounded_session`) needs the gateway to tell users
-//! apart (issue 11's authentication): it is `#[ignore]`d until then; see there.
+//! the operator's token; `each_user_has_its_own_bounded_session` with users
+//! told apart by their tokens in `users.yaml`.
 mod common;
 
 use std::collections::HashSet;
@@ -218,10 +217,7 @@ type User = (&'static str, &'static str, &'static str, &'static str);
 
 /// Writes the users the gateway tells apart, each with its own token.
 ///
-/// NEEDS ISSUE 11's AUTHENTICATION (the `identity` branch). To enable
-/// `each_user_has_its_own_bounded_session` after it merges: make this write
-/// the users file in the format that branch reads (this guesses `users.yaml`
-/// with the token's SHA-256, as the issue describes) and drop the `#[ignore]`.
+/// Writes `users.yaml` (id, name, roles and the token's SHA-256 per user).
 fn write_users(f: &Fleet, users: &[User]) {
     use sha2::{Digest, Sha256};
     let mut text = String::from("users:\n");
@@ -238,7 +234,6 @@ fn write_users(f: &Fleet, users: &[User]) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs issue 11 authentication (identity branch): see write_users"]
 async fn each_user_has_its_own_bounded_session() {
     let users = [
         ("alice", "Alice", "dev", "alice-t0ken"),

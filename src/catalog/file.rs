@@ -57,6 +57,9 @@ pub struct RawEntry {
     pub config: Vec<serde_json::Value>,
     pub prefix: Option<String>,
     pub metadata: Option<RawMetadata>,
+    /// mcp-fleet's own keys (access rules), which Docker's tools ignore.
+    #[serde(rename = "x-mcp-fleet")]
+    pub fleet: Option<super::access::AccessRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,7 @@
 //! (`config.yaml`) and secrets (`mcp.env`), and turns every approved entry into
 //! a [`Desired`] server. A file that cannot be used as a whole is an `Err`, and
 //! the caller keeps its last good state; a bad entry only marks that server.
+pub mod access;
 pub mod file;
 pub mod secrets;
 pub mod snapshot;
@@ -122,6 +123,9 @@ pub struct DesiredState {
     /// Findings that concern no approved server (e.g. an approved name that is
     /// not in the catalog, an invalid entry nobody approved).
     pub warnings: Vec<String>,
+    /// Who may use each catalog server (kept apart from the specs, so a rule
+    /// change never touches a container).
+    pub access: BTreeMap<String, access::AccessRule>,
 }
 
 /// What loading needs besides the directory.
@@ -191,6 +195,12 @@ pub fn resolve(
             continue;
         }
         if let Ok(raw) = &e.entry {
+            let entry = approved.and_then(|a| a.get(&e.name));
+            let rule = access::rule(&e.name, raw.fleet.as_ref(), entry).unwrap_or_else(|err| {
+                state.warnings.push(err);
+                access::AccessRule::admins_only()
+            });
+            state.access.insert(e.name.clone(), rule);
             let meta = raw.metadata.clone().unwrap_or_default();
             state.catalog.push(Summary {
                 name: e.name.clone(),

@@ -56,6 +56,7 @@ fn desire(ctx: &Context, fetch: Option<&ContainerServer>) {
             .collect(),
         warnings: vec![],
         catalog: vec![],
+        access: Default::default(),
     };
     *ctx.desired.write().unwrap() = Some(Arc::new(state));
 }

@@ -65,6 +65,9 @@ pub struct Context {
     /// Each server's stderr.
     pub logs: logs::ServerLogs,
     desired: RwLock<Option<Arc<DesiredState>>>,
+    /// Ticks whenever a new desired state is in force (the gateway's access
+    /// rules follow it).
+    desired_changed: tokio::sync::watch::Sender<()>,
     crashes: Mutex<HashMap<String, CrashState>>,
     /// Containers the gateway found not answering MCP, by server.
     unhealthy: Mutex<HashMap<String, UnhealthyReport>>,
@@ -107,6 +110,7 @@ impl Context {
             tasks,
             settings,
             desired: RwLock::new(None),
+            desired_changed: tokio::sync::watch::Sender::new(()),
             crashes: Mutex::new(HashMap::new()),
             unhealthy: Mutex::new(HashMap::new()),
             last_good: Mutex::new(HashMap::new()),
@@ -120,6 +124,11 @@ impl Context {
     /// The desired state in force (`None` before the first good read).
     pub fn desired(&self) -> Option<Arc<DesiredState>> {
         self.desired.read().expect("desired lock").clone()
+    }
+
+    /// Wakes whenever a new desired state is in force.
+    pub fn watch_desired(&self) -> tokio::sync::watch::Receiver<()> {
+        self.desired_changed.subscribe()
     }
 
     /// Ready to serve: the catalog has been read and the engine answers.
@@ -204,6 +213,7 @@ impl Context {
                 }
                 tracing::info!(servers = state.servers.len(), "catalog loaded");
                 *slot = Some(Arc::new(state));
+                self.desired_changed.send_replace(());
                 Reload::Changed
             }
             Err(Error::Incomplete { path, retry_after }) => {

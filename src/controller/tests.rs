@@ -131,6 +131,7 @@ fn ctx(fake: Arc<Fake>, servers: &[&str]) -> Arc<Context> {
             .collect(),
         warnings: vec![],
         catalog: vec![],
+        access: Default::default(),
     };
     *ctx.desired.write().unwrap() = Some(Arc::new(state));
     ctx

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::handler::{Gateway, REQUESTS_FILE, text_error, text_ok};
 use super::manage::{self, AddArgs, AddPolicy, FindArgs, RemoveArgs};
 use crate::catalog::{ApprovalMode, DesiredState, REGISTRY_FILE};
+use crate::identity::Identity;
 use crate::status::{Phase, write_atomic};
 
 impl Gateway {
@@ -31,6 +32,7 @@ impl Gateway {
 
     pub(super) async fn manage(
         &self,
+        who: &Identity,
         tool: &str,
         params: &CallToolRequestParams,
         context: &RequestContext<RoleServer>,
@@ -38,15 +40,15 @@ impl Gateway {
         let args = params.arguments.as_ref();
         let result = match tool {
             manage::FIND => match manage::parse_args::<FindArgs>(tool, args) {
-                Ok(a) => self.find(&a),
+                Ok(a) => self.find(who, &a),
                 Err(e) => Err(e),
             },
             manage::ADD => match manage::parse_args::<AddArgs>(tool, args) {
-                Ok(a) => self.add(&a, context).await,
+                Ok(a) => self.add(who, &a, context).await,
                 Err(e) => Err(e),
             },
             _ => match manage::parse_args::<RemoveArgs>(tool, args) {
-                Ok(a) => self.remove(&a, context).await,
+                Ok(a) => self.remove(who, &a, context).await,
                 Err(e) => Err(e),
             },
         };
@@ -75,16 +77,18 @@ impl Gateway {
         }
     }
 
-    fn find(&self, a: &FindArgs) -> Result<CallToolResponse, String> {
+    /// Finds what `who` may use or request: an approved server it may not
+    /// use shows as not approved (for it), without its phase; `mcp-add` of it
+    /// records a request.
+    fn find(&self, who: &Identity, a: &FindArgs) -> Result<CallToolResponse, String> {
         let desired = self.loaded()?;
         let pending = manage::pending(self.read(REQUESTS_FILE)?.as_deref());
-        let matches = manage::find(
-            &a.query,
-            a.limit.unwrap_or(10),
-            &desired,
-            &self.ctx().status.snapshot(),
-            &pending,
-        );
+        let visible = self.visible(who);
+        let mut shown = (*desired).clone();
+        shown.servers.retain(|name, _| visible.server(name));
+        let mut status = self.ctx().status.snapshot();
+        status.servers.retain(|name, _| visible.server(name));
+        let matches = manage::find(&a.query, a.limit.unwrap_or(10), &shown, &status, &pending);
         let text = serde_json::to_string_pretty(&json!({"matches": matches})).expect("json");
         Ok(CallToolResponse::Complete(CallToolResult::success(vec![
             ContentBlock::text(text),
@@ -93,21 +97,23 @@ impl Gateway {
 
     async fn add(
         &self,
+        who: &Identity,
         a: &AddArgs,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, String> {
         let desired = self.loaded()?;
         let mode = self.ctx().settings.load.approval;
-        if manage::check_add(&a.name, &desired, mode)? {
+        let hidden = desired.servers.contains_key(&a.name) && !self.visible(who).server(&a.name);
+        if manage::check_add(&a.name, &desired, mode)? && !hidden {
             return Ok(self.ready_answer(&a.name, "is already approved").await);
         }
-        match self.settings().add_policy {
+        match self.policy_for(who, None) {
             AddPolicy::Deny => Err(format!(
                 "adding servers is disabled on this gateway (--add-policy deny); ask an operator to approve `{}`",
                 a.name
             )),
             AddPolicy::Request => {
-                self.record_request(&a.name, "add", a.reason.clone(), context)
+                self.record_request(who, &a.name, "add", a.reason.clone(), context)
                     .await?;
                 Ok(text_ok(format!(
                     "approval for `{}` is pending: the request is recorded for an operator to decide",
@@ -115,7 +121,7 @@ impl Gateway {
                 )))
             }
             AddPolicy::Approve => {
-                self.edit_registry(|text| manage::registry_add(text, &a.name))
+                self.edit_registry(|text| manage::registry_add(text, &a.name, Some(&who.id)))
                     .await?;
                 Ok(self.ready_answer(&a.name, "was approved").await)
             }
@@ -124,11 +130,12 @@ impl Gateway {
 
     async fn remove(
         &self,
+        who: &Identity,
         a: &RemoveArgs,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, String> {
         let desired = self.loaded()?;
-        if !desired.servers.contains_key(&a.name) {
+        if !desired.servers.contains_key(&a.name) || !self.visible(who).server(&a.name) {
             return Err(format!("`{}` is not approved; nothing to remove", a.name));
         }
         if self.ctx().settings.load.approval == ApprovalMode::All {
@@ -137,13 +144,13 @@ impl Gateway {
                 a.name
             ));
         }
-        match self.settings().add_policy {
+        match self.policy_for(who, Some(&a.name)) {
             AddPolicy::Deny => Err(format!(
                 "removing servers is disabled on this gateway (--add-policy deny); ask an operator to remove `{}`",
                 a.name
             )),
             AddPolicy::Request => {
-                self.record_request(&a.name, "remove", None, context)
+                self.record_request(who, &a.name, "remove", None, context)
                     .await?;
                 Ok(text_ok(format!(
                     "removal of `{}` is pending an operator's decision",
@@ -176,8 +183,25 @@ impl Gateway {
         Ok(())
     }
 
+    /// `--add-policy`, except that approving needs the manage role (or, to
+    /// remove a server, having created it): anyone else records a request.
+    fn policy_for(&self, who: &Identity, created: Option<&str>) -> AddPolicy {
+        let creator = created.is_some_and(|server| {
+            let desired = self.ctx().desired();
+            let rule = desired.as_ref().and_then(|d| d.access.get(server).cloned());
+            rule.and_then(|r| r.creator).as_deref() == Some(who.id.as_str())
+        });
+        match self.settings().add_policy {
+            AddPolicy::Approve if !creator && !self.settings().access.may_manage(who) => {
+                AddPolicy::Request
+            }
+            policy => policy,
+        }
+    }
+
     async fn record_request(
         &self,
+        who: &Identity,
         server: &str,
         action: &'static str,
         reason: Option<String>,
@@ -190,6 +214,7 @@ impl Gateway {
             action,
             reason,
             client: Self::client_identity(context),
+            user: who.id.clone(),
             time: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
@@ -198,7 +223,7 @@ impl Gateway {
         write_atomic(&self.config_path(REQUESTS_FILE), next.as_bytes())
             .await
             .map_err(|e| format!("{REQUESTS_FILE}: {e}"))?;
-        tracing::info!(server, action, client = %request.client, "request recorded");
+        tracing::info!(server, action, client = %request.client, user = %request.user, "request recorded");
         Ok(())
     }
 

@@ -1,23 +1,22 @@
 //! The state every client session of the gateway shares ([`Gateway`]): the
-//! pool's index, routes of restarting servers, `subscriptions/listen` sinks,
+//! pool's index, routes of restarting servers, each session's view (`access`),
 //! and the push of `*/list_changed` to every live session. Each session gets
 //! its own handler ([`SessionHandler`], in [`super::session`]).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
-use rmcp::service::SubscriptionSink;
 use tokio_util::sync::CancellationToken;
 
+use super::access::{AccessPolicy, Views};
 use super::manage::AddPolicy;
 use crate::controller::Context;
 use crate::upstream::Pool;
 use crate::upstream::index::{Index, Route};
 use crate::upstream::pool::Live;
-use crate::upstream::relay::{NOTIFY_TIMEOUT, Relay};
+use crate::upstream::relay::Relay;
 
 pub const REQUESTS_FILE: &str = "requests.yaml";
 
@@ -31,6 +30,8 @@ pub struct GatewaySettings {
     /// Silence (no answer, no progress) after which a request forwarded
     /// upstream is given up and cancelled there.
     pub call_timeout: Duration,
+    /// Who may use which server, and who may approve.
+    pub access: AccessPolicy,
 }
 
 #[derive(Clone)]
@@ -39,19 +40,24 @@ pub struct Gateway(Arc<Shared>);
 struct Shared {
     pool: Arc<Pool>,
     settings: GatewaySettings,
-    /// `subscriptions/listen` streams (protocol 2026-07-28).
-    sinks: Mutex<Vec<SubscriptionSink>>,
     /// Routes of servers that are approved but not ready right now (e.g.
     /// restarting), so a call to one of their tools can wait for them.
     known_routes: Mutex<HashMap<String, Route>>,
     /// One writer of the config files at a time.
     edits: tokio::sync::Mutex<()>,
+    /// What each client session sees (see `access`).
+    views: Views,
 }
 
 pub(super) fn text_error(message: impl Into<String>) -> CallToolResponse {
     CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(
         message.into(),
     )]))
+}
+
+/// The error for a tool that does not exist (or that the caller may not see).
+pub(super) fn unknown_tool(name: &str) -> McpError {
+    McpError::invalid_params(format!("unknown tool `{name}`"), None)
 }
 
 pub(super) fn text_ok(message: impl Into<String>) -> CallToolResponse {
@@ -65,9 +71,9 @@ impl Gateway {
         Gateway(Arc::new(Shared {
             pool,
             settings,
-            sinks: Mutex::new(Vec::new()),
             known_routes: Mutex::new(HashMap::new()),
             edits: tokio::sync::Mutex::new(()),
+            views: Views::default(),
         }))
     }
 
@@ -75,12 +81,12 @@ impl Gateway {
         self.0.settings.call_timeout
     }
 
-    pub(super) fn sinks(&self) -> &Mutex<Vec<SubscriptionSink>> {
-        &self.0.sinks
-    }
-
     pub(super) fn ctx(&self) -> &Arc<Context> {
         self.0.pool.context()
+    }
+
+    pub(super) fn shared_views(&self) -> &Views {
+        &self.0.views
     }
 
     pub(super) fn settings(&self) -> &GatewaySettings {
@@ -111,6 +117,7 @@ impl Gateway {
             }
             let next = rx.borrow_and_update().clone();
             self.remember_routes(&next);
+            self.index_changed(&next);
             let tools = last.tools != next.tools;
             let prompts = last.prompts != next.prompts;
             let resources = last.resources != next.resources
@@ -139,77 +146,15 @@ impl Gateway {
         );
     }
 
-    /// Sends the changes to every session and subscription concurrently,
-    /// each within [`NOTIFY_TIMEOUT`]: a slow client never delays the others.
+    /// Tells every session and subscription whose view changed, concurrently,
+    /// each within `NOTIFY_TIMEOUT`: a slow client never delays the others.
     async fn broadcast(&self, tools: bool, prompts: bool, resources: bool) {
-        let sessions = self
-            .relay()
-            .broadcast(
-                |_| true,
-                |peer| async move {
-                    // A session that went away meanwhile is simply skipped.
-                    if tools {
-                        let _ = peer.notify_tool_list_changed().await;
-                    }
-                    if prompts {
-                        let _ = peer.notify_prompt_list_changed().await;
-                    }
-                    if resources {
-                        let _ = peer.notify_resource_list_changed().await;
-                    }
-                },
-            )
-            .await;
-        let sinks: Vec<SubscriptionSink> = self.0.sinks.lock().expect("sinks lock").clone();
-        let closed: Vec<_> = join_all(sinks.iter().map(|sink| async move {
-            let send = async {
-                let accepted = sink.accepted();
-                let mut results = Vec::new();
-                if tools && accepted.tools_list_changed == Some(true) {
-                    results.push(sink.notify_tool_list_changed().await);
-                }
-                if prompts && accepted.prompts_list_changed == Some(true) {
-                    results.push(sink.notify_prompt_list_changed().await);
-                }
-                if resources && accepted.resources_list_changed == Some(true) {
-                    results.push(sink.notify_resource_list_changed().await);
-                }
-                results.iter().any(|r| {
-                    matches!(
-                        r,
-                        Err(rmcp::service::SubscriptionSendError::SubscriptionClosed)
-                    )
-                })
-            };
-            let closed = tokio::time::timeout(NOTIFY_TIMEOUT, send)
-                .await
-                .unwrap_or(false);
-            closed.then(|| sink.id().clone())
-        }))
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-        if !closed.is_empty() {
-            self.0
-                .sinks
-                .lock()
-                .expect("sinks lock")
-                .retain(|s| !closed.contains(s.id()));
-        }
-        let kinds = [tools, prompts, resources].iter().filter(|k| **k).count();
-        let reached = (sessions + sinks.len() - closed.len()) * kinds;
+        // Each session is told only when what *it* may see changed.
+        let sent = self.refresh_views(None).await;
         crate::metrics::global()
             .list_changed
-            .inc_by(u64::try_from(reached).unwrap_or(u64::MAX));
-        tracing::debug!(
-            sessions,
-            subscriptions = sinks.len(),
-            tools,
-            prompts,
-            resources,
-            "list_changed sent"
-        );
+            .inc_by(u64::try_from(sent).unwrap_or(u64::MAX));
+        tracing::debug!(sent, tools, prompts, resources, "list_changed sent");
     }
 
     /// Waits (bounded) until `server` is in the index.
@@ -262,7 +207,7 @@ impl Gateway {
                     .get(name)
                     .cloned()
             })
-            .ok_or_else(|| McpError::invalid_params(format!("unknown tool `{name}`"), None))
+            .ok_or_else(|| unknown_tool(name))
     }
 
     /// The session a tool call goes to, after waiting (bounded) for a

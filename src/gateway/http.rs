@@ -13,9 +13,13 @@
 //!    loopback (`localhost`, `127.0.0.1`, `::1`) or one of
 //!    [`HttpConfig::allowed_hosts`]; an `Origin` header, when present, must be
 //!    `http`/`https` with such a host too. Otherwise 403.
-//! 2. With [`Auth::Token`], `Authorization: Bearer <token>`; otherwise 401
-//!    with `WWW-Authenticate: Bearer`. The header is removed once checked, so
-//!    handlers (which can read the HTTP request parts) never see the token.
+//! 2. `Authorization: Bearer <token>` resolves to an [`Identity`]
+//!    ([`Authenticator`]: operator token, users file, JWT); otherwise 401 with
+//!    `WWW-Authenticate: Bearer` and a body saying why (never the token). The
+//!    identity goes into the request's extensions (`Arc<Identity>`), where the
+//!    MCP session handlers find it; the header is removed once checked, so
+//!    handlers never see the token.
+//! 3. The status and metrics endpoints (and the page) need the admin role: 403.
 //!
 //! Every 4xx this module produces has a JSON body
 //! `{"error": "<kind>", "message": "<why>"}` ([`json_error`]). rmcp's own
@@ -38,12 +42,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use super::auth::Auth;
 use super::auth::cookie_allowed;
+pub use super::authn::Authenticator;
 pub use super::hosts::{HostPolicy, LOOPBACK_HOSTS, Rejection};
 pub use super::mcp::{MCP_PATH, SESSION_IDLE_TIMEOUT};
 pub use super::page::StatusSource;
 pub use super::wire::json_error;
 use crate::controller::logbuf::LogBuffer;
-use crate::identity::{ADMIN_ROLE, Identity};
+use crate::identity::Identity;
 
 /// Default of [`HttpConfig::max_sessions`].
 pub const DEFAULT_MAX_SESSIONS: usize = 1024;
@@ -54,7 +59,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The HTTP layer's configuration.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    pub auth: Auth,
+    /// Resolves each request's bearer token to an identity.
+    pub authn: Arc<Authenticator>,
     /// Host names accepted in `Host`/`Origin` besides loopback (a port, if
     /// given, is ignored; IPv6 literals with or without brackets).
     pub allowed_hosts: Vec<String>,
@@ -125,7 +131,7 @@ where
     let logs_state = state.clone();
     let status_state = state;
     let security = Arc::new(Security {
-        auth: cfg.auth,
+        authn: cfg.authn,
         hosts,
     });
     let protected = Router::new()
@@ -232,7 +238,7 @@ fn end_event_stream_on(shutdown: CancellationToken, response: Response) -> Respo
 }
 
 struct Security {
-    auth: Auth,
+    authn: Arc<Authenticator>,
     hosts: HostPolicy,
 }
 
@@ -249,7 +255,8 @@ async fn guard(
         );
         return json_error(rejection.status, rejection.kind, &rejection.message);
     }
-    if let Some(response) = super::page::login(&security.auth, &request) {
+    let auth = security.authn.operator();
+    if let Some(response) = super::page::login(auth, &request) {
         return response;
     }
     let authorization = request
@@ -258,36 +265,48 @@ async fn guard(
         .map(|v| v.to_str().unwrap_or(""));
     let by_cookie = authorization.is_none()
         && cookie_allowed(request.method(), request.uri().path())
-        && security.auth.allows_cookie(
+        && auth.allows_cookie(
             request
                 .headers()
                 .get(header::COOKIE)
                 .and_then(|v| v.to_str().ok()),
         );
-    if !by_cookie && !security.auth.allows(authorization) {
-        let message = if authorization.is_none() {
-            "missing Authorization: Bearer <token> header (a browser opens /?token=<token> once)"
-        } else {
-            "invalid bearer token"
-        };
-        tracing::debug!(path = %request.uri().path(), reason = message, "gateway: unauthorized");
-        let mut response = json_error(StatusCode::UNAUTHORIZED, "unauthorized", message);
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"mcp-fleet\""),
+    let identity = if by_cookie {
+        super::authn::operator()
+    } else {
+        match security.authn.authenticate(authorization).await {
+            Ok(identity) => identity,
+            Err(denied) => return unauthorized(request.uri().path(), &denied.message),
+        }
+    };
+    if needs_admin(request.uri().path()) && !identity.is_admin() {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!(
+                "{} needs the {} role",
+                request.uri().path(),
+                crate::identity::ADMIN_ROLE
+            ),
         );
-        return response;
     }
     // Handlers can read the request's parts; they need not see the token.
     request.headers_mut().remove(header::AUTHORIZATION);
-    // Who the request is for, told to remote servers. The one token of today
-    // is the operator's (issue 11 resolves users here).
-    if matches!(security.auth, Auth::Token(_)) && !by_cookie {
-        request.extensions_mut().insert(Arc::new(Identity::new(
-            "operator",
-            "operator",
-            vec![ADMIN_ROLE.to_string()],
-        )));
-    }
+    request.extensions_mut().insert::<Arc<Identity>>(identity);
     next.run(request).await
+}
+
+/// The status, metrics and page show the whole fleet: admins only.
+fn needs_admin(path: &str) -> bool {
+    matches!(path, "/" | "/status" | "/status/events" | "/metrics") || path.starts_with("/servers/")
+}
+
+fn unauthorized(path: &str, message: &str) -> Response {
+    tracing::debug!(path, reason = message, "gateway: unauthorized");
+    let mut response = json_error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"mcp-fleet\""),
+    );
+    response
 }

@@ -188,8 +188,13 @@ pub fn check_add(name: &str, desired: &DesiredState, mode: ApprovalMode) -> Resu
     Ok(approved)
 }
 
-/// Adds `name` under `registry:`, keeping everything else in the file.
-pub fn registry_add(text: Option<&str>, name: &str) -> Result<String, String> {
+/// Adds `name` under `registry:`, keeping everything else in the file; with
+/// `creator`, the entry records who added it (see `catalog::access`).
+pub fn registry_add(
+    text: Option<&str>,
+    name: &str,
+    creator: Option<&str>,
+) -> Result<String, String> {
     let text = text.unwrap_or("");
     let before = registry_keys(text)?;
     if before.contains(name) {
@@ -197,7 +202,10 @@ pub fn registry_add(text: Option<&str>, name: &str) -> Result<String, String> {
     }
     let entry = |indent: usize| {
         let pad = " ".repeat(indent);
-        format!("{pad}{name}:\n{pad}  ref: \"\"\n")
+        let creator = creator
+            .map(|c| format!("{pad}  creator: {}\n", Value::String(c.to_string())))
+            .unwrap_or_default();
+        format!("{pad}{name}:\n{pad}  ref: \"\"\n{creator}")
     };
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let header = lines.iter().position(|l| is_registry_header(l));
@@ -305,6 +313,8 @@ pub struct Request {
     pub action: &'static str,
     pub reason: Option<String>,
     pub client: String,
+    /// The id of the caller who asked.
+    pub user: String,
     pub time: String,
 }
 
@@ -324,6 +334,7 @@ pub fn request_append(text: Option<&str>, r: &Request) -> Result<String, String>
         out.push_str(&format!("    reason: {}\n", q(reason)));
     }
     out.push_str(&format!("    client: {}\n", q(&r.client)));
+    out.push_str(&format!("    user: {}\n", q(&r.user)));
     out.push_str(&format!("    time: {}\n", q(&r.time)));
     let parsed: Value = serde_saphyr::from_str(&out).map_err(|e| format!("requests.yaml: {e}"))?;
     match parsed.get("requests") {
@@ -371,28 +382,37 @@ mod tests {
     #[test]
     fn registry_add_keeps_comments_and_other_entries() {
         let text = "# approved by ops\nregistry:\n  time:\n    ref: \"\"\n# trailing\n";
-        let out = registry_add(Some(text), "fetch").unwrap();
+        let out = registry_add(Some(text), "fetch", None).unwrap();
         assert!(
             out.starts_with("# approved by ops\nregistry:\n  fetch:\n    ref: \"\"\n  time:"),
             "{out}"
         );
         assert!(out.contains("# trailing"));
         assert_eq!(
-            registry_add(Some(&out), "fetch").unwrap(),
+            registry_add(Some(&out), "fetch", None).unwrap(),
             out,
             "idempotent"
         );
         assert_eq!(
-            registry_add(None, "fetch").unwrap(),
+            registry_add(None, "fetch", None).unwrap(),
             "registry:\n  fetch:\n    ref: \"\"\n"
         );
         assert_eq!(
-            registry_add(Some("registry: {}\n"), "a").unwrap(),
+            registry_add(Some("registry: {}\n"), "a", None).unwrap(),
             "registry:\n  a:\n    ref: \"\"\n"
         );
         let four = "registry:\n    time:\n        ref: x\n";
-        let out = registry_add(Some(four), "fetch").unwrap();
+        let out = registry_add(Some(four), "fetch", None).unwrap();
         assert!(registry_keys(&out).unwrap().contains("time"));
+    }
+
+    #[test]
+    fn registry_add_records_the_creator() {
+        let out = registry_add(Some("registry:\n  a:\n    ref: \"\"\n"), "b", Some("ann")).unwrap();
+        let doc: Value = serde_saphyr::from_str(&out).unwrap();
+        let rule = crate::catalog::access::rule("b", None, doc["registry"].get("b")).unwrap();
+        assert_eq!(rule.creator.as_deref(), Some("ann"));
+        assert_eq!(doc["registry"]["a"]["ref"], "");
     }
 
     #[test]
@@ -416,6 +436,7 @@ mod tests {
             action: "add",
             reason: Some("needs \"web\": access".into()),
             client: "agent/1.0".into(),
+            user: "ann".into(),
             time: "2026-11-22T00:00:00Z".into(),
         };
         let once = request_append(None, &r).unwrap();

@@ -25,7 +25,9 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData as McpError, ServerHandler};
 
-use super::handler::{Gateway, text_error};
+use super::access::{SessionCaller, Target};
+use super::audit::{Audit, Outcome};
+use super::handler::{Gateway, text_error, unknown_tool};
 use super::manage;
 use crate::identity::Identity;
 use crate::upstream::calls::Caller;
@@ -36,6 +38,8 @@ use crate::upstream::session::{Failure, Forward};
 pub struct SessionHandler {
     id: u64,
     gateway: Gateway,
+    /// Who this session acts for (bound by its first request).
+    caller: Arc<SessionCaller>,
 }
 
 impl Gateway {
@@ -44,6 +48,7 @@ impl Gateway {
         SessionHandler {
             id: self.relay().next_id(),
             gateway: self.clone(),
+            caller: Arc::default(),
         }
     }
 }
@@ -51,6 +56,7 @@ impl Gateway {
 impl Drop for SessionHandler {
     fn drop(&mut self) {
         self.gateway.relay().close(self.id);
+        self.gateway.unwatch_view(self.id);
     }
 }
 
@@ -70,6 +76,11 @@ fn unexpected(server: &str, method: &str) -> McpError {
 }
 
 impl SessionHandler {
+    /// The caller of the request with `extensions` (see [`Gateway::caller`]).
+    fn who(&self, extensions: &rmcp::model::Extensions) -> Result<Arc<Identity>, McpError> {
+        self.gateway.caller(self.id, &self.caller, extensions)
+    }
+
     /// Forwards `request` to `server`'s session `live` on behalf of the
     /// request in `context`, in a `relay` span ([`super::trace`]).
     async fn forward(
@@ -107,11 +118,16 @@ impl SessionHandler {
 
     async fn call_upstream(
         &self,
+        who: &Identity,
         mut params: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let name = params.name.to_string();
         let route = self.gateway.tool_route(&name)?;
+        if !self.gateway.visible(who).server(&route.server) {
+            Audit::start("tools/call", who, &route.server, &name).end(Outcome::Hidden);
+            return Err(unknown_tool(&name));
+        }
         let live = match self.gateway.tool_session(&name, &route).await {
             Ok(live) => live,
             Err(answer) => return Ok(answer),
@@ -119,14 +135,15 @@ impl SessionHandler {
         params.name = route.name.into();
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let server = &route.server;
-        let started = std::time::Instant::now();
+        let audit = Audit::start("tools/call", who, server, &name);
         let result = self.forward(server, &live, request, context).await;
         let outcome = match &result {
-            Ok(ServerResult::CallToolResult(r)) if r.is_error != Some(true) => "ok",
-            Err(Failure::Timeout(_)) => "timeout",
-            _ => "error",
+            Ok(ServerResult::CallToolResult(r)) if r.is_error != Some(true) => Outcome::Ok,
+            Err(Failure::Timeout(_)) => Outcome::Timeout,
+            _ => Outcome::Error,
         };
-        crate::metrics::global().tool_call(server, outcome, started.elapsed());
+        let took = audit.end(outcome);
+        crate::metrics::global().tool_call(server, outcome.as_str(), took);
         match result {
             Ok(ServerResult::CallToolResult(r)) => Ok(CallToolResponse::Complete(r)),
             Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
@@ -150,10 +167,12 @@ impl SessionHandler {
         request: ClientRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        let who = self.who(&context.extensions)?;
         let server = self
             .gateway
             .index()
             .resource_server(uri)
+            .filter(|s| self.gateway.visible(&who).server(s))
             .ok_or_else(|| McpError::resource_not_found(format!("no server offers `{uri}`"), None))?
             .to_string();
         let live = self.gateway.live(&server)?;
@@ -189,6 +208,12 @@ impl ServerHandler for SessionHandler {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.gateway.relay().open(self.id, &context.peer);
+        // Binds the caller where the notification carries it (not on /sse:
+        // there the first request does).
+        let _ = self.who(&context.extensions);
+        let session = Target::Session(context.peer.clone());
+        self.gateway
+            .watch_view(self.id, self.caller.clone(), session);
     }
 
     fn accepted_subscription_filter(
@@ -203,26 +228,26 @@ impl ServerHandler for SessionHandler {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        let sinks = self.gateway.sinks();
-        sinks
-            .lock()
-            .expect("sinks lock")
-            .push(context.sink().clone());
+        // Told like a session: when what its caller may see changes.
+        self.who(&context.request_context().extensions)?;
+        let id = self.gateway.relay().next_id();
+        let sink = Target::Listen(context.sink().clone());
+        self.gateway.watch_view(id, self.caller.clone(), sink);
         context.cancelled().await;
-        let id = context.sink().id().clone();
-        sinks.lock().expect("sinks lock").retain(|s| s.id() != &id);
+        self.gateway.unwatch_view(id);
         Ok(())
     }
 
     async fn list_tools(
         &self,
         _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         counted(
             "tools/list",
             async {
-                let mut tools = self.gateway.index().tools.clone();
+                let who = self.who(&context.extensions)?;
+                let mut tools = self.gateway.visible(&who).tools(&self.gateway.index());
                 tools.extend(manage::tools());
                 Ok(ListToolsResult::with_all_items(tools))
             }
@@ -238,11 +263,12 @@ impl ServerHandler for SessionHandler {
         counted(
             "tools/call",
             async {
+                let who = self.who(&context.extensions)?;
                 let name = params.name.to_string();
                 if manage::NAMES.contains(&name.as_str()) {
-                    return Ok(Box::pin(self.gateway.manage(&name, &params, &context)).await);
+                    return Ok(Box::pin(self.gateway.manage(&who, &name, &params, &context)).await);
                 }
-                self.call_upstream(params, context).await
+                self.call_upstream(&who, params, context).await
             }
             .await,
         )
@@ -251,13 +277,14 @@ impl ServerHandler for SessionHandler {
     async fn list_prompts(
         &self,
         _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
         counted(
             "prompts/list",
             async {
+                let who = self.who(&context.extensions)?;
                 Ok(ListPromptsResult::with_all_items(
-                    self.gateway.index().prompts.clone(),
+                    self.gateway.visible(&who).prompts(&self.gateway.index()),
                 ))
             }
             .await,
@@ -272,19 +299,24 @@ impl ServerHandler for SessionHandler {
         counted(
             "prompts/get",
             async {
+                let who = self.who(&context.extensions)?;
                 let route = self
                     .gateway
                     .index()
                     .prompt_routes
                     .get(&params.name)
+                    .filter(|r| self.gateway.visible(&who).server(&r.server))
                     .cloned()
                     .ok_or_else(|| {
                         McpError::invalid_params(format!("unknown prompt `{}`", params.name), None)
                     })?;
                 let live = self.gateway.live(&route.server)?;
-                params.name = route.name;
+                let exposed = std::mem::replace(&mut params.name, route.name);
                 let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
-                match self.forward(&route.server, &live, request, context).await {
+                let audit = Audit::start("prompts/get", &who, &route.server, &exposed);
+                let result = self.forward(&route.server, &live, request, context).await;
+                audit.end(Outcome::of(&result));
+                match result {
                     Ok(ServerResult::GetPromptResult(r)) => Ok(GetPromptResponse::Complete(r)),
                     Ok(ServerResult::InputRequiredResult(r)) => {
                         Ok(GetPromptResponse::InputRequired(r))
@@ -300,13 +332,14 @@ impl ServerHandler for SessionHandler {
     async fn list_resources(
         &self,
         _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         counted(
             "resources/list",
             async {
+                let who = self.who(&context.extensions)?;
                 Ok(ListResourcesResult::with_all_items(
-                    self.gateway.index().resources.clone(),
+                    self.gateway.visible(&who).resources(&self.gateway.index()),
                 ))
             }
             .await,
@@ -316,13 +349,14 @@ impl ServerHandler for SessionHandler {
     async fn list_resource_templates(
         &self,
         _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
         counted(
             "resources/templates/list",
             async {
+                let who = self.who(&context.extensions)?;
                 Ok(ListResourceTemplatesResult::with_all_items(
-                    self.gateway.index().resource_templates.clone(),
+                    self.gateway.visible(&who).templates(&self.gateway.index()),
                 ))
             }
             .await,
@@ -337,10 +371,12 @@ impl ServerHandler for SessionHandler {
         counted(
             "resources/read",
             async {
+                let who = self.who(&context.extensions)?;
                 let server = self
                     .gateway
                     .index()
                     .resource_server(&params.uri)
+                    .filter(|s| self.gateway.visible(&who).server(s))
                     .ok_or_else(|| {
                         McpError::resource_not_found(
                             format!("no server offers `{}`", params.uri),
@@ -349,8 +385,12 @@ impl ServerHandler for SessionHandler {
                     })?
                     .to_string();
                 let live = self.gateway.live(&server)?;
+                let uri = params.uri.clone();
                 let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
-                match self.forward(&server, &live, request, context).await {
+                let audit = Audit::start("resources/read", &who, &server, &uri);
+                let result = self.forward(&server, &live, request, context).await;
+                audit.end(Outcome::of(&result));
+                match result {
                     Ok(ServerResult::ReadResourceResult(r)) => {
                         Ok(ReadResourceResponse::Complete(r))
                     }
@@ -435,19 +475,24 @@ impl ServerHandler for SessionHandler {
             "completion/complete",
             async {
                 let index = self.gateway.index();
+                let who = self.who(&context.extensions)?;
+                let visible = self.gateway.visible(&who);
                 let server = match &mut params.r#ref {
                     Reference::Prompt(prompt) => {
-                        let route = index.prompt_routes.get(&prompt.name).ok_or_else(|| {
-                            McpError::invalid_params(
-                                format!("unknown prompt `{}`", prompt.name),
-                                None,
-                            )
-                        })?;
+                        let route = index.prompt_routes.get(&prompt.name);
+                        let route =
+                            route.filter(|r| visible.server(&r.server)).ok_or_else(|| {
+                                McpError::invalid_params(
+                                    format!("unknown prompt `{}`", prompt.name),
+                                    None,
+                                )
+                            })?;
                         prompt.name = route.name.clone();
                         route.server.clone()
                     }
                     Reference::Resource(template) => index
                         .resource_server(&template.uri)
+                        .filter(|s| visible.server(s))
                         .ok_or_else(|| {
                             McpError::invalid_params(
                                 format!("no server offers `{}`", template.uri),

@@ -2,7 +2,6 @@
 //! (fetch, time, our test server) and the official Python SDK as the client.
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::mcp_client::{McpClient, McpTransport};
@@ -216,38 +215,6 @@ async fn a_killed_server_heals_under_an_open_session() {
     c.close().await;
 }
 
-/// One raw HTTP/1.1 request; returns (status, body).
-fn http(
-    base: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_endpoint_requires_a_token_and_rejects_foreign_origins() {
     let mut f = Fleet::new("gw-auth").await;
@@ -262,22 +229,22 @@ async fn the_endpoint_requires_a_token_and_rejects_foreign_origins() {
         ("Accept", "application/json, text/event-stream"),
     ];
 
-    let (code, body) = http(&base, "GET", "/health", &[], "");
+    let (code, body) = raw_http(&base, "GET", "/health", &[], "");
     assert_eq!(code, 200, "{body}");
     for auth in [None, Some("Bearer wrong")] {
         let mut h = mcp.to_vec();
         if let Some(a) = auth {
             h.push(("Authorization", a));
         }
-        let (code, body) = http(&base, "POST", "/mcp", &h, init);
+        let (code, body) = raw_http(&base, "POST", "/mcp", &h, init);
         assert_eq!(code, 401, "{auth:?}: {body}");
         let v: Value = serde_json::from_str(&body).expect("JSON body");
         assert_eq!(v["error"], "unauthorized");
     }
-    let (code, _) = http(&base, "GET", "/sse", &[], "");
+    let (code, _) = raw_http(&base, "GET", "/sse", &[], "");
     assert_eq!(code, 401);
     let good = ("Authorization", "Bearer s3cret-token-value");
-    let (code, body) = http(
+    let (code, body) = raw_http(
         &base,
         "POST",
         "/mcp",
@@ -289,7 +256,7 @@ async fn the_endpoint_requires_a_token_and_rejects_foreign_origins() {
         serde_json::from_str::<Value>(&body).is_ok(),
         "JSON body: {body}"
     );
-    let (code, body) = http(&base, "GET", "/status", &[good], "");
+    let (code, body) = raw_http(&base, "GET", "/status", &[good], "");
     assert_eq!(code, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["fleet"],

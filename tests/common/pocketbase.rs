@@ -1,6 +1,5 @@
 //! The real PocketBase binary (`MCP_FLEET_POCKETBASE`, scripts/pocketbase-env.sh)
 //! serving a copy of `examples/pocketbase`, and a small HTTP client for it.
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +31,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.0 request (no chunked answers); returns (status, JSON body).
+/// One request with an optional `Authorization` and JSON body; returns
+/// (status, JSON body, or null).
 pub fn http(
     base: &str,
     method: &str,
@@ -40,29 +40,13 @@ pub fn http(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut headers = vec![("Content-Type", "application/json")];
     if let Some(t) = token {
-        req.push_str(&format!("Authorization: {t}\r\n"));
+        headers.push(("Authorization", t));
     }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let text = out.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (status, serde_json::from_str(text).unwrap_or(Value::Null))
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, text) = super::raw_http(base, method, path, &headers, &body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// The real PocketBase, serving a copy of the example's hooks and migrations,

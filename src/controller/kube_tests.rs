@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::view::Upstream;
 use super::*;
-use crate::catalog::{ApprovalMode, Desired, Limits, ServerSpec};
+use crate::catalog::{Desired, ServerSpec};
 use crate::runtime::kubernetes::mock::{self, ApiServer, LIST, PODS, expect_watch, pod, pod_list};
 use crate::runtime::kubernetes::{KubeSettings, KubernetesRuntime};
 use crate::status::Phase;
@@ -19,23 +19,10 @@ const MANAGER: (&str, &str) = ("fieldManager", "mcp-fleet");
 
 fn settings() -> Settings {
     Settings {
-        fleet: "f".into(),
-        config_dir: PathBuf::from("/nonexistent"),
-        load: LoadOptions {
-            approval: ApprovalMode::All,
-            limits: Limits::default(),
-            settle: Duration::ZERO,
-        },
         pull: PullPolicy::Missing,
-        resync: Duration::from_secs(30),
         concurrency: 1,
         stop_timeout: Duration::from_secs(5),
-        backoff: BackoffSettings {
-            min: Duration::from_secs(1),
-            max: Duration::from_secs(8),
-            reset_after: Duration::from_secs(60),
-        },
-        status_file: PathBuf::from("/nonexistent/status.json"),
+        ..super::tests::settings()
     }
 }
 

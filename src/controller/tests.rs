@@ -94,8 +94,9 @@ impl Runtime for Fake {
     }
 }
 
-fn ctx(fake: Arc<Fake>, servers: &[&str]) -> Arc<Context> {
-    let settings = Settings {
+/// Controller settings for tests that run against a fake or mock backend.
+pub(super) fn settings() -> Settings {
+    Settings {
         fleet: "f".into(),
         config_dir: PathBuf::from("/nonexistent"),
         load: LoadOptions {
@@ -113,7 +114,11 @@ fn ctx(fake: Arc<Fake>, servers: &[&str]) -> Arc<Context> {
             reset_after: Duration::from_secs(60),
         },
         status_file: PathBuf::from("/nonexistent/status.json"),
-    };
+    }
+}
+
+fn ctx(fake: Arc<Fake>, servers: &[&str]) -> Arc<Context> {
+    let settings = settings();
     let ctx = Context::new(fake, settings, crate::supervise::Supervisor::default());
     let spec = ServerSpec::of_image("img");
     let state = DesiredState {

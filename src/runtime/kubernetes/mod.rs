@@ -55,6 +55,9 @@ use objects::{ANNOTATION_SERVER, fleet_selector};
 const FIELD_MANAGER: &str = "mcp-fleet";
 /// How long `list` waits for the watch's first complete list.
 const FIRST_LIST: Duration = Duration::from_secs(10);
+/// How long one API call (not a watch) may take. kube's own read timeout
+/// (295 s) is sized for watches, far too long for a create or a delete.
+const API_CALL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct KubeSettings {
@@ -121,8 +124,11 @@ impl KubernetesRuntime {
                 let Some(name) = &self.settings.owner_deployment else {
                     return Ok(None);
                 };
-                let d = (self.api::<Deployment>().get(name).await)
-                    .map_err(|e| call_error(format!("get deployment {name}"), e))?;
+                let d = call(
+                    format!("get deployment {name}"),
+                    self.api::<Deployment>().get(name),
+                )
+                .await?;
                 Ok::<_, Error>(d.controller_owner_ref(&()).map(|mut o| {
                     // Not the Pods' controller: the Deployment manages ReplicaSets.
                     o.controller = None;
@@ -148,13 +154,19 @@ impl KubernetesRuntime {
         let owner = objects::owned_by(pod)
             .ok_or_else(|| Error::runtime(format!("create pod {name}"), "stored without a uid"))?;
         let pp = post_params();
-        (self.api::<Secret>().create(&pp, &inst.secret(&owner)).await)
-            .map_err(|e| call_error(format!("create secret {name}"), e))?;
+        let secret = inst.secret(&owner);
+        call(
+            format!("create secret {name}"),
+            self.api::<Secret>().create(&pp, &secret),
+        )
+        .await?;
         if !inst.want.spec.network {
-            (self.api::<NetworkPolicy>())
-                .create(&pp, &inst.deny_all(&owner))
-                .await
-                .map_err(|e| call_error(format!("create networkpolicy {name}"), e))?;
+            let policy = inst.deny_all(&owner);
+            call(
+                format!("create networkpolicy {name}"),
+                self.api::<NetworkPolicy>().create(&pp, &policy),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -166,11 +178,12 @@ impl KubernetesRuntime {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        (self
-            .api::<Pod>()
-            .patch(name, &pp, &Patch::Merge(&patch))
-            .await)
-            .map_err(|e| call_error(format!("release pod {name}"), e))
+        let pods = self.api::<Pod>();
+        call(
+            format!("release pod {name}"),
+            pods.patch(name, &pp, &Patch::Merge(&patch)),
+        )
+        .await
     }
 
     /// Deletes one Pod of ours (its uid as precondition) and forgets it.
@@ -185,11 +198,14 @@ impl KubernetesRuntime {
             }),
             ..Default::default()
         };
-        match self.api::<Pod>().delete(name, &dp).await {
-            Ok(_) => {}
+        let op = format!("delete pod {name}");
+        let pods = self.api::<Pod>();
+        match tokio::time::timeout(API_CALL, pods.delete(name, &dp)).await {
+            Ok(Ok(_)) => {}
             // Gone already, or a different Pod by now.
-            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
-            Err(e) => return Err(call_error(format!("delete pod {name}"), e)),
+            Ok(Err(kube::Error::Api(s))) if s.is_not_found() || s.is_conflict() => {}
+            Ok(Err(e)) => return Err(call_error(op, e)),
+            Err(_) => return Err(no_answer(op)),
         }
         self.remember(watcher::Event::Delete(pod.clone()));
         self.made.lock().expect("made lock").remove(name);
@@ -201,6 +217,24 @@ fn post_params() -> PostParams {
     PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
+    }
+}
+
+/// One API call, within [`API_CALL`].
+async fn call<T>(op: String, fut: impl Future<Output = kube::Result<T>>) -> Result<T> {
+    match tokio::time::timeout(API_CALL, fut).await {
+        Ok(result) => result.map_err(|e| call_error(op, e)),
+        Err(_) => Err(no_answer(op)),
+    }
+}
+
+fn no_answer(op: String) -> Error {
+    Error::Unreachable {
+        op,
+        message: format!(
+            "the Kubernetes API server did not answer within {}s",
+            API_CALL.as_secs()
+        ),
     }
 }
 
@@ -284,8 +318,12 @@ impl Runtime for KubernetesRuntime {
             owner: self.owner().await?,
         };
         let pod = inst.pod()?;
-        let created = (self.api::<Pod>().create(&post_params(), &pod).await)
-            .map_err(|e| call_error(format!("create pod {name}"), e))?;
+        let pp = post_params();
+        let created = call(
+            format!("create pod {name}"),
+            self.api::<Pod>().create(&pp, &pod),
+        )
+        .await?;
         self.made.lock().expect("made lock").insert(name.clone());
         self.remember(watcher::Event::Apply(created.clone()));
         let released = match self.dependents(&inst, &created).await {
@@ -329,8 +367,8 @@ impl Runtime for KubernetesRuntime {
             .stderr(false)
             .max_stdin_buf_size(64 * 1024)
             .max_stdout_buf_size(64 * 1024);
-        let mut process = (self.api::<Pod>().attach(id, &ap).await)
-            .map_err(|e| call_error(format!("attach pod {id}"), e))?;
+        let pods = self.api::<Pod>();
+        let mut process = call(format!("attach pod {id}"), pods.attach(id, &ap)).await?;
         let (Some(stdin), Some(stdout)) = (process.stdin(), process.stdout()) else {
             return Err(Error::runtime(format!("attach pod {id}"), "no stdio"));
         };

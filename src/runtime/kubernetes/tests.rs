@@ -266,6 +266,27 @@ async fn host_bind_volumes_are_refused_before_any_call() {
     assert!(err.contains("not supported on Kubernetes"), "{err}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_api_server_that_never_answers_fails_the_call_at_its_deadline() {
+    let (rt, mut api) = runtime(None);
+    let want = server_spec(true);
+    let task = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.create("f", "fetch", &want).await }
+    });
+    // Taken and never answered (the mock's own 10 s wait is on the paused clock too).
+    let _held = api.expect(Method::POST, PODS, &[MANAGER]).await;
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(300), task).await;
+    let err = outcome
+        .expect("no deadline: still waiting after 300 s")
+        .unwrap()
+        .unwrap_err();
+    let err = err.to_string();
+    assert!(err.contains("did not answer within 30s"), "{err}");
+    assert_eq!(started.elapsed(), API_CALL);
+}
+
 /// The events stream, taken by a task that forwards each server name.
 fn watch_events(rt: &KubernetesRuntime) -> tokio::sync::mpsc::UnboundedReceiver<String> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -305,7 +305,11 @@ impl Gateway {
                 bound.set(now.clone());
                 // Other roles (a refreshed token): its view may have changed.
                 let me = self.clone();
-                tokio::spawn(async move { me.refresh_views(Some(session)).await });
+                let work = async move {
+                    me.refresh_views(Some(session)).await;
+                };
+                (self.ctx().tasks)
+                    .spawn_work(format!("refresh the view of session {session}"), work);
                 Ok(now)
             }
         }

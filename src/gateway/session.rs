@@ -14,25 +14,21 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
-    CompleteRequestParams, CompleteResult, GetPromptRequest, GetPromptRequestParams,
-    GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequest,
-    ReadResourceRequestParams, ReadResourceResponse, Reference, ServerCapabilities, ServerConfig,
-    ServerResult, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams,
-    SubscriptionFilter, UnsubscribeRequest, UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest, CompleteRequestParams,
+    CompleteResult, GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse,
+    Reference, ServerCapabilities, ServerConfig, ServerResult, SetLevelRequestParams,
+    SubscribeRequest, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequest,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData as McpError, ServerHandler};
 
 use super::access::{SessionCaller, Target};
 use super::audit::{Audit, Outcome};
-use super::handler::{Gateway, text_error, unknown_tool};
+use super::handler::Gateway;
 use super::manage;
-use crate::identity::Identity;
-use crate::upstream::calls::Caller;
-use crate::upstream::pool::Live;
-use crate::upstream::session::{Failure, Forward};
 
 /// The handler of one client session (or of one stateless request).
 pub struct SessionHandler {
@@ -60,128 +56,8 @@ impl Drop for SessionHandler {
     }
 }
 
-/// A protocol error for a request that got no result upstream.
-fn failure_error(server: &str, failure: Failure) -> McpError {
-    match failure {
-        Failure::Error(e) => e,
-        other => McpError::internal_error(format!("server `{server}` {other}"), None),
-    }
-}
-
-fn unexpected(server: &str, method: &str) -> McpError {
-    McpError::internal_error(
-        format!("server `{server}` answered `{method}` with a result of another kind"),
-        None,
-    )
-}
-
-impl SessionHandler {
-    /// The caller of the request with `extensions` (see [`Gateway::caller`]).
-    fn who(&self, extensions: &rmcp::model::Extensions) -> Result<Arc<Identity>, McpError> {
-        self.gateway.caller(self.id, &self.caller, extensions)
-    }
-
-    /// Forwards `request` to `server`'s session `live` on behalf of the
-    /// request in `context`, in a `relay` span ([`super::trace`]).
-    async fn forward(
-        &self,
-        server: &str,
-        live: &Live,
-        request: ClientRequest,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ServerResult, Failure> {
-        // Who the request is for (see `http::guard`): a remote server is told.
-        let identity = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<Arc<Identity>>())
-            .cloned();
-        let caller = Caller {
-            session: self.id,
-            peer: context.peer,
-            request: context.id,
-            progress_token: context.meta.get_progress_token(),
-            log_level: context.meta.log_level(),
-        };
-        let forward = Forward {
-            caller,
-            meta: context.meta,
-            timeout: self.gateway.call_timeout(),
-            ct: context.ct,
-        };
-        let span = super::trace::relay_span(self.id, server, &request);
-        // Boxed: rmcp spawns a task per request holding this future, and a
-        // large inline future is copied on every spawn (measured, figure 5).
-        let call = Box::pin(live.forward(identity.as_deref(), request, forward));
-        super::trace::relayed(span, call).await
-    }
-
-    async fn call_upstream(
-        &self,
-        who: &Identity,
-        mut params: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        let name = params.name.to_string();
-        let route = self.gateway.tool_route(&name)?;
-        if !self.gateway.visible(who).server(&route.server) {
-            Audit::start("tools/call", who, &route.server, &name).end(Outcome::Hidden);
-            return Err(unknown_tool(&name));
-        }
-        let live = match self.gateway.tool_session(&name, &route).await {
-            Ok(live) => live,
-            Err(answer) => return Ok(answer),
-        };
-        params.name = route.name.into();
-        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let server = &route.server;
-        let audit = Audit::start("tools/call", who, server, &name);
-        let result = self.forward(server, &live, request, context).await;
-        let outcome = match &result {
-            Ok(ServerResult::CallToolResult(r)) if r.is_error != Some(true) => Outcome::Ok,
-            Err(Failure::Timeout(_)) => Outcome::Timeout,
-            _ => Outcome::Error,
-        };
-        let took = audit.end(outcome);
-        crate::metrics::global().tool_call(server, outcome.as_str(), took);
-        match result {
-            Ok(ServerResult::CallToolResult(r)) => Ok(CallToolResponse::Complete(r)),
-            Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
-            Ok(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(r)),
-            Ok(_) => Err(unexpected(server, "tools/call")),
-            Err(Failure::Timeout(t)) => Ok(text_error(format!(
-                "server `{server}` did not answer `{name}` within {}s; the call was cancelled",
-                t.as_secs_f64()
-            ))),
-            Err(Failure::Closed(e)) => Ok(text_error(format!(
-                "server `{server}` failed during the call: {e}"
-            ))),
-            Err(e) => Err(failure_error(server, e)),
-        }
-    }
-
-    /// Forwards a subscription change to the server that owns `uri`.
-    async fn resource_request(
-        &self,
-        uri: &str,
-        request: ClientRequest,
-        context: RequestContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        let who = self.who(&context.extensions)?;
-        let server = self
-            .gateway
-            .index()
-            .resource_server(uri)
-            .filter(|s| self.gateway.visible(&who).server(s))
-            .ok_or_else(|| McpError::resource_not_found(format!("no server offers `{uri}`"), None))?
-            .to_string();
-        let live = self.gateway.live(&server)?;
-        self.forward(&server, &live, request, context)
-            .await
-            .map(|_| ())
-            .map_err(|e| failure_error(&server, e))
-    }
-}
+mod forward;
+use forward::{failure_error, unexpected};
 
 use super::observe::counted;
 
@@ -314,7 +190,9 @@ impl ServerHandler for SessionHandler {
                 let exposed = std::mem::replace(&mut params.name, route.name);
                 let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
                 let audit = Audit::start("prompts/get", &who, &route.server, &exposed);
-                let result = self.forward(&route.server, &live, request, context).await;
+                let result = self
+                    .forward(&who, &route.server, &live, request, context)
+                    .await;
                 audit.end(Outcome::of(&result));
                 match result {
                     Ok(ServerResult::GetPromptResult(r)) => Ok(GetPromptResponse::Complete(r)),
@@ -388,7 +266,7 @@ impl ServerHandler for SessionHandler {
                 let uri = params.uri.clone();
                 let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
                 let audit = Audit::start("resources/read", &who, &server, &uri);
-                let result = self.forward(&server, &live, request, context).await;
+                let result = self.forward(&who, &server, &live, request, context).await;
                 audit.end(Outcome::of(&result));
                 match result {
                     Ok(ServerResult::ReadResourceResult(r)) => {
@@ -509,7 +387,7 @@ impl ServerHandler for SessionHandler {
                 };
                 let live = self.gateway.live(&server)?;
                 let request = ClientRequest::CompleteRequest(CompleteRequest::new(params));
-                match self.forward(&server, &live, request, context).await {
+                match self.forward(&who, &server, &live, request, context).await {
                     Ok(ServerResult::CompleteResult(r)) => Ok(r),
                     Ok(_) => Err(unexpected(&server, "completion/complete")),
                     Err(e) => Err(failure_error(&server, e)),

@@ -12,6 +12,7 @@
 //! The file is re-read when it changes ([`watch`]); a missing or invalid file
 //! keeps the last good set in force and says so, with file:line:col.
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::SourcePos;
+use crate::catalog::snapshot::DATA_LINK;
+use crate::controller::watch::classify;
 use crate::identity::Identity;
 
 pub const USERS_FILE: &str = "users.yaml";
@@ -145,8 +148,17 @@ pub async fn watch(path: PathBuf, tx: watch::Sender<Arc<Users>>, shutdown: Cance
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let name = path.file_name().map(|n| n.to_os_string());
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Only changes count: its own reads (opens, closes) must not wake it,
+        // or each read would cause the next. A ConfigMap volume's `..data`
+        // swap replaces the file too.
         let relevant = match res {
-            Ok(e) => e.paths.iter().any(|p| p.file_name() == name.as_deref()),
+            Ok(e) => {
+                classify(&e.kind).is_some()
+                    && e.paths.iter().any(|p| {
+                        p.file_name() == name.as_deref()
+                            || p.file_name() == Some(OsStr::new(DATA_LINK))
+                    })
+            }
             Err(_) => true,
         };
         if relevant {
@@ -209,6 +221,43 @@ mod tests {
             Identity::new("ann", "ann", vec!["dev".into(), "ops".into()])
         );
         assert_eq!(users.by_id("bob").unwrap().name, "Bob");
+    }
+
+    /// A write is published; reads of the file (its own included) publish
+    /// nothing. It used to reload every DEBOUNCE, each read waking the next.
+    #[tokio::test]
+    async fn writes_reload_it_and_reads_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(USERS_FILE);
+        let one = format!("users:\n  - id: ann\n    token_sha256: {ANN}\n");
+        let (tx, mut rx) = watch::channel(Arc::new(Users::default()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch(path.clone(), tx, stop.clone()));
+        // The watch is set up once the task runs: write until a reload is seen.
+        loop {
+            std::fs::write(&path, &one).unwrap();
+            let wait = Duration::from_millis(500);
+            if tokio::time::timeout(wait, rx.changed()).await.is_ok() {
+                break;
+            }
+        }
+        assert_eq!(rx.borrow_and_update().len(), 1);
+        for _ in 0..3 {
+            std::fs::read_to_string(&path).unwrap();
+        }
+        // Five periods of the old reload loop: it would have published here.
+        let quiet = tokio::time::timeout(DEBOUNCE * 5, rx.changed()).await;
+        assert!(quiet.is_err(), "reloaded with no write");
+        let two = format!(
+            "{one}  - id: bob\n    token_sha256: {}\n",
+            ANN.replace('2', "3")
+        );
+        std::fs::write(&path, two).unwrap();
+        let wait = tokio::time::timeout(Duration::from_secs(10), rx.changed());
+        wait.await.expect("no reload within 10 s").unwrap();
+        assert_eq!(rx.borrow_and_update().len(), 2);
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[test]

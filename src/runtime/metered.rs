@@ -1,5 +1,6 @@
 //! Counts every engine call by verb and outcome (`mcp_fleet_engine_calls`)
-//! around any backend, so the controller and the backends stay unaware of it.
+//! around any backend, so the controller stays unaware of it. Reads are the
+//! exception: a backend counts the ones that reach its engine.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,12 @@ use crate::metrics::{self, Verb};
 
 pub struct Metered(pub Arc<dyn Runtime>);
 
-fn count<T>(verb: &'static str, r: Result<T>) -> Result<T> {
+/// Counts one engine call; backends count the reads they make themselves
+/// (a `list` is served from a watch-fed cache and reaches no engine).
+pub(crate) fn count<T, E>(
+    verb: &'static str,
+    r: std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
     let outcome = if r.is_ok() { "ok" } else { "error" };
     metrics::global()
         .engine_calls
@@ -29,7 +35,7 @@ impl Runtime for Metered {
     }
 
     async fn list(&self, fleet: &str, server: Option<&str>) -> Result<Vec<Container>> {
-        count("list", self.0.list(fleet, server).await)
+        self.0.list(fleet, server).await
     }
 
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<()> {

@@ -1,5 +1,10 @@
 //! The Docker Engine backend (bollard). The API version is negotiated, so
-//! engines as old as 20.10 (API 1.41) work.
+//! engines as old as 20.10 (API 1.41) work. Reads come from a store the
+//! engine's events keep current, so a reconcile makes no engine call unless
+//! it changes something.
+mod read;
+mod store;
+mod watch;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,22 +14,18 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, HostConfigLogConfig,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use super::{
-    Container, LABEL_FLEET, LABEL_HASH, LABEL_SERVER, PullPolicy, Runtime, State, Stderr, Stdio,
-};
+use super::{Container, LABEL_FLEET, LABEL_SERVER, PullPolicy, Runtime, State, Stderr, Stdio};
 use crate::catalog::ContainerServer;
 use crate::{Error, Result};
+use store::Store;
 
 #[derive(Clone, Default)]
 pub struct DockerRuntime {
@@ -32,6 +33,8 @@ pub struct DockerRuntime {
     /// version the engine agreed to; made on the first call that reaches the
     /// engine (making it needs the socket to exist).
     api: Arc<OnceCell<Docker>>,
+    /// What runs, kept current by `events` (see `store`).
+    store: Arc<Store>,
 }
 
 impl DockerRuntime {
@@ -101,53 +104,16 @@ fn label_filter(fleet: &str, server: Option<&str>) -> HashMap<String, Vec<String
     HashMap::from([("label".to_string(), labels)])
 }
 
-/// `docker ps` reports "Exited (137) 3 seconds ago"; the code is in brackets.
-fn exit_code(status: Option<&str>) -> Option<i64> {
-    let s = status?;
-    let inner = s.split_once('(')?.1.split_once(')')?.0;
-    inner.parse().ok()
-}
-
 #[async_trait]
 impl Runtime for DockerRuntime {
+    /// From the event-fed store while its event stream runs; from the
+    /// engine otherwise (before the first list, after a break, and in
+    /// one-shot commands, which follow no events).
     async fn list(&self, fleet: &str, server: Option<&str>) -> Result<Vec<Container>> {
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&label_filter(fleet, server))
-            .build();
-        let found = self
-            .docker()
-            .await?
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| call_error("list containers", e))?;
-        Ok(found
-            .into_iter()
-            .filter_map(|c| {
-                let labels = c.labels.unwrap_or_default();
-                let state = match c.state {
-                    Some(ContainerSummaryStateEnum::RUNNING) => State::Running,
-                    Some(ContainerSummaryStateEnum::CREATED) => State::Created,
-                    Some(ContainerSummaryStateEnum::EXITED) => {
-                        State::Exited(exit_code(c.status.as_deref()))
-                    }
-                    other => State::Other(format!("{other:?}").to_lowercase()),
-                };
-                Some(Container {
-                    id: c.id?,
-                    name: c
-                        .names
-                        .and_then(|n| n.into_iter().next())
-                        .map(|n| n.trim_start_matches('/').to_string())
-                        .unwrap_or_default(),
-                    server: labels.get(LABEL_SERVER)?.clone(),
-                    hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
-                    state,
-                    created: c.created.unwrap_or_default(),
-                    restarts: 0,
-                })
-            })
-            .collect())
+        if let Some(found) = self.store.read(fleet, server) {
+            return Ok(found);
+        }
+        read::all(self.docker().await?, fleet, server).await
     }
 
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<()> {
@@ -239,18 +205,43 @@ impl Runtime for DockerRuntime {
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         let docker = self.docker().await?;
         match docker.create_container(Some(opts), body).await {
-            Ok(created) => Ok(created.id),
+            Ok(created) => {
+                let _order = self.store.writing().await;
+                self.store.created(Container {
+                    id: created.id.clone(),
+                    name,
+                    server: server.to_string(),
+                    hash: desired.hash.clone(),
+                    state: State::Created,
+                    created: time::OffsetDateTime::now_utc().unix_timestamp(),
+                    restarts: 0,
+                });
+                Ok(created.id)
+            }
             Err(e) if status_of(&e) == Some(409) => Err(self.name_conflict(&name).await),
             Err(e) => Err(call_error(format!("create {name}"), e)),
         }
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        match self.docker().await?.start_container(id, None).await {
-            Ok(()) => Ok(()),
-            Err(e) if status_of(&e) == Some(304) => Ok(()),
-            Err(e) => Err(call_error(format!("start {}", short(id)), e)),
+        let docker = self.docker().await?;
+        match docker.start_container(id, None).await {
+            Ok(()) => {}
+            Err(e) if status_of(&e) == Some(304) => {}
+            Err(e) => return Err(call_error(format!("start {}", short(id)), e)),
         }
+        // Read back under the order lock rather than assumed running: it may
+        // have died already, and its events may have been applied already.
+        let _order = self.store.writing().await;
+        match read::one(docker, id).await {
+            Ok(Some(c)) => self.store.put(c),
+            Ok(None) => self.store.forget(id),
+            // Started all the same; its `start` event brings the store up to date.
+            Err(e) => {
+                tracing::debug!(container = short(id), error = %e, "no read-back after start")
+            }
+        }
+        Ok(())
     }
 
     async fn remove(&self, id: &str, timeout: Duration) -> Result<()> {
@@ -266,11 +257,14 @@ impl Runtime for DockerRuntime {
             .v(true)
             .build();
         match self.docker().await?.remove_container(id, Some(rm)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             // 404: gone already; 409: removal already in progress.
-            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(call_error(format!("remove {}", short(id)), e)),
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => {}
+            Err(e) => return Err(call_error(format!("remove {}", short(id)), e)),
         }
+        let _order = self.store.writing().await;
+        self.store.forget(id);
+        Ok(())
     }
 
     async fn attach(&self, id: &str) -> Result<Stdio> {
@@ -294,27 +288,13 @@ impl Runtime for DockerRuntime {
         }))
     }
 
+    /// Feeds the store as it goes (see `watch`); a stream that fails or
+    /// is dropped stops serving reads from it.
     fn events(&self, fleet: &str) -> BoxStream<'static, Result<String>> {
-        let mut filters = label_filter(fleet, None);
-        filters.insert("type".into(), vec!["container".into()]);
-        let opts = EventsOptionsBuilder::default().filters(&filters).build();
-        let rt = self.clone();
-        // The stream starts once the engine answers; until then it fails at once.
-        stream::once(async move { rt.docker().await.cloned() })
-            .flat_map(move |docker| match docker {
-                Ok(d) => d
-                    .events(Some(opts.clone()))
-                    .filter_map(|ev| async move {
-                        match ev {
-                            Ok(msg) => msg
-                                .actor
-                                .and_then(|a| a.attributes)
-                                .and_then(|mut attrs| attrs.remove(LABEL_SERVER))
-                                .map(Ok),
-                            Err(e) => Some(Err(call_error("events", e))),
-                        }
-                    })
-                    .boxed(),
+        let follow = watch::follow(self.clone(), fleet.to_string());
+        stream::once(follow)
+            .flat_map(|followed| match followed {
+                Ok(events) => events,
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             })
             .boxed()
@@ -400,17 +380,4 @@ impl DockerRuntime {
 /// Container ids are long; the first 12 characters are what `docker ps` shows.
 pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_code_from_status_text() {
-        assert_eq!(exit_code(Some("Exited (137) 3 seconds ago")), Some(137));
-        assert_eq!(exit_code(Some("Exited (0) About a minute ago")), Some(0));
-        assert_eq!(exit_code(Some("Up 2 seconds")), None);
-        assert_eq!(exit_code(None), None);
-    }
 }

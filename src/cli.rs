@@ -17,7 +17,7 @@ use crate::gateway::ready::Health;
 use crate::gateway::{auth, http};
 use crate::plan::Plan;
 use crate::runtime::choice::RuntimeArgs;
-use crate::runtime::{DockerRuntime, PullPolicy, Runtime};
+use crate::runtime::{self, PullPolicy, Runtime};
 use crate::supervise::Supervisor;
 use crate::upstream::identity::SharedSecret;
 use crate::upstream::index::ToolNames;
@@ -52,7 +52,7 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print what `run` would do now; touches nothing.
     /// Exit 0 when in sync, 2 when changes are pending, 1 on error.
-    Plan(FleetArgs),
+    Plan(PlanArgs),
     /// Print the fleet's status (from the status file `run` writes).
     /// Exit 0 when every server is running (and ready, if a gateway saw it), 2 otherwise.
     Status {
@@ -97,6 +97,14 @@ pub struct FleetArgs {
     /// Give containers a writable root filesystem (default: read-only, with a tmpfs on /tmp).
     #[arg(long)]
     pub writable_rootfs: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -420,7 +428,12 @@ async fn signal_shutdown(token: CancellationToken) {
     token.cancel();
 }
 
-async fn plan(args: FleetArgs) -> Result<ExitCode> {
+async fn plan(
+    PlanArgs {
+        fleet: args,
+        runtime,
+    }: PlanArgs,
+) -> Result<ExitCode> {
     let desired = catalog::load(&args.config_dir, &args.load_options(Duration::ZERO)?)?;
     for w in &desired.warnings {
         eprintln!("warning: {w}");
@@ -430,8 +443,9 @@ async fn plan(args: FleetArgs) -> Result<ExitCode> {
             eprintln!("invalid: {name}: {error}");
         }
     }
-    let runtime = DockerRuntime::connect().await?;
-    let actual = runtime.list(&args.fleet, None).await?;
+    // Nothing is pulled or stopped: the defaults only fill the settings.
+    let runtime = runtime.build(PullPolicy::Missing, Duration::ZERO).await?;
+    let actual = read_once(runtime.as_ref(), &args.fleet).await?;
     let plan = Plan::compute(&args.fleet, &desired, &actual);
     print!("{plan}");
     Ok(if plan.is_empty() {
@@ -439,6 +453,19 @@ async fn plan(args: FleetArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
+}
+
+/// What runs now. A backend whose reads come from its watch (Kubernetes)
+/// has its watch run for as long as this read takes.
+async fn read_once(runtime: &dyn Runtime, fleet: &str) -> Result<Vec<runtime::Container>> {
+    let watch = futures_util::StreamExt::for_each(runtime.events(fleet), |_| async {});
+    tokio::select! {
+        found = runtime.list(fleet, None) => found,
+        () = watch => Err(Error::Unreachable {
+            op: "list".into(),
+            message: "the watch of what runs ended before its first list".into(),
+        }),
+    }
 }
 
 #[cfg(test)]

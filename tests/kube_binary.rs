@@ -141,13 +141,9 @@ impl Drop for Killed {
     }
 }
 
-/// The binary, its config directory holding `catalog` and a kubeconfig for
-/// the stand-in at `addr`. Returns it, the config directory and its log.
-fn start(
-    dir: &std::path::Path,
-    addr: std::net::SocketAddr,
-    catalog: &str,
-) -> (Killed, PathBuf, PathBuf) {
+/// A kubeconfig for the stand-in at `addr`, and a config directory holding
+/// `catalog`, both in `dir`.
+fn configs(dir: &std::path::Path, addr: std::net::SocketAddr, catalog: &str) -> (PathBuf, PathBuf) {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
@@ -162,6 +158,27 @@ fn start(
     let config = dir.join("config");
     std::fs::create_dir(&config).unwrap();
     std::fs::write(config.join("docker-mcp.yaml"), catalog).unwrap();
+    (kubeconfig, config)
+}
+
+/// The stand-in API server, serving on a free port.
+async fn stand_in() -> (ApiServer, std::net::SocketAddr) {
+    let api = ApiServer::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(handle).with_state(api.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (api, addr)
+}
+
+/// `mcp-fleet run` on the stand-in at `addr`, with `catalog`. Returns it,
+/// the config directory and its log.
+fn start(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    catalog: &str,
+) -> (Killed, PathBuf, PathBuf) {
+    let (kubeconfig, config) = configs(dir, addr, catalog);
     let log = dir.join("log");
     let child = Command::new(bin())
         .args([
@@ -187,11 +204,7 @@ fn start(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_runs_a_server_as_a_pod_through_the_api_server() {
-    let api = ApiServer::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(handle).with_state(api.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (api, addr) = stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let time = catalog_of(&[entry("time", "mcp/time:1", "")]);
     let (_binary, config, log) = start(dir.path(), addr, &time);
@@ -258,4 +271,46 @@ async fn the_binary_runs_a_server_as_a_pod_through_the_api_server() {
         (api.calls().last()? == &format!("DELETE {NS}/pods/{pod}")).then_some(())
     })
     .await;
+}
+
+/// `plan --runtime kubernetes` reads the Pods through the list and watch the
+/// controller uses, says what `run` would do, and writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_reads_the_pods_through_the_api_server_and_writes_nothing() {
+    let (api, addr) = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let time = catalog_of(&[entry("time", "mcp/time:1", "")]);
+    let (kubeconfig, config) = configs(dir.path(), addr, &time);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin())
+            .args([
+                "plan",
+                "--runtime",
+                "kubernetes",
+                "--fleet",
+                "f",
+                "--config-dir",
+            ])
+            .arg(&config)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "changes pending\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("create   time: image mcp/time:1"),
+        "{stdout}"
+    );
+    let calls = api.calls();
+    assert_eq!(calls[0], format!("GET {NS}/pods"), "{calls:?}");
+    assert!(calls.iter().all(|c| c.starts_with("GET")), "{calls:?}");
 }

@@ -44,13 +44,6 @@ impl DockerRuntime {
         DockerRuntime::default()
     }
 
-    /// A client that has reached the engine (for one-shot commands).
-    pub async fn connect() -> Result<Self> {
-        let rt = Self::new();
-        rt.docker().await?;
-        Ok(rt)
-    }
-
     async fn docker(&self) -> Result<&Docker> {
         self.api
             .get_or_try_init(|| async {

@@ -94,6 +94,15 @@ async fn answer_delete(api: &mut ApiServer, name: &str) {
     );
 }
 
+/// The stderr capture attaching to a running Pod, refused here (this mock
+/// speaks no WebSocket; `attach_tests` has a real one).
+async fn answer_stderr_attach(api: &mut ApiServer, name: &str) {
+    let query = [("container", "server"), ("stderr", "true")];
+    (api.expect(Method::GET, &format!("{PODS}/{name}/attach"), &query))
+        .await
+        .reply(403, mock::status(403, "Forbidden", "not in this test"));
+}
+
 /// Waits for the watch to name `fetch`, then reconciles it with no API call
 /// (a call would reach the mock, and the next `expect` would see it).
 async fn observe(ctx: &Context, events: &mut mpsc::UnboundedReceiver<String>) -> ServerStatus {
@@ -174,6 +183,8 @@ async fn create_crash_drift_and_removal_through_the_reflector() {
     assert_eq!(observe(&ctx, &mut events).await.phase, Phase::Running);
     let serving = |restarts| Upstream::running(&first, restarts, &v1);
     assert_eq!(ctx.view.get().get("fetch"), Some(&serving(0)));
+    // Its stderr is captured once it runs (refused here: tried again later).
+    answer_stderr_attach(&mut api, &first).await;
 
     // A crash: kubelet restarts it with its own back-off; the status says so.
     let crashed = json!({
@@ -197,6 +208,7 @@ async fn create_crash_drift_and_removal_through_the_reflector() {
     let st = observe(&ctx, &mut events).await;
     assert_eq!((st.phase, st.restart_count), (Phase::Running, 1));
     assert_eq!(ctx.view.get().get("fetch"), Some(&serving(1)));
+    answer_stderr_attach(&mut api, &first).await;
 
     // Drift: a new spec replaces the Pod (delete, then a new instance).
     let v2 = want("img:2");

@@ -46,7 +46,7 @@ use kube::{Client, Resource};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::OnceCell;
 
-use super::{Capabilities, Container, PullPolicy, Runtime, Stdio};
+use super::{Capabilities, Container, PullPolicy, Runtime, Stderr, Stdio};
 use crate::catalog::ContainerServer;
 use crate::{Error, Result};
 use objects::{ANNOTATION_SERVER, fleet_selector};
@@ -374,11 +374,34 @@ impl Runtime for KubernetesRuntime {
         };
         Ok(Stdio {
             stdout: Box::pin(Attached {
-                stdout,
+                output: stdout,
                 _process: process,
             }),
             stdin: Box::pin(stdin),
         })
+    }
+
+    /// `pods/attach` for stderr alone, while the container runs (a Pod runs
+    /// as soon as it is scheduled, so what it writes before the attach is
+    /// only in kubelet's log). Kubelet restarts the container in place: the
+    /// stream ends, and the next reconcile attaches to the new run.
+    async fn attach_stderr(&self, id: &str) -> Result<Stderr> {
+        let ap = AttachParams::default()
+            .container(objects::CONTAINER)
+            .stdin(false)
+            .stdout(false)
+            .stderr(true)
+            .max_stderr_buf_size(64 * 1024);
+        let pods = self.api::<Pod>();
+        let op = format!("attach stderr of pod {id}");
+        let mut process = call(op.clone(), pods.attach(id, &ap)).await?;
+        let Some(stderr) = process.stderr() else {
+            return Err(Error::runtime(op, "no stderr"));
+        };
+        Ok(Box::pin(Attached {
+            output: stderr,
+            _process: process,
+        }))
     }
 
     /// Servers whose Pods changed, from the watch that also fills the cache.
@@ -459,9 +482,9 @@ fn forget_gone(made: &Mutex<HashSet<String>>, store: &Store<Pod>, event: &watche
     }
 }
 
-/// A Pod's stdout, holding the attach session open while it is read.
+/// A Pod's stdout or stderr, holding the attach session open while it is read.
 struct Attached {
-    stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    output: tokio::io::ReadHalf<tokio::io::SimplexStream>,
     _process: AttachedProcess,
 }
 
@@ -471,6 +494,6 @@ impl AsyncRead for Attached {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stdout).poll_read(cx, buf)
+        Pin::new(&mut self.output).poll_read(cx, buf)
     }
 }

@@ -84,8 +84,10 @@ function secretsOf(config) {
   return out;
 }
 
-// The two files' text for the approved records (sorted by name).
-function renderFiles(records) {
+// The two files' text for the approved records (sorted by name). With `inline`, who
+// may use each server goes on its catalog entry (`x-mcp-fleet:`, read by mcp-fleet
+// with --approval all) instead of in registry.yaml.
+function renderFiles(records, inline) {
   let yaml = "# Rendered by PocketBase (pb_hooks/render.js) from the approved mcp_servers records.\n";
   yaml += "name: docker-mcp\ndisplayName: PocketCoder Dynamic Catalog\n";
   let env = "# Rendered by PocketBase (pb_hooks/render.js): secrets of the approved MCP servers.\n";
@@ -106,6 +108,11 @@ function renderFiles(records) {
     yaml += "    image: " + q(image) + "\n";
     yaml += "    longLived: false\n";
     if (config.network === false) yaml += "    disableNetwork: true\n";
+    if (inline) {
+      yaml += "    x-mcp-fleet:\n";
+      yaml += "      required_roles: [" + rolesOf(r).map(q).join(", ") + "]\n";
+      yaml += "      creator: " + q(r.getString("creator")) + "\n";
+    }
     if (secrets.length > 0) {
       yaml += "    secrets:\n";
       for (const s of secrets) {
@@ -147,16 +154,83 @@ function envKeys(text) {
   return (text || "").split("\n").filter((l) => l && l[0] !== "#").map((l) => l.split("=")[0]);
 }
 
-// Renders the shared volume from the database. Safe to call on any change: unchanged
-// files are left alone.
+// The env keys a catalog this file rendered names in its `secrets:` lists.
+function catalogSecretKeys(text) {
+  return (text || "").split("\n").filter((l) => /^      - name: "/.test(l)).map((l) => JSON.parse(l.slice(14)));
+}
+
+// On Kubernetes (MCP_KUBE_NAMESPACE set) the files live in the ConfigMap and Secret
+// that mcp-fleet mounts (manifests/), written through the API with this Pod's service
+// account token (re-read each time: kubelet rotates it). Returns a call function, or
+// null off Kubernetes.
+function kubeApi() {
+  const ns = $os.getenv("MCP_KUBE_NAMESPACE");
+  if (!ns) return null;
+  const base = $os.getenv("MCP_KUBE_API") ||
+    "https://" + $os.getenv("KUBERNETES_SERVICE_HOST") + ":" + ($os.getenv("KUBERNETES_SERVICE_PORT") || "443");
+  const tokenFile = $os.getenv("MCP_KUBE_TOKEN_FILE") || "/var/run/secrets/kubernetes.io/serviceaccount/token";
+  const token = toString($os.readFile(tokenFile)).trim();
+  return (method, path, body) => {
+    const res = $http.send({
+      url: base + "/api/v1/namespaces/" + ns + path,
+      method: method,
+      body: body ? JSON.stringify(body) : "",
+      headers: {
+        "Authorization": "Bearer " + token,
+        "Content-Type": "application/merge-patch+json",
+        "Accept": "application/json",
+      },
+      timeout: 10,
+    });
+    if (res.statusCode < 200 || res.statusCode > 299) {
+      const why = res.json && res.json.message ? res.json.message : "";
+      throw new Error(method + " " + path + ": HTTP " + res.statusCode + " " + why);
+    }
+    return res.json;
+  };
+}
+
+// The Kubernetes counterpart of the file writes below: the catalog (with each
+// server's access rule on its entry, as mcp-fleet runs there with --approval all) in
+// the ConfigMap, the secrets in the Secret: first when secrets are added, after the
+// catalog when they are dropped, as with files.
+function renderKube(app, api, records) {
+  const files = renderFiles(records, true);
+  const configMap = $os.getenv("MCP_KUBE_CONFIGMAP") || "mcp-fleet-catalog";
+  const secret = $os.getenv("MCP_KUBE_SECRET") || "mcp-fleet-secrets";
+  const data = api("GET", "/configmaps/" + configMap).data || {};
+  const newKeys = envKeys(files.env);
+  const envFirst = catalogSecretKeys(data[CATALOG]).every((k) => newKeys.indexOf(k) >= 0);
+  const wrote = [];
+  const writeEnv = () => {
+    // Not read back to compare (it is base64 and this JavaScript has no decoder);
+    // the same content again changes nothing in the cluster.
+    api("PATCH", "/secrets/" + secret, { stringData: { [SECRETS]: files.env } });
+    wrote.push(SECRETS);
+  };
+  const writeCatalog = () => {
+    if (data[CATALOG] === files.yaml) return;
+    api("PATCH", "/configmaps/" + configMap, { data: { [CATALOG]: files.yaml } });
+    wrote.push(CATALOG);
+  };
+  if (envFirst) { writeEnv(); writeCatalog(); } else { writeCatalog(); writeEnv(); }
+  app.logger().info("mcp render", "configmap", configMap, "wrote", wrote.join(","), "approved",
+    records.map((r) => r.getString("name")).join(","));
+  return { wrote: wrote };
+}
+
+// Renders the shared volume (or, on Kubernetes, the ConfigMap and Secret) from the
+// database. Safe to call on any change: unchanged files are left alone.
 function render(app) {
+  const records = app.findRecordsByFilter("mcp_servers", "status = 'approved'", "name", 0, 0);
+  const api = kubeApi();
+  if (api) return renderKube(app, api, records);
   const dir = configDir();
   if (!dir) {
-    app.logger().warn("mcp render: MCP_CONFIG_DIR is not set; nothing rendered");
+    app.logger().warn("mcp render: neither MCP_CONFIG_DIR nor MCP_KUBE_NAMESPACE is set; nothing rendered");
     return { wrote: [] };
   }
-  const records = app.findRecordsByFilter("mcp_servers", "status = 'approved'", "name", 0, 0);
-  const files = renderFiles(records);
+  const files = renderFiles(records, false);
   // New secrets must exist before the catalog names them; dropped secrets go after the
   // catalog stops naming them.
   const oldKeys = envKeys(readOr(dir + "/" + SECRETS, ""));
@@ -179,6 +253,30 @@ function render(app) {
   return { wrote: wrote };
 }
 
+// mcp-fleet's status: from its `GET /status` when MCP_FLEET_STATUS_URL is set (with
+// the operator token in MCP_FLEET_TOKEN_FILE; on Kubernetes the status file is inside
+// mcp-fleet's Pod), else from its status file. Null when it cannot be had.
+function fleetStatus() {
+  const url = $os.getenv("MCP_FLEET_STATUS_URL");
+  if (!url) {
+    const path = $os.getenv("MCP_STATUS_FILE") || (configDir() + "/mcp-status.json");
+    try {
+      return JSON.parse(readOr(path, "null"));
+    } catch (_) {
+      return null;
+    }
+  }
+  const headers = { "Accept": "application/json" };
+  const tokenFile = $os.getenv("MCP_FLEET_TOKEN_FILE");
+  try {
+    if (tokenFile) headers["Authorization"] = "Bearer " + toString($os.readFile(tokenFile)).trim();
+    const res = $http.send({ url: url, method: "GET", headers: headers, timeout: 5 });
+    return res.statusCode === 200 ? res.json : null;
+  } catch (_) {
+    return null;
+  }
+}
+
 // What the application tells the agent about `name`, from the record and mcp-fleet's
 // status file (MCP_CONFIG_DIR/mcp-status.json, or MCP_STATUS_FILE):
 //   pending | denied | revoked   the request as the admin left it
@@ -194,11 +292,7 @@ function serverState(app, name) {
   const status = record.getString("status");
   const out = { server_name: name, request: status, state: status, phase: null, message: "", ready: null };
   if (status !== "approved") return out;
-  const path = $os.getenv("MCP_STATUS_FILE") || (configDir() + "/mcp-status.json");
-  let fleet = null;
-  try {
-    fleet = JSON.parse(readOr(path, "null"));
-  } catch (_) {}
+  const fleet = fleetStatus();
   const s = fleet && fleet.servers ? fleet.servers[name] : null;
   if (!s) {
     out.state = "starting";

@@ -197,8 +197,10 @@ async fn pocketbase_approves_a_container_appears_the_open_session_sees_it() {
     .await;
     let same = f.running("fetch").await;
     assert_eq!(
-        same.id, ctr.id,
-        "the half-written render replaced the container"
+        same.id,
+        ctr.id,
+        "the half-written render replaced the container\n{}",
+        f.logs()
     );
     assert!(c.tool_names().await.contains(&"fetch".to_string()));
     // The next render (here: the test restores it atomically) is taken as is.

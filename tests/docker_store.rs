@@ -49,14 +49,7 @@ async fn resyncs_read_the_store_and_a_kill_is_seen_through_events_with_its_exit_
     // The engine's events alone tell the controller; the inspect that
     // follows the event gives the exact exit code (a list only has text).
     docker_cli(&["kill", &first.id]);
-    f.until("time restarted after the kill", MIN, || async {
-        let s = f.status()?;
-        let restarts = s["servers"]["time"]["restartCount"].as_u64()?;
-        let now = f.container("time").await?;
-        (restarts >= 1 && now.state == "running" && s["servers"]["time"]["phase"] == "Running")
-            .then_some(())
-    })
-    .await;
+    f.restarted("time").await;
     assert!(
         f.log_count(&["server=\"time\"", "exit code 137"]) >= 1,
         "the crash is reported with the code SIGKILL gives\n{}",

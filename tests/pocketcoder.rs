@@ -58,15 +58,7 @@ async fn pocketbase_approves_a_container_appears_the_open_session_sees_it() {
     f.until("status file", MIN, || async { f.status() }).await;
 
     let admin = pb.login("_superusers", ADMIN);
-    let (code, v) = http(
-        &pb.base,
-        "POST",
-        "/api/collections/users/records",
-        Some(&admin),
-        Some(json!({"email": AGENT.0, "password": AGENT.1, "passwordConfirm": AGENT.1})),
-    );
-    assert_eq!(code, 200, "create agent user: {v}");
-    let agent = pb.login("users", AGENT);
+    let agent = pb.user(&admin, AGENT);
 
     // The agent's sandbox holds its session from before any approval.
     let mut c = McpClient::connect(&format!("{gateway}/sse"), McpTransport::Sse, None).await;

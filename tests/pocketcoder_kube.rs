@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::pocketbase::{ADMIN, PocketBase, http};
+use common::pocketbase::{ADMIN, PocketBase};
 use common::*;
 use serde_json::{Value, json};
 
@@ -160,15 +160,7 @@ async fn pocketbase_writes_the_configmap_and_secret_through_the_api() {
     let pb = PocketBase::start_env(f.dir.path(), &env).await;
 
     let admin = pb.login("_superusers", ADMIN);
-    let (code, v) = http(
-        &pb.base,
-        "POST",
-        "/api/collections/users/records",
-        Some(&admin),
-        Some(json!({"email": AGENT.0, "password": AGENT.1, "passwordConfirm": AGENT.1})),
-    );
-    assert_eq!(code, 200, "create agent user: {v}");
-    let agent = pb.login("users", AGENT);
+    let agent = pb.user(&admin, AGENT);
     let (code, v) = pb.request(Some(&agent), "fetch", "s1");
     assert_eq!(code, 201, "{v}\n{}", pb.log());
     let id = v["id"].as_str().unwrap().to_string();

@@ -273,6 +273,23 @@ impl Fleet {
         .await
     }
 
+    /// Waits until `server` has been restarted at least once and runs again,
+    /// with the status saying so.
+    pub async fn restarted(&self, server: &str) {
+        self.until(
+            &format!("{server} restarted"),
+            Duration::from_secs(60),
+            || async {
+                let s = self.status()?;
+                let restarts = s["servers"][server]["restartCount"].as_u64()?;
+                let now = self.container(server).await?;
+                let phase = &s["servers"][server]["phase"];
+                (restarts >= 1 && now.state == "running" && phase == "Running").then_some(())
+            },
+        )
+        .await
+    }
+
     /// Waits until the gateway has an MCP session to `server`.
     pub async fn ready(&self, server: &str) {
         self.until(

@@ -137,6 +137,15 @@ impl PocketBase {
         v["token"].as_str().unwrap().to_string()
     }
 
+    /// Creates a user (as the superuser `admin`) and logs it in.
+    pub fn user(&self, admin: &str, (email, password): (&str, &str)) -> String {
+        let user = json!({"email": email, "password": password, "passwordConfirm": password});
+        let path = "/api/collections/users/records";
+        let (code, v) = http(&self.base, "POST", path, Some(admin), Some(user));
+        assert_eq!(code, 200, "create user {email}: {v}");
+        self.login("users", (email, password))
+    }
+
     pub fn request(&self, token: Option<&str>, server: &str, session: &str) -> (u16, Value) {
         http(
             &self.base,

@@ -193,6 +193,10 @@ pub struct GatewayArgs {
     /// least recently used idle one.
     #[arg(long, default_value_t = crate::upstream::users::DEFAULT_LIMIT, value_parser = clap::value_parser!(usize))]
     pub upstream_user_sessions: usize,
+    /// Seconds a user's session to a remote server may stay unused before it
+    /// is closed (checked at every --health-interval).
+    #[arg(long, default_value_t = 600.0)]
+    pub upstream_user_idle: f64,
     /// File holding a secret sent to remote servers as `X-Mcp-Gateway-Secret`
     /// with every user's identity headers, so a server can trust them.
     #[arg(long)]
@@ -349,6 +353,7 @@ async fn run(args: RunArgs) -> Result<()> {
             tool_names: g.tool_names,
             reserved: manage::NAMES.to_vec(),
             user_sessions: g.upstream_user_sessions,
+            user_idle: secs(g.upstream_user_idle, "upstream-user-idle")?,
             identity_secret,
         },
     );

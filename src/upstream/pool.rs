@@ -55,6 +55,8 @@ pub struct PoolSettings {
     pub reserved: Vec<&'static str>,
     /// Sessions per remote server, one per user ([`UserSessions`]).
     pub user_sessions: usize,
+    /// How long a user's session may stay unused before it is closed.
+    pub user_idle: Duration,
     /// Sent to remote servers with every user's identity, if set.
     pub identity_secret: Option<SharedSecret>,
 }
@@ -287,6 +289,7 @@ impl Pool {
                 changes: self.changes.clone(),
                 relay: self.relay.clone(),
                 limit: self.settings.user_sessions,
+                idle: self.settings.user_idle,
                 timeout: self.settings.handshake_timeout,
             })
         });
@@ -359,7 +362,8 @@ impl Pool {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let timeout = self.settings.ping_timeout;
-        // Users' sessions: one that fails is closed; its user's next request opens another.
+        // Users' sessions: one that fails or has stayed unused too long is
+        // closed; its user's next request opens another.
         join_all(
             all.iter()
                 .filter_map(|(_, l)| l.users.as_ref())

@@ -5,8 +5,8 @@
 //! open closes the least recently used idle one (no request in flight); when
 //! every one is busy, the request gets an error saying so, rather than a
 //! queue without end. A session is opened on a user's first request (within
-//! the handshake timeout), kept until evicted, failing a health ping, or its
-//! server leaving the pool (dropping this closes every session, which sends
+//! the handshake timeout), kept until evicted, unused for `idle`, failing a
+//! health ping, or its server leaving the pool (dropping this closes every session, which sends
 //! the upstream its `DELETE`). A user whose name or roles change gets a new
 //! session; the old one ends with its last request.
 use std::collections::HashMap;
@@ -40,6 +40,8 @@ pub struct Remote {
     pub relay: Arc<Relay>,
     pub limit: usize,
     pub timeout: Duration,
+    /// Unused this long, a session is closed at the next health check.
+    pub idle: Duration,
 }
 
 /// The sessions of one remote server, by user id.
@@ -162,6 +164,23 @@ impl UserSessions {
         }
     }
 
+    /// Drops the slots with nothing in flight that were last used `idle` ago
+    /// or more (dropping a session sends the upstream its `DELETE`).
+    fn close_idle(&self) -> usize {
+        let idle = self.remote.idle;
+        let mut slots = self.slots();
+        let before = slots.len();
+        slots.retain(|user, s| {
+            let used = *s.last_used.lock().unwrap_or_else(|e| e.into_inner());
+            let keep = s.active.load(Ordering::Acquire) > 0 || used.elapsed() < idle;
+            if !keep {
+                tracing::debug!(server = %self.remote.server, user = %user, "closing a user session unused for {}s", idle.as_secs());
+            }
+            keep
+        });
+        before - slots.len()
+    }
+
     async fn open(&self, who: &Identity) -> Result<Session, String> {
         let Upstream::Remote {
             url: address,
@@ -197,8 +216,11 @@ impl UserSessions {
         }
     }
 
-    /// Pings every open session; closes the ones that fail. Returns how many.
+    /// Closes the sessions unused for `idle` (no request in flight), then
+    /// pings every other open session and closes the ones that fail.
+    /// Returns how many it closed.
     pub async fn check_health(&self, timeout: Duration) -> usize {
+        let stale = self.close_idle();
         let open: Vec<(String, Arc<Slot>)> = self
             .slots()
             .iter()
@@ -210,7 +232,7 @@ impl UserSessions {
             !session.is_closed() && session.ping(timeout).await.is_ok()
         }))
         .await;
-        let mut failed = 0;
+        let mut failed = stale;
         for ((user, slot), ok) in open.iter().zip(results) {
             if !ok {
                 tracing::info!(server = %self.remote.server, user = %user, "user session failed its health ping; closed");
@@ -280,6 +302,10 @@ mod tests {
     }
 
     fn pool(url: &str, limit: usize) -> UserSessions {
+        pool_idle(url, limit, Duration::from_secs(600))
+    }
+
+    fn pool_idle(url: &str, limit: usize, idle: Duration) -> UserSessions {
         let key = Upstream::Remote {
             url: crate::catalog::RemoteUrl::new(url),
             transport: "streamable-http".into(),
@@ -293,6 +319,7 @@ mod tests {
             relay: Arc::default(),
             limit,
             timeout: Duration::from_secs(10),
+            idle,
         })
     }
 
@@ -359,6 +386,24 @@ mod tests {
         assert_eq!(users.len(), 2);
         stalled.store(true, Ordering::Release);
         assert_eq!(users.check_health(ping).await, 2);
+        assert!(users.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_left_unused_is_closed_but_not_one_in_use() {
+        let (url, mut seen, _stalled) = server().await;
+        // Every session counts as unused for long enough at once.
+        let users = pool_idle(&url, 20, Duration::ZERO);
+        drop(users.get(&user("ann")).await.unwrap());
+        let bob = users.get(&user("bob")).await.unwrap();
+        let ping = Duration::from_secs(5);
+        assert_eq!(users.check_health(ping).await, 1);
+        heard(&mut seen, "DELETE", "ann").await;
+        assert_eq!(users.len(), 1, "bob's request is still in flight");
+        bob.ping(ping).await.unwrap();
+        drop(bob);
+        assert_eq!(users.check_health(ping).await, 1);
+        heard(&mut seen, "DELETE", "bob").await;
         assert!(users.is_empty());
     }
 

@@ -160,6 +160,7 @@ async fn pocketbase_approves_a_container_appears_the_open_session_sees_it() {
 
     // 6. A half-written render changes nothing: first a crashed writer's temp
     // file, then a catalog cut off mid-value in place (as a plain write leaves it).
+    let ctr = f.running("fetch").await;
     let good = rendered.0.clone();
     f.write(
         ".docker-mcp.yaml.pocketbase-crashed.tmp",

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::mcp_client::{McpClient, McpTransport, python};
+use common::raw_mcp::{Answer, open_session_with, post_mcp};
 use common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -495,36 +496,11 @@ async fn count_after_one(f: &Fleet, c: &mut McpClient) -> u64 {
     total + c.take_list_changed("tools").await
 }
 
-/// One JSON-RPC message POSTed to `/mcp` with `token` (and the session, once
-/// there is one): the status, the session id the answer names, and the
-/// answer (from the event stream or a JSON body).
-async fn post_mcp(
-    base: &str,
-    token: &str,
-    session: Option<&str>,
-    message: Value,
-) -> (u16, Option<String>, Value) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/mcp"))
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&message);
-    if let Some(s) = session {
-        request = request
-            .header("mcp-session-id", s)
-            .header("mcp-protocol-version", "2025-06-18");
-    }
-    let r = request.send().await.expect("POST /mcp");
-    let status = r.status().as_u16();
-    let header = r.headers().get("mcp-session-id");
-    let session = header.map(|v| v.to_str().unwrap().to_string());
-    let text = r.text().await.unwrap_or_default();
-    let answer = (text.lines())
-        .filter_map(|l| l.strip_prefix("data:"))
-        .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .or_else(|| serde_json::from_str(&text).ok())
-        .unwrap_or(Value::Null);
-    (status, session, answer)
+/// `tools/list` on `session`, with `auth` as its `Authorization` header.
+async fn list_on(base: &str, session: &str, auth: &str, id: u64) -> Answer {
+    let list = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}).to_string();
+    let headers = [("authorization", auth), ("mcp-session-id", session)];
+    post_mcp(base, &headers, &list).await
 }
 
 fn tool_names(answer: &Value) -> Vec<String> {
@@ -557,34 +533,25 @@ async fn es256_and_a_token_refreshed_on_a_live_session() {
     sees_only_its_servers(&f, McpTransport::Http, &token("frank", &["tester"]), true).await;
 
     let base = f.gateway_url().await;
-    let first = token("gina", &["timekeeper"]);
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "refresh-test", "version": "1"}}});
-    let (status, session, answer) = post_mcp(&base, &first, None, init).await;
-    assert_eq!(status, 200, "{answer}");
-    let session = session.expect("a session id");
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let (status, _, _) = post_mcp(&base, &first, Some(&session), initialized).await;
-    assert_eq!(status, 202);
-    let list = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
-    let (_, _, before) = post_mcp(&base, &first, Some(&session), list(2)).await;
-    let before = tool_names(&before);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let first = bearer(&token("gina", &["timekeeper"]));
+    let session = open_session_with(&base, "2025-06-18", &[("authorization", &first)]).await;
+    let before = tool_names(&list_on(&base, &session, &first, 2).await.message());
     assert!(
         before.contains(&"get_current_time".to_string()),
         "{before:?}"
     );
     assert!(!before.contains(&"echo".to_string()), "{before:?}");
 
-    let refreshed = token("gina", &["timekeeper", "tester"]);
-    let (status, _, after) = post_mcp(&base, &refreshed, Some(&session), list(3)).await;
-    assert_eq!(status, 200, "{after}");
-    let after = tool_names(&after);
+    let refreshed = bearer(&token("gina", &["timekeeper", "tester"]));
+    let refreshed = list_on(&base, &session, &refreshed, 3).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text);
+    let after = tool_names(&refreshed.message());
     assert!(after.contains(&"echo".to_string()), "{after:?}");
     assert!(after.contains(&"get_current_time".to_string()), "{after:?}");
 
-    let other = token("hank", &["tester"]);
-    let (_, _, refused) = post_mcp(&base, &other, Some(&session), list(4)).await;
+    let other = bearer(&token("hank", &["tester"]));
+    let refused = list_on(&base, &session, &other, 4).await.message();
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("belongs to another caller"), "{refused}");
 }

@@ -6,6 +6,7 @@ pub mod engine_proxy;
 pub mod fixture;
 pub mod mcp_client;
 pub mod pocketbase;
+pub mod raw_mcp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

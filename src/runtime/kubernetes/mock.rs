@@ -74,12 +74,8 @@ impl ApiServer {
                 .expect("the client is gone");
         let (parts, body) = req.into_parts();
         let bytes = body.collect_bytes().await.expect("request body");
-        let query = (parts.uri.query().unwrap_or_default().split('&'))
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (decode(k), decode(v))
-            })
+        let query = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
             .collect();
         Call {
             method: parts.method,
@@ -157,30 +153,6 @@ impl WatchStream {
         let line = format!("{}\n", json!({ "type": kind, "object": object }));
         self.0.send(Bytes::from(line)).expect("watch closed");
     }
-}
-
-fn decode(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(hex, 16).unwrap());
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// A `metav1.Status` failure, as the API server answers errors.

@@ -387,6 +387,7 @@ async fn run(args: RunArgs) -> Result<()> {
             authn: authn.clone(),
             allowed_hosts: g.allowed_hosts.clone(),
             max_sessions: g.max_sessions,
+            shortcut: Some(gateway.directory()),
         },
     );
 

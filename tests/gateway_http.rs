@@ -142,6 +142,7 @@ impl Gateway {
                 authn: Arc::new(Authenticator::operator_only(auth)),
                 allowed_hosts: vec![],
                 max_sessions: DEFAULT_MAX_SESSIONS,
+                shortcut: None,
             },
         );
         let shutdown = CancellationToken::new();

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::access::{AccessPolicy, Views};
 use super::manage::AddPolicy;
+use super::session::direct::Directory;
 use crate::controller::Context;
 use crate::upstream::Pool;
 use crate::upstream::index::{Index, Route};
@@ -47,6 +48,8 @@ struct Shared {
     edits: tokio::sync::Mutex<()>,
     /// What each client session sees (see `access`).
     views: Views,
+    /// The sessions whose calls the gateway may serve directly.
+    directory: Arc<Directory>,
 }
 
 pub(super) fn text_error(message: impl Into<String>) -> CallToolResponse {
@@ -74,7 +77,14 @@ impl Gateway {
             known_routes: Mutex::new(HashMap::new()),
             edits: tokio::sync::Mutex::new(()),
             views: Views::default(),
+            directory: Arc::default(),
         }))
+    }
+
+    /// The sessions whose calls `/mcp` may serve without rmcp's session
+    /// worker (see `session::direct`).
+    pub fn directory(&self) -> Arc<Directory> {
+        self.0.directory.clone()
     }
 
     pub(super) fn call_timeout(&self) -> Duration {

@@ -46,6 +46,7 @@ pub use super::authn::Authenticator;
 pub use super::hosts::{HostPolicy, LOOPBACK_HOSTS, Rejection};
 pub use super::mcp::{MCP_PATH, SESSION_IDLE_TIMEOUT};
 pub use super::page::StatusSource;
+use super::shortcut::Shortcut;
 pub use super::wire::json_error;
 use crate::controller::logbuf::LogBuffer;
 use crate::identity::Identity;
@@ -57,7 +58,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The HTTP layer's configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpConfig {
     /// Resolves each request's bearer token to an identity.
     pub authn: Arc<Authenticator>,
@@ -66,6 +67,9 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
     /// MCP sessions open at once, `/mcp` and `/sse` together; more get 503.
     pub max_sessions: usize,
+    /// Serves some `/mcp` requests without rmcp's session worker (see
+    /// [`super::shortcut`]); `None`: rmcp serves every one.
+    pub shortcut: Option<Arc<dyn Shortcut>>,
 }
 
 /// What the HTTP layer needs from the rest of mcp-fleet (the status document
@@ -122,6 +126,7 @@ where
         hosts.rmcp_allowed_hosts(),
         hosts.rmcp_allowed_origins(),
         cfg.max_sessions,
+        cfg.shortcut,
     );
 
     let ready_state = state.clone();

@@ -30,6 +30,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::Value;
 
+use super::shortcut::{Sessions, Shortcut};
 use super::wire::{self, Refusal, SERVER_ERROR, SessionCap};
 
 /// Path of the streamable HTTP transport.
@@ -46,16 +47,18 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 struct Front<S: rmcp::ServerHandler + Send + 'static> {
-    inner: StreamableHttpService<S, LocalSessionManager>,
+    inner: StreamableHttpService<S, Sessions>,
     cap: Arc<SessionCap>,
 }
 
-/// The `/mcp` routes. `hosts` and `origins` go to rmcp's own checks.
+/// The `/mcp` routes. `hosts` and `origins` go to rmcp's own checks;
+/// `shortcut` may serve some requests itself (see [`super::shortcut`]).
 pub fn router<S, F>(
     new_handler: F,
     hosts: Vec<String>,
     origins: Vec<String>,
     max_sessions: usize,
+    shortcut: Option<Arc<dyn Shortcut>>,
 ) -> (Router, Arc<SessionCap>)
 where
     F: Fn() -> S + Send + Sync + 'static,
@@ -72,7 +75,8 @@ where
         .with_json_response(true)
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins);
-    let inner = StreamableHttpService::new(move || Ok(new_handler()), sessions.clone(), config);
+    let manager = Arc::new(Sessions::new(sessions.clone(), shortcut));
+    let inner = StreamableHttpService::new(move || Ok(new_handler()), manager, config);
     let cap = SessionCap::new(max_sessions, sessions);
     let front = Arc::new(Front {
         inner,

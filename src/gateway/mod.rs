@@ -3,7 +3,8 @@
 //! - [`http`]: the axum router (`/mcp`, `/sse`, `/health`, `/readyz`, `/status`)
 //!   and its security layer ([`auth`]: the operator token; [`authn`]: every
 //!   token to an identity, from [`users`] or a JWT ([`jwt`]); [`hosts`]: Host/Origin checks);
-//! - [`mcp`]: the streamable HTTP transport; [`sse`]: the legacy HTTP+SSE one;
+//! - [`mcp`]: the streamable HTTP transport, over [`shortcut`]'s session manager;
+//!   [`sse`]: the legacy HTTP+SSE one;
 //!   [`settle`]: progress before its result on `/sse`;
 //!   [`wire`]: what they share (error bodies, body parsing, the session cap);
 //! - [`ready`]: what `/readyz`, `/status` and `/metrics` say ([`observe`]);
@@ -32,6 +33,7 @@ pub mod page;
 pub mod ready;
 pub mod session;
 pub mod settle;
+pub mod shortcut;
 pub mod sse;
 pub mod trace;
 pub mod users;

@@ -11,7 +11,7 @@
 //! tasks) that a raw handler would have to copy.
 #![allow(deprecated)] // logging is SEP-2577-deprecated, and relayed.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest, CompleteRequestParams,
@@ -23,6 +23,7 @@ use rmcp::model::{
     UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
+use rmcp::transport::streamable_http_server::session::SessionId;
 use rmcp::{ErrorData as McpError, ServerHandler};
 
 use super::access::{SessionCaller, Target};
@@ -36,6 +37,11 @@ pub struct SessionHandler {
     gateway: Gateway,
     /// Who this session acts for (bound by its first request).
     caller: Arc<SessionCaller>,
+    /// The streamable-HTTP session this handler serves, once initialized.
+    mcp_session: OnceLock<SessionId>,
+    /// False for the copy that serves direct calls (see [`direct`]): only the
+    /// handler rmcp owns ends the session's state.
+    owner: bool,
 }
 
 impl Gateway {
@@ -45,17 +51,55 @@ impl Gateway {
             id: self.relay().next_id(),
             gateway: self.clone(),
             caller: Arc::default(),
+            mcp_session: OnceLock::new(),
+            owner: true,
         }
+    }
+}
+
+impl SessionHandler {
+    /// Lets the gateway serve this streamable-HTTP session's calls directly
+    /// (the `initialized` notification names the session).
+    fn enter_directory(&self, context: &NotificationContext<RoleServer>) {
+        let Some(id) = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        let id = SessionId::from(id);
+        if self.mcp_session.set(id.clone()).is_err() {
+            return;
+        }
+        let view = SessionHandler {
+            id: self.id,
+            gateway: self.gateway.clone(),
+            caller: self.caller.clone(),
+            mcp_session: OnceLock::new(),
+            owner: false,
+        };
+        self.gateway
+            .directory()
+            .enter(id, view, context.peer.clone());
     }
 }
 
 impl Drop for SessionHandler {
     fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
+        if let Some(id) = self.mcp_session.get() {
+            self.gateway.directory().forget(id, self.id);
+        }
         self.gateway.relay().close(self.id);
         self.gateway.unwatch_view(self.id);
     }
 }
 
+pub mod direct;
 mod forward;
 use forward::{failure_error, unexpected};
 
@@ -84,6 +128,7 @@ impl ServerHandler for SessionHandler {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.gateway.relay().open(self.id, &context.peer);
+        self.enter_directory(&context);
         // Binds the caller where the notification carries it (not on /sse:
         // there the first request does).
         let _ = self.who(&context.extensions);

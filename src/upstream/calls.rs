@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
-    RequestId,
+    ClientResult, LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam,
+    ProgressToken, RequestId, ServerJsonRpcMessage, ServerRequest,
 };
 use rmcp::service::RoleServer;
 use rmcp::{ErrorData as McpError, Peer};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// The client request a call upstream was made for.
 #[derive(Clone)]
@@ -32,7 +32,30 @@ pub struct Caller {
     pub progress_token: Option<ProgressToken>,
     /// A per-request log level (2026-07-28 `_meta`), else the session's.
     pub log_level: Option<LoggingLevel>,
+    /// The request's own response stream, when the gateway serves it itself
+    /// rather than through rmcp's session (see [`CallStream`]).
+    pub stream: Option<Arc<dyn CallStream>>,
 }
+
+/// The response stream of one client request that the gateway writes itself
+/// (`gateway::session::direct`): what the upstream sends on the call's
+/// behalf goes here instead of through the session's `peer`.
+pub trait CallStream: Send + Sync {
+    /// Queues `message` on the stream; false if it is gone or full.
+    fn send(&self, message: ServerJsonRpcMessage) -> bool;
+    /// Queues `request` under a fresh id of the gateway's; the client's
+    /// answer arrives on the receiver. `None` if it cannot be queued.
+    fn ask(&self, request: ServerRequest) -> Option<(RequestId, oneshot::Receiver<Answer>)>;
+    /// Stops waiting for an answer to `id`.
+    fn forget(&self, id: &RequestId);
+}
+
+/// A client's answer to a request the gateway sent it, as it came.
+pub type Answer = Result<ClientResult, McpError>;
+
+/// How a [`CallStream`] rides in a request's extensions to the forwarding code.
+#[derive(Clone)]
+pub struct CallSink(pub Arc<dyn CallStream>);
 
 /// A call in flight upstream.
 pub struct Call {

@@ -11,8 +11,9 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use rmcp::model::{
     CancelledNotificationParam, ClientCapabilities, ClientConfig, ClientResult,
-    ElicitationCapability, ErrorCode, GetExtensions, Implementation, JsonRpcMessage,
-    ProtocolVersion, ServerNotification, ServerRequest,
+    ElicitationCapability, ErrorCode, GetExtensions, GetMeta, Implementation, JsonRpcMessage,
+    Notification, ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerNotification,
+    ServerRequest,
 };
 use rmcp::service::{
     InboundStreamOrigin, NotificationContext, OriginatingRequestId, PeerRequestOptions,
@@ -21,7 +22,7 @@ use rmcp::service::{
 use rmcp::transport::Transport;
 use rmcp::{ErrorData as McpError, Peer};
 
-use super::calls::{Call, InFlight};
+use super::calls::{Call, CallStream, InFlight};
 use super::relay::{NOTIFY_TIMEOUT, Relay};
 use super::relist::ListChanges;
 
@@ -84,49 +85,102 @@ impl Handler {
             .map_err(|e| e.error(&method))?;
         client_can(&call.caller.peer, &request, &method)?;
         let _asking = call.clock.asking();
-        request
-            .extensions_mut()
-            .insert(OriginatingRequestId(call.caller.request.clone()));
-        let options = PeerRequestOptions::no_options().with_meta(context.meta);
-        let peer = call.caller.peer.clone();
-        // A task of its own: rmcp tags a request sent while handling another
-        // with that one's id (here the upstream's), which would send it down
-        // the wrong client stream.
-        let mut send =
-            tokio::spawn(async move { peer.send_request_with_option(request, options).await });
-        let handle = match tokio::time::timeout(NOTIFY_TIMEOUT, &mut send).await {
-            Err(_) => {
-                send.abort();
-                Err(format!(
-                    "the client did not take it within {}s",
-                    NOTIFY_TIMEOUT.as_secs()
-                ))
-            }
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(Err(e))) => Err(e.to_string()),
-            Ok(Ok(Ok(handle))) => Ok(handle),
-        }
-        .map_err(|e| {
+        let cannot = |e: String| {
             McpError::internal_error(format!("cannot relay `{method}` to the client: {e}"), None)
-        })?;
-        let id = handle.id.clone();
-        let peer = handle.peer.clone();
+        };
+        let (id, answer, to) = match call.caller.stream.clone() {
+            Some(stream) => {
+                *request.get_meta_mut() = context.meta;
+                let (id, rx) = stream
+                    .ask(request)
+                    .ok_or_else(|| cannot("its stream is gone or full".into()))?;
+                let answer = async move { rx.await.unwrap_or_else(|_| Err(closed())) }.boxed();
+                (id, answer, AskedOn::Stream(stream))
+            }
+            None => {
+                request
+                    .extensions_mut()
+                    .insert(OriginatingRequestId(call.caller.request.clone()));
+                let options = PeerRequestOptions::no_options().with_meta(context.meta);
+                let handle = send_to_peer(call.caller.peer.clone(), request, options)
+                    .await
+                    .map_err(cannot)?;
+                let answer = async move {
+                    match handle.rx.await {
+                        Ok(Ok(result)) => Ok(result),
+                        Ok(Err(rmcp::ServiceError::McpError(e))) => Err(e),
+                        Ok(Err(e)) => Err(McpError::internal_error(
+                            format!("the client did not answer: {e}"),
+                            None,
+                        )),
+                        Err(_) => Err(closed()),
+                    }
+                }
+                .boxed();
+                (handle.id, answer, AskedOn::Peer(handle.peer))
+            }
+        };
         let reason = tokio::select! {
-            answer = handle.rx => return match answer {
-                Ok(Ok(result)) => Ok(result),
-                Ok(Err(rmcp::ServiceError::McpError(e))) => Err(e),
-                Ok(Err(e)) => Err(McpError::internal_error(format!("the client did not answer `{method}`: {e}"), None)),
-                Err(_) => Err(McpError::internal_error("the client session closed before it answered", None)),
-            },
+            answer = answer => return answer,
             _ = context.ct.cancelled() => "the server cancelled its request".to_string(),
             _ = tokio::time::sleep(CLIENT_ANSWER_TIMEOUT) => format!("no answer within {}s", CLIENT_ANSWER_TIMEOUT.as_secs()),
         };
-        let cancel = CancelledNotificationParam::new(Some(id), Some(reason.clone()));
-        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_cancelled(cancel)).await;
+        to.cancel(id, &reason).await;
         Err(McpError::internal_error(
             format!("`{method}` was not answered: {reason}"),
             None,
         ))
+    }
+}
+
+fn closed() -> McpError {
+    McpError::internal_error("the client session closed before it answered", None)
+}
+
+/// Sends a request to a client session through rmcp, within [`NOTIFY_TIMEOUT`].
+async fn send_to_peer(
+    peer: Peer<RoleServer>,
+    request: ServerRequest,
+    options: PeerRequestOptions,
+) -> Result<rmcp::service::RequestHandle<RoleServer>, String> {
+    // A task of its own: rmcp tags a request sent while handling another
+    // with that one's id (here the upstream's), which would send it down
+    // the wrong client stream.
+    let mut send =
+        tokio::spawn(async move { peer.send_request_with_option(request, options).await });
+    match tokio::time::timeout(NOTIFY_TIMEOUT, &mut send).await {
+        Err(_) => {
+            send.abort();
+            Err(format!(
+                "the client did not take it within {}s",
+                NOTIFY_TIMEOUT.as_secs()
+            ))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Ok(Ok(handle))) => Ok(handle),
+    }
+}
+
+/// Where a relayed request went, to tell the client it is no longer needed.
+enum AskedOn {
+    Peer(Peer<RoleServer>),
+    Stream(Arc<dyn CallStream>),
+}
+
+impl AskedOn {
+    async fn cancel(self, id: RequestId, reason: &str) {
+        let cancel = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
+        match self {
+            AskedOn::Peer(peer) => {
+                let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_cancelled(cancel)).await;
+            }
+            AskedOn::Stream(stream) => {
+                stream.forget(&id);
+                let n = ServerNotification::CancelledNotification(Notification::new(cancel));
+                stream.send(ServerJsonRpcMessage::notification(n));
+            }
+        }
     }
 }
 

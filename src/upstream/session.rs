@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CancelledNotificationParam, ClientRequest, PingRequest, ProgressToken, Prompt, RequestId,
-    RequestMetaObject, Resource, ResourceTemplate, ResultType, ServerResult, Tool,
+    CancelledNotificationParam, ClientRequest, Notification, PingRequest, ProgressToken, Prompt,
+    RequestId, RequestMetaObject, Resource, ResourceTemplate, ResultType, ServerJsonRpcMessage,
+    ServerNotification, ServerResult, Tool,
 };
 use rmcp::service::{PeerRequestOptions, RequestHandle, RoleClient, RunningService, ServiceExt};
 use rmcp::transport::Transport;
@@ -221,24 +222,28 @@ fn answered(
     }
 }
 
-/// Sends the caller a notification of its call (progress under its own token).
+/// Sends the caller a notification of its call (progress under its own
+/// token), on the call's own stream when the gateway serves it.
 async fn deliver(caller: &Caller, item: ForCaller) {
-    let peer = &caller.peer;
-    let send = async {
-        match item {
-            ForCaller::Progress(mut params) => {
-                let Some(token) = caller.progress_token.clone() else {
-                    return;
-                };
-                params.progress_token = token;
-                let _ = peer.notify_progress(params).await;
-            }
-            ForCaller::Log(params) => {
-                let _ = peer.notify_logging_message(params).await;
-            }
+    let notification = match item {
+        ForCaller::Progress(mut params) => {
+            let Some(token) = caller.progress_token.clone() else {
+                return;
+            };
+            params.progress_token = token;
+            ServerNotification::ProgressNotification(Notification::new(params))
+        }
+        ForCaller::Log(params) => {
+            ServerNotification::LoggingMessageNotification(Notification::new(params))
         }
     };
-    let _ = tokio::time::timeout(NOTIFY_TIMEOUT, send).await;
+    if let Some(stream) = &caller.stream {
+        if !stream.send(ServerJsonRpcMessage::notification(notification)) {
+            tracing::debug!("a notification for a caller was dropped: its stream is gone or full");
+        }
+        return;
+    }
+    let _ = tokio::time::timeout(NOTIFY_TIMEOUT, caller.peer.send_notification(notification)).await;
 }
 
 /// What [`Session::forward`] needs besides the request.

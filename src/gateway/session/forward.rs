@@ -13,7 +13,7 @@ use super::SessionHandler;
 use crate::gateway::audit::{Audit, Outcome};
 use crate::gateway::handler::{text_error, unknown_tool};
 use crate::identity::Identity;
-use crate::upstream::calls::Caller;
+use crate::upstream::calls::{CallSink, Caller};
 use crate::upstream::pool::Live;
 use crate::upstream::session::{Failure, Forward};
 
@@ -58,6 +58,7 @@ impl SessionHandler {
             request: context.id,
             progress_token: context.meta.get_progress_token(),
             log_level: context.meta.log_level(),
+            stream: context.extensions.get::<CallSink>().map(|s| s.0.clone()),
         };
         let forward = Forward {
             caller,

@@ -1,0 +1,436 @@
+//! The direct path of a `tools/call` on an initialized streamable-HTTP
+//! session (see [`crate::gateway::shortcut`] for why). The call runs on the
+//! HTTP connection's own task, through the same typed dispatch and
+//! [`SessionHandler::call_tool`] as any other request, and everything the
+//! upstream sends on its behalf rides the call's own response stream:
+//!
+//! - progress and log messages, as notifications on that stream;
+//! - server-to-client requests (sampling, elicitation, roots), under an id of
+//!   the gateway's (`mcp-fleet-N`, never one of rmcp's numbers); the client's
+//!   answer, POSTed to the session, is caught here and goes back to the
+//!   upstream as it came;
+//! - the client's `notifications/cancelled` for the call cancels it upstream,
+//!   and the stream then ends without a response, as the spec asks.
+//!
+//! A client that drops the stream does not cancel the call (the spec: a
+//! disconnection is not a cancellation): it runs to its end in a task of its
+//! own. These streams carry no event ids, so they cannot be resumed.
+//!
+//! One call a minute per session still takes rmcp's path: only traffic
+//! through rmcp's session worker keeps its idle timer from closing the session.
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::Stream;
+use rmcp::Peer;
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, GetExtensions, GetMeta,
+    JsonRpcRequest, RequestId, ServerJsonRpcMessage, ServerRequest,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::{ServerSseMessage, SessionId};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::SessionHandler;
+use crate::gateway::shortcut::{Events, Shortcut};
+use crate::upstream::calls::{Answer, CallSink, CallStream};
+
+/// Messages of one call waiting to be written to its stream.
+const STREAM_BUFFER: usize = 64;
+/// Direct calls, and questions to the client, one session may have open;
+/// beyond them a call takes rmcp's path and a question fails.
+const MAX_PER_SESSION: usize = 1024;
+/// How often a session's traffic must pass rmcp's session worker.
+const WORKER_TOUCH: Duration = Duration::from_secs(60);
+
+/// The initialized streamable-HTTP sessions the gateway can serve directly.
+pub struct Directory {
+    sessions: RwLock<HashMap<SessionId, Arc<Entry>>>,
+    epoch: Instant,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            sessions: RwLock::default(),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// One session: a view of its handler, and what its direct calls have open.
+struct Entry {
+    view: SessionHandler,
+    peer: Peer<RoleServer>,
+    open: Mutex<Open>,
+    next_ask: AtomicU64,
+    /// When rmcp's session worker last saw a request (ms since the epoch).
+    worker_seen: AtomicU64,
+}
+
+#[derive(Default)]
+struct Open {
+    /// Direct calls in flight, by the client's request id.
+    calls: HashMap<RequestId, CancellationToken>,
+    /// Questions to the client awaiting its answer, by the gateway's id.
+    asks: HashMap<RequestId, oneshot::Sender<Answer>>,
+}
+
+impl Entry {
+    fn open(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Directory {
+    fn ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn get(&self, id: &SessionId) -> Option<Arc<Entry>> {
+        let map = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        map.get(id).cloned()
+    }
+
+    /// Enters session `id`, served by `view` (a handler that does not own it).
+    pub(super) fn enter(&self, id: SessionId, view: SessionHandler, peer: Peer<RoleServer>) {
+        let entry = Entry {
+            view,
+            peer,
+            open: Mutex::default(),
+            next_ask: AtomicU64::new(0),
+            worker_seen: AtomicU64::new(self.ms()),
+        };
+        let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(id, Arc::new(entry));
+    }
+
+    /// Forgets session `id` (its handler `handler` ended) and cancels its
+    /// direct calls, as rmcp does with the calls of a session that ends.
+    pub(super) fn forget(&self, id: &SessionId, handler: u64) {
+        let entry = {
+            let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+            match map.get(id) {
+                Some(e) if e.view.id == handler => map.remove(id),
+                _ => None,
+            }
+        };
+        if let Some(entry) = entry {
+            let open = std::mem::take(&mut *entry.open());
+            open.calls.values().for_each(CancellationToken::cancel);
+        }
+    }
+
+    /// True if rmcp's worker saw this session lately; else counts this
+    /// request as seen by it (the caller then hands it to rmcp).
+    fn worker_fresh(&self, entry: &Entry) -> bool {
+        let now = self.ms();
+        let seen = entry.worker_seen.load(Ordering::Relaxed);
+        if now.saturating_sub(seen) < WORKER_TOUCH.as_millis() as u64 {
+            return true;
+        }
+        entry.worker_seen.store(now, Ordering::Relaxed);
+        false
+    }
+}
+
+impl Shortcut for Directory {
+    fn serve(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<Events, ClientJsonRpcMessage> {
+        let entry = match &message {
+            ClientJsonRpcMessage::Request(r)
+                if matches!(r.request, ClientRequest::CallToolRequest(_)) =>
+            {
+                self.get(id)
+            }
+            _ => None,
+        };
+        let Some(entry) = entry.filter(|e| self.worker_fresh(e)) else {
+            return Err(message);
+        };
+        let ClientJsonRpcMessage::Request(request) = message else {
+            unreachable!("matched as a request above")
+        };
+        let ct = CancellationToken::new();
+        {
+            let mut open = entry.open();
+            if open.calls.len() >= MAX_PER_SESSION || open.calls.contains_key(&request.id) {
+                return Err(ClientJsonRpcMessage::Request(request));
+            }
+            open.calls.insert(request.id.clone(), ct.clone());
+        }
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let sink = Arc::new(Sink {
+            tx,
+            entry: entry.clone(),
+        });
+        Ok(Box::pin(CallEvents {
+            call: Some(Mutex::new(Box::pin(run(entry, request, ct, sink)))),
+            rx,
+            last: None,
+        }))
+    }
+
+    fn accept(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), ClientJsonRpcMessage> {
+        let Some(entry) = self.get(id) else {
+            return Err(message);
+        };
+        let mut open = entry.open();
+        match message {
+            ClientJsonRpcMessage::Response(r) => match open.asks.remove(&r.id) {
+                Some(tx) => {
+                    let _ = tx.send(Ok(r.result));
+                    Ok(())
+                }
+                None => Err(ClientJsonRpcMessage::Response(r)),
+            },
+            ClientJsonRpcMessage::Error(e) => match e.id.as_ref().and_then(|i| open.asks.remove(i))
+            {
+                Some(tx) => {
+                    let _ = tx.send(Err(e.error));
+                    Ok(())
+                }
+                None => Err(ClientJsonRpcMessage::Error(e)),
+            },
+            ClientJsonRpcMessage::Notification(n) => {
+                let call = match &n.notification {
+                    ClientNotification::CancelledNotification(c) => {
+                        c.params.request_id.as_ref().and_then(|i| open.calls.get(i))
+                    }
+                    _ => None,
+                };
+                match call {
+                    Some(ct) => {
+                        ct.cancel();
+                        Ok(())
+                    }
+                    None => Err(ClientJsonRpcMessage::Notification(n)),
+                }
+            }
+            other => Err(other),
+        }
+    }
+}
+
+type Call = Pin<Box<dyn Future<Output = Option<ServerJsonRpcMessage>> + Send>>;
+
+/// Serves `request` with the session's handler; `None` when the client
+/// cancelled it (then no response is sent).
+async fn run(
+    entry: Arc<Entry>,
+    mut request: JsonRpcRequest<ClientRequest>,
+    ct: CancellationToken,
+    sink: Arc<Sink>,
+) -> Option<ServerJsonRpcMessage> {
+    let id = request.id.clone();
+    let _open = CallOpen {
+        entry: entry.clone(),
+        id: id.clone(),
+    };
+    // As rmcp's serve loop does: meta first, or the progress token is lost.
+    let meta = std::mem::take(request.request.get_meta_mut());
+    let mut extensions = std::mem::take(request.request.extensions_mut());
+    extensions.insert(CallSink(sink));
+    let mut context = RequestContext::new(id.clone(), entry.peer.clone());
+    context.ct = ct.clone();
+    context.meta = meta;
+    context.extensions = extensions;
+    let result =
+        rmcp::Service::<RoleServer>::handle_request(&entry.view, request.request, context).await;
+    if ct.is_cancelled() {
+        return None;
+    }
+    Some(match result {
+        Ok(r) => ServerJsonRpcMessage::response(r, id),
+        Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
+    })
+}
+
+/// Takes a finished direct call off its session's list.
+struct CallOpen {
+    entry: Arc<Entry>,
+    id: RequestId,
+}
+
+impl Drop for CallOpen {
+    fn drop(&mut self) {
+        self.entry.open().calls.remove(&self.id);
+    }
+}
+
+/// The response stream of one direct call: what the upstream sent on the
+/// call's behalf, in order, then the response.
+struct CallEvents {
+    /// The call, until it ends (a mutex only to make the stream `Sync`; it is
+    /// never locked, `get_mut` reaches it).
+    call: Option<Mutex<Call>>,
+    rx: mpsc::Receiver<ServerJsonRpcMessage>,
+    last: Option<ServerJsonRpcMessage>,
+}
+
+impl Stream for CallEvents {
+    type Item = ServerSseMessage;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServerSseMessage>> {
+        let this = self.get_mut();
+        loop {
+            if let Poll::Ready(Some(m)) = this.rx.poll_recv(cx) {
+                return Poll::Ready(Some(ServerSseMessage::from_message(m)));
+            }
+            let Some(call) = &mut this.call else {
+                return Poll::Ready(this.last.take().map(ServerSseMessage::from_message));
+            };
+            let call = call.get_mut().unwrap_or_else(|e| e.into_inner());
+            match call.as_mut().poll(cx) {
+                // Look at the queue once more: what the call sent before it ended goes first.
+                Poll::Ready(last) => {
+                    this.call = None;
+                    this.last = last;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for CallEvents {
+    fn drop(&mut self) {
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        let call = call.into_inner().unwrap_or_else(|e| e.into_inner());
+        // The client left: not a cancellation. The call ends by itself
+        // (answer, deadline, or its session's end) and nobody hears it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            tracing::debug!("a client left a call's stream; the call runs to its end");
+            runtime.spawn(call);
+        }
+    }
+}
+
+/// What the upstream sends on a direct call's behalf, onto its stream.
+struct Sink {
+    tx: mpsc::Sender<ServerJsonRpcMessage>,
+    entry: Arc<Entry>,
+}
+
+impl CallStream for Sink {
+    fn send(&self, message: ServerJsonRpcMessage) -> bool {
+        self.tx.try_send(message).is_ok()
+    }
+
+    fn ask(&self, request: ServerRequest) -> Option<(RequestId, oneshot::Receiver<Answer>)> {
+        let n = self.entry.next_ask.fetch_add(1, Ordering::Relaxed);
+        let id = RequestId::String(format!("mcp-fleet-{n}").into());
+        let (answer, rx) = oneshot::channel();
+        {
+            let mut open = self.entry.open();
+            if open.asks.len() >= MAX_PER_SESSION {
+                return None;
+            }
+            open.asks.insert(id.clone(), answer);
+        }
+        if self.send(ServerJsonRpcMessage::request(request, id.clone())) {
+            Some((id, rx))
+        } else {
+            self.forget(&id);
+            None
+        }
+    }
+
+    fn forget(&self, id: &RequestId) {
+        self.entry.open().asks.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use rmcp::model::{
+        CallToolResult, LoggingLevel, LoggingMessageNotificationParam, Notification,
+        ServerNotification, ServerResult,
+    };
+
+    fn log(text: &str) -> ServerJsonRpcMessage {
+        let params = LoggingMessageNotificationParam::new(LoggingLevel::Info, text.into());
+        ServerJsonRpcMessage::notification(ServerNotification::LoggingMessageNotification(
+            Notification::new(params),
+        ))
+    }
+
+    fn events(
+        call: impl Future<Output = Option<ServerJsonRpcMessage>> + Send + 'static,
+        rx: mpsc::Receiver<ServerJsonRpcMessage>,
+    ) -> CallEvents {
+        CallEvents {
+            call: Some(Mutex::new(Box::pin(call))),
+            rx,
+            last: None,
+        }
+    }
+
+    fn json(m: &ServerSseMessage) -> serde_json::Value {
+        serde_json::to_value(m.message.as_deref().expect("a message")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn what_a_call_sent_comes_before_its_response() {
+        let (tx, rx) = mpsc::channel(4);
+        let call = async move {
+            tx.send(log("first")).await.unwrap();
+            tokio::task::yield_now().await;
+            tx.send(log("second")).await.unwrap();
+            let result = ServerResult::CallToolResult(CallToolResult::success(vec![]));
+            Some(ServerJsonRpcMessage::response(result, RequestId::Number(7)))
+        };
+        let all: Vec<_> = events(call, rx).collect().await;
+        let all: Vec<_> = all.iter().map(json).collect();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(all[0]["params"]["data"], "first");
+        assert_eq!(all[1]["params"]["data"], "second");
+        assert_eq!(all[2]["id"], 7);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_ends_its_stream_without_a_response() {
+        let (_tx, rx) = mpsc::channel(4);
+        let all: Vec<_> = events(async { None }, rx).collect().await;
+        assert!(all.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_client_leaves_lets_its_call_run_to_its_end() {
+        let (go, wait) = oneshot::channel::<()>();
+        let (finished, done) = oneshot::channel();
+        let (_tx, rx) = mpsc::channel(4);
+        let call = async move {
+            let _ = wait.await;
+            let _ = finished.send(());
+            None
+        };
+        let mut stream = events(call, rx);
+        let first = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        assert!(first.is_err(), "the call is waiting, the stream too");
+        drop(stream);
+        go.send(())
+            .expect("the call is still there after its stream went");
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("the call ran to its end")
+            .unwrap();
+    }
+}

@@ -1,0 +1,213 @@
+//! A `tools/call` on a `/mcp` session carries its own traffic on its own
+//! response stream, read here as raw HTTP with no GET stream open: the log
+//! messages and progress the upstream sends during the call, its
+//! elicitation request (answered by a POST to the session), and the end of
+//! a call the client cancels. The real binary, a real engine and our test
+//! server in a container over stdio.
+mod common;
+
+use std::time::Duration;
+
+use common::raw_mcp::{ACCEPT_BOTH, post_mcp};
+use common::*;
+use serde_json::{Value, json};
+
+const MIN: Duration = Duration::from_secs(60);
+const VERSION: &str = "2025-06-18";
+const SERVER_PY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/docker/test-images/testserver/server.py"
+);
+
+/// The events of one POST's response stream, read as they come.
+struct Events {
+    response: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    /// POSTs `body` to the session and opens its answer as an event stream.
+    async fn post(base: &str, session: &str, body: Value) -> Events {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/mcp"))
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", VERSION)
+            .body(body.to_string())
+            .send();
+        let response = tokio::time::timeout(Duration::from_secs(30), r)
+            .await
+            .expect("answer within 30s")
+            .expect("HTTP request");
+        assert_eq!(response.status(), 200);
+        let kind = response.headers()["content-type"].to_str().unwrap();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        Events {
+            response,
+            buf: String::new(),
+        }
+    }
+
+    async fn call(base: &str, session: &str, id: u64, name: &str, arguments: Value) -> Events {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments, "_meta": {"progressToken": format!("tok-{id}")}}});
+        Events::post(base, session, body).await
+    }
+
+    /// The next JSON-RPC message, within 30 s; `None` when the stream ends.
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                if !data.is_empty() {
+                    return Some(serde_json::from_str(&data).expect("a JSON-RPC message"));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.response.chunk())
+                .await
+                .expect("an event within 30s")
+                .expect("read the stream");
+            match chunk {
+                Some(bytes) => self.buf.push_str(std::str::from_utf8(&bytes).unwrap()),
+                None => return None,
+            }
+        }
+    }
+
+    /// Every message until the stream ends.
+    async fn rest(&mut self) -> Vec<Value> {
+        let mut all = vec![];
+        while let Some(m) = self.next().await {
+            all.push(m);
+        }
+        all
+    }
+}
+
+fn text(result: &Value) -> &str {
+    result["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// A fleet with the test server as `relay`, ready; the gateway's base URL
+/// and a session that declared elicitation.
+async fn start(test: &str) -> (Fleet, String, String) {
+    let mut fleet = Fleet::new(test).await;
+    let volume = format!("volumes:\n  - {SERVER_PY}:/opt/testserver/server.py:ro");
+    fleet.catalog(&catalog_of(&[entry("relay", TESTSERVER, &volume)]));
+    fleet.start(&["--no-auth"]);
+    fleet.ready("relay").await;
+    let base = fleet.gateway_url().await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": VERSION, "capabilities": {"elicitation": {}},
+        "clientInfo": {"name": "relay-stream-test", "version": "1"}}});
+    let a = post_mcp(&base, &[], &init.to_string()).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let session = a.headers["mcp-session-id"].to_str().unwrap().to_string();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let headers = [("mcp-session-id", session.as_str())];
+    let a = post_mcp(&base, &headers, &initialized.to_string()).await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    (fleet, base, session)
+}
+
+/// Calls `tool` until its answer names `tag`.
+async fn until_listed(fleet: &Fleet, base: &str, session: &str, tool: &str, tag: &str) {
+    let mut id = 1000;
+    fleet
+        .until(&format!("{tool} lists {tag}"), MIN, || {
+            id += 1;
+            let call = Events::call(base, session, id, tool, json!({}));
+            async move {
+                let all = call.await.rest().await;
+                let last = all.last()?;
+                text(last).split(' ').any(|t| t == tag).then_some(())
+            }
+        })
+        .await;
+}
+
+fn methods(all: &[Value]) -> Vec<&str> {
+    all.iter()
+        .map(|m| m["method"].as_str().unwrap_or("(response)"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_calls_own_traffic_rides_its_own_stream() {
+    let (fleet, base, session) = start("relay-stream").await;
+
+    // Log messages sent during the call come before its result, on its stream.
+    let all = Events::call(&base, &session, 1, "chatter", json!({"tag": "s1"}))
+        .await
+        .rest()
+        .await;
+    let expected = [
+        "notifications/message",
+        "notifications/message",
+        "(response)",
+    ];
+    assert_eq!(methods(&all), expected, "{all:?}\n{}", fleet.logs());
+    assert_eq!(all[0]["params"]["data"], json!("debug s1"), "{all:?}");
+    assert_eq!(text(&all[2]), "logged s1");
+
+    // Progress, under the client's own token.
+    let args = json!({"steps": 2, "delay": 0.05, "tag": "s2"});
+    let all = Events::call(&base, &session, 2, "progress", args)
+        .await
+        .rest()
+        .await;
+    let expected = [
+        "notifications/progress",
+        "notifications/progress",
+        "(response)",
+    ];
+    assert_eq!(methods(&all), expected, "{all:?}");
+    assert!(
+        all[..2]
+            .iter()
+            .all(|p| p["params"]["progressToken"] == json!("tok-2")),
+        "{all:?}"
+    );
+    assert_eq!(all[2]["id"], json!(2));
+
+    // An elicitation on the call's stream; the POSTed answer reaches the tool.
+    let mut s = Events::call(
+        &base,
+        &session,
+        3,
+        "ask_user",
+        json!({"question": "colour?"}),
+    )
+    .await;
+    let ask = s.next().await.expect("the elicitation request");
+    assert_eq!(ask["method"], json!("elicitation/create"), "{ask}");
+    let answer = json!({"jsonrpc": "2.0", "id": ask["id"],
+        "result": {"action": "accept", "content": {"answer": "blue"}}});
+    let headers = [("mcp-session-id", session.as_str())];
+    let a = post_mcp(&base, &headers, &answer.to_string()).await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let rest = s.rest().await;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(text(&rest[0]), "accept: blue", "{rest:?}");
+
+    // A call the client cancels is cancelled upstream, and its stream ends
+    // without a response.
+    let mut s = Events::call(&base, &session, 4, "hang", json!({"tag": "s4"})).await;
+    until_listed(&fleet, &base, &session, "started", "s4").await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 4, "reason": "the test cancels"}});
+    let a = post_mcp(&base, &headers, &cancel.to_string()).await;
+    assert_eq!(a.status, 202, "{}", a.text);
+    let rest = s.rest().await;
+    assert!(rest.iter().all(|m| m["id"] != json!(4)), "{rest:?}");
+    until_listed(&fleet, &base, &session, "cancelled", "s4").await;
+}

@@ -23,18 +23,16 @@ const SERVER_PY: &str = concat!(
 struct Events {
     response: reqwest::Response,
     buf: String,
+    /// The id of the last event read.
+    last_id: Option<String>,
 }
 
 impl Events {
-    /// POSTs `body` to the session and opens its answer as an event stream.
-    async fn post(base: &str, session: &str, body: Value) -> Events {
-        let r = reqwest::Client::new()
-            .post(format!("{base}/mcp"))
-            .header("accept", ACCEPT_BOTH)
-            .header("content-type", "application/json")
+    /// Opens the answer to `request` (with the session's headers) as an event stream.
+    async fn open(request: reqwest::RequestBuilder, session: &str) -> Events {
+        let r = request
             .header("mcp-session-id", session)
             .header("mcp-protocol-version", VERSION)
-            .body(body.to_string())
             .send();
         let response = tokio::time::timeout(Duration::from_secs(30), r)
             .await
@@ -46,7 +44,27 @@ impl Events {
         Events {
             response,
             buf: String::new(),
+            last_id: None,
         }
+    }
+
+    /// POSTs `body` to the session.
+    async fn post(base: &str, session: &str, body: Value) -> Events {
+        let request = reqwest::Client::new()
+            .post(format!("{base}/mcp"))
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        Events::open(request, session).await
+    }
+
+    /// Resumes a stream of the session after the event `last_id`.
+    async fn resume(base: &str, session: &str, last_id: &str) -> Events {
+        let request = reqwest::Client::new()
+            .get(format!("{base}/mcp"))
+            .header("accept", "text/event-stream")
+            .header("last-event-id", last_id);
+        Events::open(request, session).await
     }
 
     async fn call(base: &str, session: &str, id: u64, name: &str, arguments: Value) -> Events {
@@ -60,6 +78,9 @@ impl Events {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();
+                if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id:")) {
+                    self.last_id = Some(id.trim().to_string());
+                }
                 let data: String = event
                     .lines()
                     .filter_map(|l| l.strip_prefix("data:"))
@@ -210,4 +231,18 @@ async fn a_calls_own_traffic_rides_its_own_stream() {
     let rest = s.rest().await;
     assert!(rest.iter().all(|m| m["id"] != json!(4)), "{rest:?}");
     until_listed(&fleet, &base, &session, "cancelled", "s4").await;
+
+    // A client that leaves in the middle of a call does not cancel it: a GET
+    // with the last event id it saw resumes the call's stream from there.
+    let args = json!({"steps": 3, "delay": 0.3, "tag": "s5"});
+    let mut s = Events::call(&base, &session, 5, "progress", args).await;
+    let first = s.next().await.expect("the first progress");
+    assert_eq!(first["params"]["message"], json!("s5 1"), "{first}");
+    let seen = s.last_id.clone().expect("events carry ids");
+    drop(s);
+    let rest = Events::resume(&base, &session, &seen).await.rest().await;
+    let messages: Vec<_> = rest.iter().map(|m| &m["params"]["message"]).collect();
+    assert_eq!(messages[..2], [&json!("s5 2"), &json!("s5 3")], "{rest:?}");
+    assert_eq!(rest.len(), 3, "{rest:?}");
+    assert_eq!(text(&rest[2]), "s5: 3 steps", "{rest:?}");
 }

@@ -10,9 +10,7 @@
 //! skips the hops and none of the checks.
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::stream::Peekable;
 use futures_util::{Stream, StreamExt};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -22,6 +20,8 @@ use rmcp::transport::streamable_http_server::session::{
 
 /// The events of one request's response stream.
 pub type Events = Pin<Box<dyn Stream<Item = ServerSseMessage> + Send + Sync>>;
+/// A response stream, once the shortcut is ready to send its headers.
+pub type Held = Pin<Box<dyn Future<Output = Events> + Send>>;
 
 /// Serves some messages of initialized sessions without rmcp's session worker.
 /// A message it does not take comes back by value, as it went in (boxing it
@@ -34,7 +34,7 @@ pub trait Shortcut: Send + Sync + 'static {
         &self,
         id: &SessionId,
         message: ClientJsonRpcMessage,
-    ) -> Result<Events, ClientJsonRpcMessage>;
+    ) -> Result<Held, ClientJsonRpcMessage>;
     /// Takes a notification or answer that belongs to something the shortcut
     /// serves (a client's answer to a request on such a stream, the
     /// cancellation of such a request), or gives it back for rmcp.
@@ -43,22 +43,12 @@ pub trait Shortcut: Send + Sync + 'static {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), ClientJsonRpcMessage>;
+    /// The stream a `Last-Event-ID` of the shortcut's names, resumed after
+    /// that event; `None` if it is not one of the shortcut's.
+    fn resume(&self, id: &SessionId, last_event_id: &str) -> Option<Events>;
 }
 
 type Local = LocalSessionManager;
-
-/// How long a shortcut's response waits for its first event before its
-/// headers go out anyway (well inside any client's header timeout).
-const HOLD: Duration = Duration::from_secs(1);
-
-/// `events`, once the first is ready or [`HOLD`] has passed. A short answer
-/// then leaves in one write, headers, event and end of stream together,
-/// instead of three, each waking the client.
-async fn held(events: Events) -> Peekable<Events> {
-    let mut events = events.peekable();
-    let _ = tokio::time::timeout(HOLD, Pin::new(&mut events).peek()).await;
-    events
-}
 
 /// rmcp's local session manager, with an optional [`Shortcut`] in front.
 pub struct Sessions {
@@ -103,7 +93,7 @@ impl SessionManager for Sessions {
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let message = match &self.shortcut {
             Some(shortcut) => match shortcut.serve(id, message) {
-                Ok(events) => return Ok(held(events).await.left_stream()),
+                Ok(held) => return Ok(held.await.left_stream()),
                 Err(message) => message,
             },
             None => message,
@@ -138,7 +128,14 @@ impl SessionManager for Sessions {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        self.local.resume(id, last_event_id).await
+        if let Some(events) = self
+            .shortcut
+            .as_ref()
+            .and_then(|s| s.resume(id, &last_event_id))
+        {
+            return Ok(events.left_stream());
+        }
+        Ok(self.local.resume(id, last_event_id).await?.right_stream())
     }
 
     async fn restore_session(

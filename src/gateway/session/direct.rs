@@ -14,31 +14,30 @@
 //!
 //! A client that drops the stream does not cancel the call (the spec: a
 //! disconnection is not a cancellation): it runs to its end in a task of its
-//! own. These streams carry no event ids, so they cannot be resumed.
+//! own, and the stream can be resumed (see [`events`]).
 //!
 //! One call a minute per session still takes rmcp's path: only traffic
 //! through rmcp's session worker keeps its idle timer from closing the session.
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::Stream;
 use rmcp::Peer;
 use rmcp::model::{
     ClientJsonRpcMessage, ClientNotification, ClientRequest, GetExtensions, GetMeta,
     JsonRpcRequest, RequestId, ServerJsonRpcMessage, ServerRequest,
 };
 use rmcp::service::{RequestContext, RoleServer};
-use rmcp::transport::streamable_http_server::session::{ServerSseMessage, SessionId};
+use rmcp::transport::streamable_http_server::session::SessionId;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod events;
+use events::{CallEvents, Parking};
+
 use super::SessionHandler;
-use crate::gateway::shortcut::{Events, Shortcut};
+use crate::gateway::shortcut::{Events, Held, Shortcut};
 use crate::upstream::calls::{Answer, CallSink, CallStream};
 
 /// Messages of one call waiting to be written to its stream.
@@ -46,6 +45,9 @@ const STREAM_BUFFER: usize = 64;
 /// Direct calls, and questions to the client, one session may have open;
 /// beyond them a call takes rmcp's path and a question fails.
 const MAX_PER_SESSION: usize = 1024;
+/// How long an answer waits for its first event before its headers go out
+/// anyway (well inside any client's header timeout).
+const HOLD: Duration = Duration::from_secs(1);
 /// How often a session's traffic must pass rmcp's session worker.
 const WORKER_TOUCH: Duration = Duration::from_secs(60);
 
@@ -70,6 +72,8 @@ struct Entry {
     peer: Peer<RoleServer>,
     open: Mutex<Open>,
     next_ask: AtomicU64,
+    /// The session's direct streams, for their resumption.
+    parking: Arc<Parking>,
     /// When rmcp's session worker last saw a request (ms since the epoch).
     worker_seen: AtomicU64,
 }
@@ -105,6 +109,7 @@ impl Directory {
             peer,
             open: Mutex::default(),
             next_ask: AtomicU64::new(0),
+            parking: Arc::default(),
             worker_seen: AtomicU64::new(self.ms()),
         };
         let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
@@ -145,7 +150,7 @@ impl Shortcut for Directory {
         &self,
         id: &SessionId,
         message: ClientJsonRpcMessage,
-    ) -> Result<Events, ClientJsonRpcMessage> {
+    ) -> Result<Held, ClientJsonRpcMessage> {
         let entry = match &message {
             ClientJsonRpcMessage::Request(r)
                 if matches!(r.request, ClientRequest::CallToolRequest(_)) =>
@@ -173,11 +178,16 @@ impl Shortcut for Directory {
             tx,
             entry: entry.clone(),
         });
-        Ok(Box::pin(CallEvents {
-            call: Some(Mutex::new(Box::pin(run(entry, request, ct, sink)))),
-            rx,
-            last: None,
+        let call = Box::pin(run(entry.clone(), request, ct, sink));
+        let mut events = CallEvents::new(call, rx, entry.parking.clone());
+        Ok(Box::pin(async move {
+            events.hold(HOLD).await;
+            Box::pin(events) as Events
         }))
+    }
+
+    fn resume(&self, id: &SessionId, last_event_id: &str) -> Option<Events> {
+        self.get(id)?.parking.resume(last_event_id)
     }
 
     fn accept(
@@ -225,8 +235,6 @@ impl Shortcut for Directory {
     }
 }
 
-type Call = Pin<Box<dyn Future<Output = Option<ServerJsonRpcMessage>> + Send>>;
-
 /// Serves `request` with the session's handler; `None` when the client
 /// cancelled it (then no response is sent).
 async fn run(
@@ -271,56 +279,6 @@ impl Drop for CallOpen {
     }
 }
 
-/// The response stream of one direct call: what the upstream sent on the
-/// call's behalf, in order, then the response.
-struct CallEvents {
-    /// The call, until it ends (a mutex only to make the stream `Sync`; it is
-    /// never locked, `get_mut` reaches it).
-    call: Option<Mutex<Call>>,
-    rx: mpsc::Receiver<ServerJsonRpcMessage>,
-    last: Option<ServerJsonRpcMessage>,
-}
-
-impl Stream for CallEvents {
-    type Item = ServerSseMessage;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServerSseMessage>> {
-        let this = self.get_mut();
-        loop {
-            if let Poll::Ready(Some(m)) = this.rx.poll_recv(cx) {
-                return Poll::Ready(Some(ServerSseMessage::from_message(m)));
-            }
-            let Some(call) = &mut this.call else {
-                return Poll::Ready(this.last.take().map(ServerSseMessage::from_message));
-            };
-            let call = call.get_mut().unwrap_or_else(|e| e.into_inner());
-            match call.as_mut().poll(cx) {
-                // Look at the queue once more: what the call sent before it ended goes first.
-                Poll::Ready(last) => {
-                    this.call = None;
-                    this.last = last;
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-impl Drop for CallEvents {
-    fn drop(&mut self) {
-        let Some(call) = self.call.take() else {
-            return;
-        };
-        let call = call.into_inner().unwrap_or_else(|e| e.into_inner());
-        // The client left: not a cancellation. The call ends by itself
-        // (answer, deadline, or its session's end) and nobody hears it.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            tracing::debug!("a client left a call's stream; the call runs to its end");
-            runtime.spawn(call);
-        }
-    }
-}
-
 /// What the upstream sends on a direct call's behalf, onto its stream.
 struct Sink {
     tx: mpsc::Sender<ServerJsonRpcMessage>,
@@ -353,84 +311,5 @@ impl CallStream for Sink {
 
     fn forget(&self, id: &RequestId) {
         self.entry.open().asks.remove(id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use futures_util::StreamExt;
-    use rmcp::model::{
-        CallToolResult, LoggingLevel, LoggingMessageNotificationParam, Notification,
-        ServerNotification, ServerResult,
-    };
-
-    fn log(text: &str) -> ServerJsonRpcMessage {
-        let params = LoggingMessageNotificationParam::new(LoggingLevel::Info, text.into());
-        ServerJsonRpcMessage::notification(ServerNotification::LoggingMessageNotification(
-            Notification::new(params),
-        ))
-    }
-
-    fn events(
-        call: impl Future<Output = Option<ServerJsonRpcMessage>> + Send + 'static,
-        rx: mpsc::Receiver<ServerJsonRpcMessage>,
-    ) -> CallEvents {
-        CallEvents {
-            call: Some(Mutex::new(Box::pin(call))),
-            rx,
-            last: None,
-        }
-    }
-
-    fn json(m: &ServerSseMessage) -> serde_json::Value {
-        serde_json::to_value(m.message.as_deref().expect("a message")).unwrap()
-    }
-
-    #[tokio::test]
-    async fn what_a_call_sent_comes_before_its_response() {
-        let (tx, rx) = mpsc::channel(4);
-        let call = async move {
-            tx.send(log("first")).await.unwrap();
-            tokio::task::yield_now().await;
-            tx.send(log("second")).await.unwrap();
-            let result = ServerResult::CallToolResult(CallToolResult::success(vec![]));
-            Some(ServerJsonRpcMessage::response(result, RequestId::Number(7)))
-        };
-        let all: Vec<_> = events(call, rx).collect().await;
-        let all: Vec<_> = all.iter().map(json).collect();
-        assert_eq!(all.len(), 3, "{all:?}");
-        assert_eq!(all[0]["params"]["data"], "first");
-        assert_eq!(all[1]["params"]["data"], "second");
-        assert_eq!(all[2]["id"], 7);
-    }
-
-    #[tokio::test]
-    async fn a_cancelled_call_ends_its_stream_without_a_response() {
-        let (_tx, rx) = mpsc::channel(4);
-        let all: Vec<_> = events(async { None }, rx).collect().await;
-        assert!(all.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_stream_the_client_leaves_lets_its_call_run_to_its_end() {
-        let (go, wait) = oneshot::channel::<()>();
-        let (finished, done) = oneshot::channel();
-        let (_tx, rx) = mpsc::channel(4);
-        let call = async move {
-            let _ = wait.await;
-            let _ = finished.send(());
-            None
-        };
-        let mut stream = events(call, rx);
-        let first = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
-        assert!(first.is_err(), "the call is waiting, the stream too");
-        drop(stream);
-        go.send(())
-            .expect("the call is still there after its stream went");
-        tokio::time::timeout(Duration::from_secs(5), done)
-            .await
-            .expect("the call ran to its end")
-            .unwrap();
     }
 }

@@ -246,16 +246,18 @@ impl Drop for CallEvents {
     /// runs on (to its answer, its deadline or its session's end), parked
     /// for a resumption.
     fn drop(&mut self) {
+        // Only the stream a client had goes on; a continuation that is
+        // dropped (the runtime shutting down) just ends.
+        let Some(parking) = self.parking.take() else {
+            return;
+        };
         if !self.left_over() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let parking = self.parking.take();
-        let parked = parking
-            .as_ref()
-            .and_then(|p| p.park(self.stream, std::mem::take(&mut self.sent)));
+        let parked = parking.park(self.stream, std::mem::take(&mut self.sent));
         let mut rest = CallEvents {
             call: self.call.take(),
             rx: std::mem::replace(&mut self.rx, mpsc::channel(1).1),
@@ -274,7 +276,7 @@ impl Drop for CallEvents {
                     p.push(event);
                 }
             }
-            if let (Some(p), Some(parking)) = (parked, parking) {
+            if let Some(p) = parked {
                 p.finish();
                 tokio::time::sleep(RESUMABLE).await;
                 parking.parked().remove(&stream);

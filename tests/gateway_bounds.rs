@@ -282,6 +282,16 @@ async fn bad_mcp_requests_get_4xx_with_json_bodies_and_2025_03_26_batches_work()
     // A batch in a 2025-03-26 session: both answers in one response (a JSON
     // array, or an event stream when rmcp streams them).
     let id = open_session(&base, "2025-03-26").await;
+    // The same bad bodies inside a session, where rmcp parses first.
+    for (body, code) in [("{not json", -32700), (r#"{"hello": 1}"#, -32600)] {
+        let a = post_mcp(&base, &[("mcp-session-id", &id)], body).await;
+        assert_eq!(
+            (a.status, a.json()["error"]["code"].clone()),
+            (400, json!(code)),
+            "{body}: {}",
+            a.text
+        );
+    }
     let batch = json!([
         {"jsonrpc": "2.0", "id": 7, "method": "ping"},
         {"jsonrpc": "2.0", "id": 8, "method": "tools/list"},

@@ -109,6 +109,9 @@ async fn handle<S: rmcp::ServerHandler + Send + 'static>(
             );
         }
     };
+    if parts.headers.contains_key(SESSION_HEADER) && wire::is_single(&bytes) {
+        return front.in_session(parts, bytes).await;
+    }
     match wire::parse_body(&bytes) {
         Err(refusal) => refusal.into_response(),
         Ok(wire::Body::Batch(items)) => front.batch(parts, items).await,
@@ -138,6 +141,20 @@ impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
     async fn call(&self, request: Request) -> Response {
         // Boxed so the routing futures that carry this one stay small.
         json_errors(Box::pin(self.inner.handle(request)).await.map(Body::new)).await
+    }
+
+    /// One message on an open session, the path of every call: rmcp parses
+    /// it, and the front only when rmcp refuses it as not a message (415),
+    /// to say how (-32700 or -32600), as for any other body.
+    async fn in_session(&self, parts: request::Parts, bytes: Bytes) -> Response {
+        let request = Request::from_parts(parts, Body::from(bytes.clone()));
+        let response = Box::pin(self.inner.handle(request)).await.map(Body::new);
+        if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
+            && let Err(refusal) = wire::parse_body(&bytes)
+        {
+            return refusal.into_response();
+        }
+        json_errors(response).await
     }
 
     /// Serves a batch message by message; see the module doc.

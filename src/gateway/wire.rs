@@ -73,11 +73,19 @@ impl Refusal {
     }
 }
 
+fn first_char(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// True if a body looks like one message (a JSON object), not a batch.
+pub fn is_single(bytes: &[u8]) -> bool {
+    first_char(bytes) == Some(b'{')
+}
+
 /// Parses a POST body: one JSON-RPC message or a non-empty batch. A single
-/// message is read in one pass (the common case, on every call).
+/// message is read in one pass.
 pub fn parse_body(bytes: &[u8]) -> Result<Body, Refusal> {
-    let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    if !batch {
+    if first_char(bytes) != Some(b'[') {
         return serde_json::from_slice::<ClientJsonRpcMessage>(bytes)
             .map(|m| Body::One(Box::new(m)))
             .map_err(|e| match serde_json::from_slice::<IgnoredAny>(bytes) {

@@ -101,9 +101,16 @@ async fn an_idle_controller_does_not_read_its_catalog() {
     assert_eq!(opens.load(Ordering::SeqCst), 0, "catalog read at rest");
 
     // A broken catalog is read and reported once, not over and over.
+    let before = opens.load(Ordering::SeqCst);
     f.catalog("registry:\n  a: [\n");
     f.until("the error reported", MIN, || async {
         (f.log_count(&["config not loaded"]) == 1).then_some(())
+    })
+    .await;
+    // This test's watcher hears of that read a moment after it happened
+    // (under load, after the log line): count from there.
+    f.until("the read seen by the test's watcher", MIN, || async {
+        (opens.load(Ordering::SeqCst) > before).then_some(())
     })
     .await;
     let opened = opens.load(Ordering::SeqCst);

@@ -240,7 +240,15 @@ async fn a_calls_own_traffic_rides_its_own_stream() {
     assert_eq!(first["params"]["message"], json!("s5 1"), "{first}");
     let seen = s.last_id.clone().expect("events carry ids");
     drop(s);
-    let rest = Events::resume(&base, &session, &seen).await.rest().await;
+    // Until the gateway has seen the connection go, the stream is not parked
+    // and a resumption finds nothing (an empty stream): a client waits the
+    // priming event's `retry` (3 s); this asks again until it is there.
+    let rest = fleet
+        .until("the left stream resumed", MIN, || async {
+            let rest = Events::resume(&base, &session, &seen).await.rest().await;
+            (!rest.is_empty()).then_some(rest)
+        })
+        .await;
     let messages: Vec<_> = rest.iter().map(|m| &m["params"]["message"]).collect();
     assert_eq!(messages[..2], [&json!("s5 2"), &json!("s5 3")], "{rest:?}");
     assert_eq!(rest.len(), 3, "{rest:?}");

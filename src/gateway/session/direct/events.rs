@@ -7,7 +7,7 @@
 //!
 //! A stream that handed out its response is not kept, so a response lost in
 //! the network after it left the gateway cannot be fetched again.
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +32,10 @@ const RESUMABLE: Duration = Duration::from_secs(60);
 /// Left streams one session keeps; beyond them a left call still runs to its
 /// end, but cannot be resumed.
 const MAX_PARKED: usize = 64;
+/// Events one stream keeps for a resumption (a call sends a few; a long one
+/// with much progress more): beyond them the oldest go, and a resumption
+/// from before them starts at the oldest kept.
+const MAX_KEPT: usize = 256;
 
 /// Event ids of direct streams, `d<stream>-<index>`: never one of rmcp's
 /// (`<index>` or `<index>/<request>`), so a resumption finds its way.
@@ -60,7 +64,7 @@ impl Parking {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn park(&self, stream: u64, sent: Vec<ServerSseMessage>) -> Option<Arc<Parked>> {
+    fn park(&self, stream: u64, sent: Kept) -> Option<Arc<Parked>> {
         let mut parked = self.parked();
         if parked.len() >= MAX_PARKED {
             tracing::debug!("a left call stream cannot be kept for resumption: too many are");
@@ -84,9 +88,34 @@ impl Parking {
     }
 }
 
+/// The last [`MAX_KEPT`] events of a stream, by index.
+#[derive(Default)]
+struct Kept {
+    /// The index of the oldest event kept.
+    first: usize,
+    events: VecDeque<ServerSseMessage>,
+}
+
+impl Kept {
+    fn push(&mut self, event: ServerSseMessage) {
+        if self.events.len() == MAX_KEPT {
+            self.events.pop_front();
+            self.first += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    /// The event at `index` (or the oldest kept, if that one is gone) and its index.
+    fn get(&self, index: usize) -> Option<(usize, ServerSseMessage)> {
+        let index = index.max(self.first);
+        let event = self.events.get(index - self.first)?;
+        Some((index, event.clone()))
+    }
+}
+
 /// What a left stream sent (priming included) and sends while its call runs.
 struct Parked {
-    events: Mutex<Vec<ServerSseMessage>>,
+    events: Mutex<Kept>,
     done: AtomicBool,
     changed: Notify,
 }
@@ -105,9 +134,11 @@ impl Parked {
         self.changed.notify_waiters();
     }
 
-    fn get(&self, index: usize) -> Option<ServerSseMessage> {
-        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        events.get(index).cloned()
+    fn get(&self, index: usize) -> Option<(usize, ServerSseMessage)> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)
     }
 
     /// The events from `index` on, until the call has ended.
@@ -116,9 +147,9 @@ impl Parked {
             loop {
                 // Made before looking: it hears a push that comes in between.
                 let changed = p.changed.notified();
-                if let Some(event) = p.get(i) {
+                if let Some((at, event)) = p.get(i) {
                     drop(changed);
-                    return Some((event, (p, i + 1)));
+                    return Some((event, (p, at + 1)));
                 }
                 if p.done.load(Ordering::Acquire) {
                     return None;
@@ -142,8 +173,8 @@ pub(super) struct CallEvents {
     stream: u64,
     /// The index of the next event.
     index: usize,
-    /// Every event handed out, to park (a few per call).
-    sent: Vec<ServerSseMessage>,
+    /// The events handed out, to park.
+    sent: Kept,
     /// Where to park the stream if the client leaves it; `None` once parked.
     parking: Option<Arc<Parking>>,
 }
@@ -161,7 +192,7 @@ impl CallEvents {
             last: None,
             stream: parking.next_stream(),
             index: 0,
-            sent: Vec::new(),
+            sent: Kept::default(),
             parking: Some(parking),
         }
     }
@@ -265,7 +296,7 @@ impl Drop for CallEvents {
             last: self.last.take(),
             stream: self.stream,
             index: self.index.max(1),
-            sent: Vec::new(),
+            sent: Kept::default(),
             parking: None,
         };
         let stream = self.stream;

@@ -140,3 +140,17 @@ fn rmcps_own_event_ids_are_not_taken_for_ours() {
     assert_eq!(parse_event_id("d12-3"), Some((12, 3)));
     assert!(parking.resume("d12-3").is_none(), "not parked");
 }
+
+#[test]
+fn a_stream_keeps_its_last_events_and_resumes_from_the_oldest_kept() {
+    let mut kept = Kept::default();
+    for i in 0..MAX_KEPT + 10 {
+        kept.push(ServerSseMessage::priming(event_id(0, i), RETRY));
+    }
+    assert_eq!(kept.events.len(), MAX_KEPT);
+    let (at, event) = kept.get(3).expect("the oldest kept");
+    assert_eq!(at, 10);
+    assert_eq!(event.event_id.as_deref(), Some("d0-10"));
+    assert_eq!(kept.get(MAX_KEPT + 9).unwrap().0, MAX_KEPT + 9);
+    assert!(kept.get(MAX_KEPT + 10).is_none());
+}

@@ -13,10 +13,6 @@ use common::*;
 use serde_json::{Value, json};
 
 const MIN: Duration = Duration::from_secs(60);
-const SERVER_PY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/docker/test-images/testserver/server.py"
-);
 
 #[derive(Debug, Clone, Copy)]
 enum Upstream {
@@ -37,16 +33,7 @@ impl Relay {
     async fn start(test: &str, upstream: Upstream, args: &[&str]) -> Self {
         let mut fleet = Fleet::new(test).await;
         let (entry, server) = match upstream {
-            // This checkout's server.py, mounted over the image's: the
-            // image's tag is shared by every checkout that builds it.
-            Upstream::Stdio => (
-                entry(
-                    "relay",
-                    TESTSERVER,
-                    &format!("volumes:\n  - {SERVER_PY}:/opt/testserver/server.py:ro"),
-                ),
-                None,
-            ),
+            Upstream::Stdio => (testserver_entry("relay"), None),
             Upstream::Http => {
                 let (port, child) = http_server(&fleet).await;
                 let entry = format!(
@@ -84,7 +71,7 @@ async fn http_server(fleet: &Fleet) -> (u16, tokio::process::Child) {
         .port();
     let log = std::fs::File::create(fleet.path("upstream.log")).expect("log file");
     let child = tokio::process::Command::new(mcp_client::python())
-        .arg(SERVER_PY)
+        .arg(TESTSERVER_PY)
         .args(["--http", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

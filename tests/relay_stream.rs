@@ -8,16 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::raw_mcp::{ACCEPT_BOTH, post_mcp};
+use common::raw_mcp::{ACCEPT_BOTH, open_session_declaring, post_mcp};
 use common::*;
 use serde_json::{Value, json};
 
 const MIN: Duration = Duration::from_secs(60);
 const VERSION: &str = "2025-06-18";
-const SERVER_PY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/docker/test-images/testserver/server.py"
-);
 
 /// The events of one POST's response stream, read as they come.
 struct Events {
@@ -122,21 +118,12 @@ fn text(result: &Value) -> &str {
 /// and a session that declared elicitation.
 async fn start(test: &str) -> (Fleet, String, String) {
     let mut fleet = Fleet::new(test).await;
-    let volume = format!("volumes:\n  - {SERVER_PY}:/opt/testserver/server.py:ro");
-    fleet.catalog(&catalog_of(&[entry("relay", TESTSERVER, &volume)]));
+    fleet.catalog(&catalog_of(&[testserver_entry("relay")]));
     fleet.start(&["--no-auth"]);
     fleet.ready("relay").await;
     let base = fleet.gateway_url().await;
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": VERSION, "capabilities": {"elicitation": {}},
-        "clientInfo": {"name": "relay-stream-test", "version": "1"}}});
-    let a = post_mcp(&base, &[], &init.to_string()).await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    let session = a.headers["mcp-session-id"].to_str().unwrap().to_string();
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let headers = [("mcp-session-id", session.as_str())];
-    let a = post_mcp(&base, &headers, &initialized.to_string()).await;
-    assert_eq!(a.status, 202, "{}", a.text);
+    let elicitation = json!({"elicitation": {}});
+    let session = open_session_declaring(&base, VERSION, elicitation, &[]).await;
     (fleet, base, session)
 }
 

@@ -440,6 +440,20 @@ pub fn entry(name: &str, image: &str, extra: &str) -> String {
     s
 }
 
+/// This checkout's test server script: mounted over the image's in
+/// [`testserver_entry`] (the image's tag is shared by every checkout that
+/// builds it), or run on the host.
+pub const TESTSERVER_PY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/docker/test-images/testserver/server.py"
+);
+
+/// A catalog entry for the test server, running this checkout's script.
+pub fn testserver_entry(name: &str) -> String {
+    let volume = format!("volumes:\n  - {TESTSERVER_PY}:/opt/testserver/server.py:ro");
+    entry(name, TESTSERVER, &volume)
+}
+
 pub fn catalog_of(entries: &[String]) -> String {
     format!("name: docker-mcp\nregistry:\n{}", entries.concat())
 }

@@ -92,8 +92,13 @@ pub async fn post_mcp(base: &str, headers: &[(&str, &str)], body: &str) -> Answe
 }
 
 pub fn initialize(version: &str) -> String {
+    initialize_declaring(version, json!({}))
+}
+
+/// `initialize` on `version` with the client `capabilities`.
+pub fn initialize_declaring(version: &str, capabilities: Value) -> String {
     json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": version, "capabilities": {},
+        "protocolVersion": version, "capabilities": capabilities,
         "clientInfo": {"name": "raw-mcp-test", "version": "1"}}})
     .to_string()
 }
@@ -106,7 +111,18 @@ pub async fn open_session(base: &str, version: &str) -> String {
 /// Opens a `/mcp` session on `version`, every request with `headers` (such
 /// as `authorization`); its id.
 pub async fn open_session_with(base: &str, version: &str, headers: &[(&str, &str)]) -> String {
-    let a = post_mcp(base, headers, &initialize(version)).await;
+    open_session_declaring(base, version, json!({}), headers).await
+}
+
+/// Opens a `/mcp` session on `version` whose client declares `capabilities`,
+/// every request with `headers`; its id.
+pub async fn open_session_declaring(
+    base: &str,
+    version: &str,
+    capabilities: Value,
+    headers: &[(&str, &str)],
+) -> String {
+    let a = post_mcp(base, headers, &initialize_declaring(version, capabilities)).await;
     assert_eq!(a.status, 200, "initialize: {}", a.text);
     assert_eq!(a.message()["result"]["protocolVersion"], json!(version));
     let id = a.headers["mcp-session-id"].to_str().unwrap().to_string();

@@ -94,7 +94,13 @@ impl Handler {
                 let (id, rx) = stream
                     .ask(request)
                     .ok_or_else(|| cannot("its stream is gone or full".into()))?;
-                let answer = async move { rx.await.unwrap_or_else(|_| Err(closed())) }.boxed();
+                // However the wait ends, the question is not left open.
+                let asked = Asked(stream.clone(), id.clone());
+                let answer = async move {
+                    let _asked = asked;
+                    rx.await.unwrap_or_else(|_| Err(closed()))
+                }
+                .boxed();
                 (id, answer, AskedOn::Stream(stream))
             }
             None => {
@@ -162,6 +168,15 @@ async fn send_to_peer(
     }
 }
 
+/// A question on a call's stream, forgotten when its wait ends.
+struct Asked(Arc<dyn CallStream>, RequestId);
+
+impl Drop for Asked {
+    fn drop(&mut self) {
+        self.0.forget(&self.1);
+    }
+}
+
 /// Where a relayed request went, to tell the client it is no longer needed.
 enum AskedOn {
     Peer(Peer<RoleServer>),
@@ -176,7 +191,6 @@ impl AskedOn {
                 let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_cancelled(cancel)).await;
             }
             AskedOn::Stream(stream) => {
-                stream.forget(&id);
                 let n = ServerNotification::CancelledNotification(Notification::new(cancel));
                 stream.send(ServerJsonRpcMessage::notification(n));
             }

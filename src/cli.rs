@@ -400,6 +400,9 @@ async fn run(args: RunArgs) -> Result<()> {
         gateway.clone().access_loop(authn.users(), shutdown.clone()),
     );
     tasks.spawn("notify", gateway.notify_loop(shutdown.clone()));
+    if let Some(trail) = crate::gateway::audit::Trail::install() {
+        tasks.spawn("audit", trail.run(shutdown.clone()));
+    }
     // Without its HTTP server the gateway is of no use: its end stops everything.
     let server = tokio::spawn({
         let shutdown = shutdown.clone();

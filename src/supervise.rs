@@ -15,7 +15,7 @@
 //!
 //! The services, by name: `pool` (upstream sessions), `notify` (list_changed
 //! to clients), `reconcile-worker` (each of `--concurrency`), `engine-watch`,
-//! `status-writer`, `signals`. The HTTP server is not one: if it stops, the
+//! `status-writer`, `signals`, `audit`. The HTTP server is not one: if it stops, the
 //! process shuts down (with nothing serving, there is no `/readyz` to ask).
 //!
 //! Test-only fault hook: when the environment variable [`FAULT_ENV`] names a

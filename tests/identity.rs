@@ -232,42 +232,46 @@ async fn hs256_users_see_and_call_only_what_their_roles_allow() {
     assert_eq!(get(&f, "/status", OPERATOR).await.0, 200);
 
     // One audit line per call: who, which server, how it ended; never arguments.
-    let log = f.logs();
-    let audit: Vec<&str> = log.lines().filter(|l| l.contains(" audit: ")).collect();
-    let has = |parts: &[&str]| audit.iter().any(|l| parts.iter().all(|p| l.contains(p)));
-    assert!(
-        has(&[
+    // The `audit` service writes a line just after its response left: wait for them.
+    let wanted: [&[&str]; 3] = [
+        &[
             "user=ann",
             "server=\"time\"",
             "name=\"get_current_time\"",
             "outcome=\"ok\"",
-            "kind=\"tools/call\""
-        ]),
-        "{audit:#?}"
-    );
-    assert!(
-        has(&[
+            "kind=\"tools/call\"",
+        ],
+        &[
             "user=bob",
             "server=\"test\"",
             "name=\"echo\"",
             "outcome=\"ok\"",
-            "duration_ms="
-        ]),
-        "{audit:#?}"
-    );
-    assert!(
-        has(&[
+            "duration_ms=",
+        ],
+        &[
             "user=ann",
             "server=\"test\"",
             "name=\"echo\"",
-            "outcome=\"hidden\""
-        ]),
-        "{audit:#?}"
-    );
+            "outcome=\"hidden\"",
+        ],
+    ];
+    let audit: Vec<String> = f
+        .until("the three audit lines", Duration::from_secs(10), || async {
+            let audit: Vec<String> = f
+                .logs()
+                .lines()
+                .filter(|l| l.contains(" audit: "))
+                .map(str::to_owned)
+                .collect();
+            let has = |parts: &[&str]| audit.iter().any(|l| parts.iter().all(|p| l.contains(p)));
+            wanted.iter().all(|w| has(w)).then_some(audit)
+        })
+        .await;
     assert!(
         !audit
             .iter()
-            .any(|l| l.contains("never-in-the-audit-log") || l.contains("Auckland"))
+            .any(|l| l.contains("never-in-the-audit-log") || l.contains("Auckland")),
+        "{audit:#?}"
     );
 }
 

@@ -937,7 +937,10 @@ def fig5_toolcall(a) -> dict:
             log(f"fig5: {kind}: NOT INSTALLED, skipped")
             continue
         log(f"fig5: {kind}")
-        p = subprocess.Popen(cmd[0], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # Its log to a file, as mcp-fleet's: an unread pipe stalls a gateway that
+        # logs every request once it is full.
+        errlog = tempfile.TemporaryFile()
+        p = subprocess.Popen(cmd[0], stdout=subprocess.DEVNULL, stderr=errlog,
                              start_new_session=True)
         try:
             wait_port(port, 30)
@@ -947,7 +950,8 @@ def fig5_toolcall(a) -> dict:
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            err = p.stderr.read1(2000).decode(errors="replace")
+            errlog.seek(0)
+            err = errlog.read(2000).decode(errors="replace")
             out["skipped"][kind] = f"failed: {e!r} {err}"
             log(f"fig5: {kind} FAILED: {e!r} {err}")
         finally:
@@ -959,6 +963,7 @@ def fig5_toolcall(a) -> dict:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+            errlog.close()
     d = out["targets"]["direct (stdio)"]
     for k, v in out["targets"].items():
         v["added_p50_ms_1"] = v["1"]["latency_ms"]["median"] - d["1"]["latency_ms"]["median"]

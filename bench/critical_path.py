@@ -1,0 +1,99 @@
+"""The gateway's own share of a tool call, read off its system calls (figure 5's
+one-connection load). Where figure 5 and bench/ab.py see the whole round trip (client,
+kernel, engine, server: a window moves by 0.2 ms on a shared 2-core machine), this sees
+only the time mcp-fleet holds a call, which moves by a few microseconds:
+
+  request   from reading the client's POST to writing the call to the server's stdin
+  answer    from reading the server's answer to writing the response to the client
+
+Needs `perf` (syscall tracepoints, low overhead; not installed by bench/run).
+  python3 bench/critical_path.py BINARY [seconds]     (env passes through, e.g.
+                                                       TOKIO_WORKER_THREADS=1)
+"""
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+READ, WRITE_V, SEND = 45, 20, 44  # recvfrom, writev, sendto (x86-64)
+LINE = re.compile(r"\s*\S+\s+(\d+)\s+\[\d+\]\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit): NR (\d+) (.*)")
+
+
+def record(binary: str, seconds: float, out: str) -> int:
+    """Runs the load with perf recording the fleet's syscalls; returns the calls made."""
+    fl = h.Fleet(binary, "cp")
+    try:
+        fl.set_servers(["s"])
+        fl.wait_ready(["s"], 120)
+        target = {"kind": "http", "url": fl.url}
+        asyncio.run(h.load(target, 1, 1))
+        perf = subprocess.Popen(["perf", "record", "-q", "-e", "raw_syscalls:sys_enter,raw_syscalls:sys_exit",
+                                 "-p", str(fl.proc.pid), "-o", out], stderr=subprocess.DEVNULL)
+        time.sleep(1)  # perf attaches
+        calls = len(asyncio.run(h.load(target, 1, seconds))["lat"])
+        perf.send_signal(2)
+        perf.wait(30)
+        return calls
+    finally:
+        fl.close()
+
+
+def events(data: str):
+    """(kind, nr, fd, time µs, result) per syscall event, in order."""
+    text = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
+    fds = {}
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if not m:
+            continue
+        tid, t, kind, nr, rest = m.groups()
+        nr, t = int(nr), float(t) * 1e6
+        if kind == "enter":
+            fds[tid] = int(rest.strip("( ").split(",")[0], 16)
+            yield "enter", nr, fds[tid], t, None
+        else:
+            yield "exit", nr, fds.get(tid), t, rest.split("=")[-1].strip()
+
+
+def intervals(evs: list) -> tuple[list, list]:
+    client = statistics.mode([e[2] for e in evs if e[0] == "enter" and e[1] == WRITE_V])
+    server = statistics.mode([e[2] for e in evs if e[0] == "enter" and e[1] == SEND])
+    request, answer, state, t0 = [], [], None, 0.0
+    for kind, nr, fd, t, ret in evs:
+        got = kind == "exit" and nr == READ and ret and ret.isdigit() and int(ret) > 0
+        if got and fd == client:
+            state, t0 = "request", t
+        elif kind == "enter" and nr == SEND and fd == server and state == "request":
+            request.append(t - t0)
+            state = "sent"
+        elif got and fd == server and state == "sent":
+            state, t0 = "answer", t
+        elif kind == "enter" and nr == WRITE_V and fd == client and state == "answer":
+            answer.append(t - t0)
+            state = None
+    return request, answer
+
+
+def main() -> None:
+    binary = sys.argv[1]
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 3
+    with tempfile.TemporaryDirectory() as d:
+        data = os.path.join(d, "perf.data")
+        calls = record(binary, seconds, data)
+        request, answer = intervals(list(events(data)))
+    for name, xs in (("request", request), ("answer", answer)):
+        xs.sort()
+        print(f"{name:8s} p50 {statistics.median(xs):6.1f} µs  p90 {xs[int(len(xs) * 0.9)]:6.1f} µs")
+    print(f"{len(request)} of {calls} calls matched; gateway-held p50 "
+          f"{statistics.median(request) + statistics.median(answer):.0f} µs")
+
+
+if __name__ == "__main__":
+    main()

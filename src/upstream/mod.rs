@@ -11,6 +11,7 @@ pub mod relay;
 pub mod relist;
 pub mod session;
 pub mod sse_client;
+pub mod stdio;
 pub mod users;
 
 pub use pool::{Pool, PoolSettings};

@@ -13,7 +13,6 @@ use rmcp::model::{
 };
 use rmcp::service::{PeerRequestOptions, RequestHandle, RoleClient, RunningService, ServiceExt};
 use rmcp::transport::Transport;
-use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::sink_stream::SinkStreamTransport;
 use rmcp::{ErrorData as McpError, Peer};
 use tokio_util::sync::CancellationToken;
@@ -59,7 +58,7 @@ impl Session {
         handler: Handler,
         timeout: Duration,
     ) -> Result<Self, SessionError> {
-        let transport = AsyncRwTransport::new_client(stdio.stdout, stdio.stdin);
+        let transport = super::stdio::StdioTransport::new(stdio.stdout, stdio.stdin);
         Self::handshake(handler, transport, timeout).await
     }
 

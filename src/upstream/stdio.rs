@@ -1,0 +1,250 @@
+//! The transport of a container's stdio: rmcp's newline-delimited JSON, as
+//! its `AsyncRwTransport` speaks it, with one shortcut on the way in.
+//!
+//! rmcp reads every message as the untagged `ServerResult` union: the answer
+//! to a `tools/call` is tried as 15 other result types before
+//! `CallToolResult`, about 30 µs of every call on a 2-core machine (perf, one
+//! connection; 3.8 µs against 0.5 µs warm). An answer whose result has only
+//! `CallToolResult`'s own fields (`content`, and maybe `structuredContent`,
+//! `isError`, `_meta`) is read straight into it. None of the other types
+//! accepts such an object (the tests check the two reads agree), so the
+//! result is the one rmcp would give. Anything else, any unknown field
+//! included, takes rmcp's own reading.
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use rmcp::model::{
+    CallToolResult, ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage, ServerResult,
+};
+use rmcp::service::RoleClient;
+use rmcp::transport::Transport;
+use rmcp::transport::async_rw::{JsonRpcMessageCodec, JsonRpcMessageCodecError};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Mutex;
+use tokio_util::codec::{Decoder, FramedRead, FramedWrite};
+
+/// The longest line read (rmcp's own limit): a longer one is dropped.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+
+type Reader = Pin<Box<dyn AsyncRead + Send>>;
+type Writer =
+    FramedWrite<Pin<Box<dyn AsyncWrite + Send>>, JsonRpcMessageCodec<ClientJsonRpcMessage>>;
+
+/// An MCP client transport over a server's stdout and stdin.
+pub struct StdioTransport {
+    read: FramedRead<Reader, Lines>,
+    write: Arc<Mutex<Option<Writer>>>,
+    /// A well-formed message of no known shape came: it is owed an error.
+    owes_error: bool,
+}
+
+impl StdioTransport {
+    pub fn new(stdout: Reader, stdin: Pin<Box<dyn AsyncWrite + Send>>) -> Self {
+        StdioTransport {
+            read: FramedRead::new(stdout, Lines::default()),
+            write: Arc::new(Mutex::new(Some(FramedWrite::new(
+                stdin,
+                JsonRpcMessageCodec::default(),
+            )))),
+            owes_error: false,
+        }
+    }
+
+    /// Answers a message of no known shape with Invalid Request, as rmcp does.
+    async fn pay_error(&mut self) -> Option<()> {
+        let mut write = self.write.lock().await;
+        let error = ClientJsonRpcMessage::error(
+            rmcp::ErrorData::invalid_request("Invalid request", None),
+            None,
+        );
+        write.as_mut()?.send(error).await.ok()?;
+        self.owes_error = false;
+        Some(())
+    }
+}
+
+impl Transport<RoleClient> for StdioTransport {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: ClientJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let write = self.write.clone();
+        async move {
+            match write.lock().await.as_mut() {
+                Some(w) => w.send(item).await.map_err(codec_error),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "the server's stdin is closed",
+                )),
+            }
+        }
+    }
+
+    async fn receive(&mut self) -> Option<ServerJsonRpcMessage> {
+        loop {
+            // Owed before the next read: a cancelled receive pays it next time.
+            if self.owes_error {
+                self.pay_error().await?;
+            }
+            match self.read.next().await? {
+                Ok(Line::Message(m)) => return Some(*m),
+                Ok(Line::Invalid) => self.owes_error = true,
+                Err(e) => {
+                    tracing::error!("reading a server's stdout failed: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.write.lock().await.take();
+        Ok(())
+    }
+}
+
+fn codec_error(e: JsonRpcMessageCodecError) -> std::io::Error {
+    match e {
+        JsonRpcMessageCodecError::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+/// What one line of a server's stdout is.
+pub enum Line {
+    Message(Box<ServerJsonRpcMessage>),
+    /// Well-formed JSON that is no message.
+    Invalid,
+}
+
+/// Splits a server's stdout into lines (bounded by [`MAX_LINE`]) and reads
+/// each: a tool result directly, the rest with rmcp's codec.
+#[derive(Default)]
+pub struct Lines {
+    /// How far the buffer is known to hold no newline.
+    scanned: usize,
+    /// Dropping an over-long line up to its newline.
+    discarding: bool,
+}
+
+impl Decoder for Lines {
+    type Item = Line;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
+        loop {
+            let end = buf.len().min(MAX_LINE + 1);
+            let Some(at) = memchr(&buf[self.scanned..end]) else {
+                if buf.len() > MAX_LINE {
+                    if !self.discarding {
+                        tracing::error!(
+                            max = MAX_LINE,
+                            "a server sent a longer line than allowed; dropped"
+                        );
+                    }
+                    self.discarding = true;
+                    buf.clear();
+                    self.scanned = 0;
+                } else {
+                    self.scanned = end;
+                }
+                return Ok(None);
+            };
+            let line = buf.split_to(self.scanned + at + 1);
+            self.scanned = 0;
+            if std::mem::take(&mut self.discarding) {
+                continue;
+            }
+            if let Some(line) = read_line(&line) {
+                return Ok(Some(line));
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
+        // A last line without its newline is an incomplete message: nothing to read.
+        let line = self.decode(buf)?;
+        if line.is_none() {
+            buf.clear();
+        }
+        Ok(line)
+    }
+}
+
+fn memchr(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| *b == b'\n')
+}
+
+/// One whole line (with its newline); `None` if it is to be skipped.
+fn read_line(line: &[u8]) -> Option<Line> {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    if text.is_empty() {
+        return None;
+    }
+    if let Some(m) = tool_result(text) {
+        return Some(Line::Message(Box::new(m)));
+    }
+    // rmcp's codec, given one whole line, reads it exactly as its transport does.
+    let mut whole = BytesMut::with_capacity(line.len() + 1);
+    whole.put_slice(text);
+    whole.put_u8(b'\n');
+    match JsonRpcMessageCodec::<ServerJsonRpcMessage>::default().decode(&mut whole) {
+        Ok(Some(m)) => Some(Line::Message(Box::new(m))),
+        Ok(None) => None,
+        Err(JsonRpcMessageCodecError::Serde(e)) if e.is_data() => {
+            tracing::debug!("a server sent JSON that is no MCP message: {e}");
+            Some(Line::Invalid)
+        }
+        Err(e) => {
+            tracing::debug!("a server sent a line that is not JSON: {e}");
+            None
+        }
+    }
+}
+
+/// A response whose result has only `CallToolResult`'s fields, read as one.
+fn tool_result(text: &[u8]) -> Option<ServerJsonRpcMessage> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        jsonrpc: &'a str,
+        id: RequestId,
+        #[serde(borrow)]
+        result: &'a RawValue,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Shape {
+        #[serde(rename = "content")]
+        _content: IgnoredAny,
+        #[serde(rename = "structuredContent")]
+        _structured_content: Option<IgnoredAny>,
+        #[serde(rename = "isError")]
+        _is_error: Option<IgnoredAny>,
+        #[serde(rename = "_meta")]
+        _meta: Option<IgnoredAny>,
+    }
+    let envelope: Envelope = serde_json::from_slice(text).ok()?;
+    if envelope.jsonrpc != "2.0" {
+        return None;
+    }
+    let result = envelope.result.get();
+    serde_json::from_str::<Shape>(result).ok()?;
+    let result: CallToolResult = serde_json::from_str(result).ok()?;
+    Some(ServerJsonRpcMessage::response(
+        ServerResult::CallToolResult(result),
+        envelope.id,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CancelledNotificationParam, ClientRequest, Notification, PingRequest, ProgressToken, Prompt,
-    RequestId, RequestMetaObject, Resource, ResourceTemplate, ResultType, ServerJsonRpcMessage,
-    ServerNotification, ServerResult, Tool,
+    CancelledNotificationParam, ClientNotification, ClientRequest, Notification, PingRequest,
+    ProgressToken, Prompt, ProtocolVersion, RequestId, RequestMetaObject, Resource,
+    ResourceTemplate, ResultType, ServerJsonRpcMessage, ServerNotification, ServerResult, Tool,
 };
 use rmcp::service::{PeerRequestOptions, RequestHandle, RoleClient, RunningService, ServiceExt};
 use rmcp::transport::Transport;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::calls::{Call, Caller, ForCaller, InFlight};
 use super::inbound::Handler;
 use super::relay::NOTIFY_TIMEOUT;
+use super::stdio::{Lane, StdioTransport};
 
 use crate::catalog::{RemoteUrl, Secret};
 use crate::runtime::Stdio;
@@ -37,6 +38,8 @@ pub struct Listing {
 /// A ready session. Dropping it closes the connection (not the container).
 pub struct Session {
     service: RunningService<RoleClient, Handler>,
+    /// Where the gateway writes relayed requests itself (see [`Lane`]).
+    lane: Option<Arc<Lane>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +61,15 @@ impl Session {
         handler: Handler,
         timeout: Duration,
     ) -> Result<Self, SessionError> {
-        let transport = super::stdio::StdioTransport::new(stdio.stdout, stdio.stdin);
-        Self::handshake(handler, transport, timeout).await
+        let transport = StdioTransport::new(stdio.stdout, stdio.stdin);
+        let lane = transport.lane();
+        let mut session = Self::handshake(handler, transport, timeout).await?;
+        let before_2026 = session
+            .peer()
+            .peer_info()
+            .is_some_and(|i| i.protocol_version < ProtocolVersion::V_2026_07_28);
+        session.lane = before_2026.then_some(lane);
+        Ok(session)
     }
 
     /// Connects to a remote server over streamable HTTP with its headers.
@@ -99,7 +109,10 @@ impl Session {
         match tokio::time::timeout(timeout, handler.serve(transport)).await {
             Err(_) => Err(SessionError::HandshakeTimeout(timeout)),
             Ok(Err(e)) => Err(SessionError::Handshake(e.to_string())),
-            Ok(Ok(service)) => Ok(Session { service }),
+            Ok(Ok(service)) => Ok(Session {
+                service,
+                lane: None,
+            }),
         }
     }
 
@@ -154,22 +167,32 @@ impl Session {
         forward: Forward,
     ) -> Result<ServerResult, Failure> {
         let calls = self.service.service().calls();
-        let options = PeerRequestOptions::no_options().with_meta(upstream_meta(forward.meta));
+        let meta = upstream_meta(forward.meta);
         let sending = calls.sending();
-        let handle = self
-            .peer()
-            .send_request_with_option(request, options)
-            .await
-            .map_err(|e| Failure::Closed(e.to_string()))?;
+        let (mut rx, id, progress_token, upstream, _sent) = match &self.lane {
+            Some(lane) => {
+                let (sent, rx) = lane.send(request, meta).await.map_err(closed)?;
+                let (id, token) = (sent.id.clone(), sent.progress_token.clone());
+                (rx, id, token, Upstream::Lane(lane.clone()), Some(sent))
+            }
+            None => {
+                let options = PeerRequestOptions::no_options().with_meta(meta);
+                let RequestHandle {
+                    rx,
+                    id,
+                    progress_token,
+                    peer,
+                    ..
+                } = self
+                    .peer()
+                    .send_request_with_option(request, options)
+                    .await
+                    .map_err(closed)?;
+                (rx, id, progress_token, Upstream::Peer(peer), None)
+            }
+        };
         let (call, mut queue) = Call::new(forward.caller);
         let call = Arc::new(call);
-        let RequestHandle {
-            mut rx,
-            id,
-            progress_token,
-            peer,
-            ..
-        } = handle;
         sending.register(
             id.clone(),
             progress_token.clone(),
@@ -201,8 +224,30 @@ impl Session {
             }
         };
         let cancel = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
-        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_cancelled(cancel)).await;
+        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, upstream.cancel(cancel)).await;
         Err(reason)
+    }
+}
+
+fn closed(e: rmcp::ServiceError) -> Failure {
+    Failure::Closed(e.to_string())
+}
+
+/// Where a forwarded request went, to cancel it there.
+enum Upstream {
+    Peer(Peer<RoleClient>),
+    Lane(Arc<Lane>),
+}
+
+impl Upstream {
+    async fn cancel(&self, cancel: CancelledNotificationParam) {
+        let _ = match self {
+            Upstream::Peer(peer) => peer.notify_cancelled(cancel).await,
+            Upstream::Lane(lane) => {
+                let n = ClientNotification::CancelledNotification(Notification::new(cancel));
+                lane.notify(n).await
+            }
+        };
     }
 }
 

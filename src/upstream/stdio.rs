@@ -35,23 +35,56 @@ type Reader = Pin<Box<dyn AsyncRead + Send>>;
 type Writer =
     FramedWrite<Pin<Box<dyn AsyncWrite + Send>>, JsonRpcMessageCodec<ClientJsonRpcMessage>>;
 
+mod lane;
+pub use lane::{Lane, Sent};
+
 /// An MCP client transport over a server's stdout and stdin.
 pub struct StdioTransport {
     read: FramedRead<Reader, Lines>,
     write: Arc<Mutex<Option<Writer>>>,
+    lane: Arc<Lane>,
     /// A well-formed message of no known shape came: it is owed an error.
     owes_error: bool,
 }
 
 impl StdioTransport {
     pub fn new(stdout: Reader, stdin: Pin<Box<dyn AsyncWrite + Send>>) -> Self {
+        let write = Arc::new(Mutex::new(Some(FramedWrite::new(
+            stdin,
+            JsonRpcMessageCodec::default(),
+        ))));
         StdioTransport {
             read: FramedRead::new(stdout, Lines::default()),
-            write: Arc::new(Mutex::new(Some(FramedWrite::new(
-                stdin,
-                JsonRpcMessageCodec::default(),
-            )))),
+            lane: Arc::new(Lane::new(write.clone())),
+            write,
             owes_error: false,
+        }
+    }
+
+    /// The session's [`Lane`], for requests the gateway writes itself.
+    pub fn lane(&self) -> Arc<Lane> {
+        self.lane.clone()
+    }
+
+    /// The next message for rmcp's session (answers to the lane go to it).
+    async fn read_message(&mut self) -> Option<ServerJsonRpcMessage> {
+        loop {
+            // Owed before the next read: a cancelled receive pays it next time.
+            if self.owes_error {
+                self.pay_error().await?;
+            }
+            match self.read.next().await? {
+                Ok(Line::Message(m)) => {
+                    if let Some(m) = self.lane.answer(*m) {
+                        return Some(m);
+                    }
+                }
+                Ok(Line::Invalid) => self.owes_error = true,
+                Err(e) => {
+                    tracing::error!("reading a server's stdout failed: {e}");
+                    return None;
+                }
+            }
         }
     }
 
@@ -88,20 +121,11 @@ impl Transport<RoleClient> for StdioTransport {
     }
 
     async fn receive(&mut self) -> Option<ServerJsonRpcMessage> {
-        loop {
-            // Owed before the next read: a cancelled receive pays it next time.
-            if self.owes_error {
-                self.pay_error().await?;
-            }
-            match self.read.next().await? {
-                Ok(Line::Message(m)) => return Some(*m),
-                Ok(Line::Invalid) => self.owes_error = true,
-                Err(e) => {
-                    tracing::error!("reading a server's stdout failed: {e}");
-                    return None;
-                }
-            }
+        let message = self.read_message().await;
+        if message.is_none() {
+            self.lane.close();
         }
+        message
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {

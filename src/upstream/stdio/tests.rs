@@ -201,3 +201,89 @@ fn tokio_test_reader(bytes: &'static [u8]) -> impl tokio::io::AsyncRead + Unpin 
         .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from_static(c)));
     tokio_util::io::StreamReader::new(futures_util::stream::iter(chunks))
 }
+
+fn call(name: &str) -> rmcp::model::ClientRequest {
+    rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+        rmcp::model::CallToolRequestParams::new(name.to_owned()),
+    ))
+}
+
+#[tokio::test]
+async fn the_lane_writes_requests_and_takes_their_answers_before_rmcp() {
+    let (server_out, mut to_gateway) = tokio::io::duplex(1 << 16);
+    let (from_gateway, server_in) = tokio::io::duplex(1 << 16);
+    let mut t = StdioTransport::new(Box::pin(server_out), Box::pin(server_in));
+    let lane = t.lane();
+    let mut server_reads = BufReader::new(from_gateway).lines();
+
+    // The request as rmcp would write it: `_meta` merged, a progress token set.
+    let mut meta = rmcp::model::RequestMetaObject::new();
+    meta.0.insert("vendor/x".into(), json!(1));
+    let (sent, answer) = lane.send(call("echo"), meta).await.unwrap();
+    let wire: Value =
+        serde_json::from_str(&server_reads.next_line().await.unwrap().unwrap()).unwrap();
+    let id = wire["id"].as_i64().unwrap();
+    assert!(id >= 1 << 40, "{wire}");
+    assert_eq!(wire["method"], "tools/call");
+    assert_eq!(wire["params"]["name"], "echo");
+    assert_eq!(
+        wire["params"]["_meta"],
+        json!({"vendor/x": 1, "progressToken": id})
+    );
+    assert_eq!(sent.id, RequestId::Number(id));
+
+    // Its answer goes to the lane; what follows it, to rmcp's session.
+    let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                          "params": {"progressToken": 3, "progress": 1}});
+    let answer_line = json!({"jsonrpc": "2.0", "id": id, "result": {"content": []}});
+    to_gateway
+        .write_all(format!("{answer_line}\n{progress}\n").as_bytes())
+        .await
+        .unwrap();
+    let next = t.receive().await.unwrap();
+    assert!(
+        matches!(next, ServerJsonRpcMessage::Notification(_)),
+        "{next:?}"
+    );
+    assert!(matches!(
+        answer.await,
+        Ok(Ok(ServerResult::CallToolResult(_)))
+    ));
+    drop(sent);
+
+    // An error answer; then a request given up on: its late answer is swallowed.
+    let (sent, answer) = lane.send(call("fails"), Default::default()).await.unwrap();
+    let failing = serde_json::from_str::<Value>(&server_reads.next_line().await.unwrap().unwrap())
+        .unwrap()["id"]
+        .clone();
+    let (given_up, _) = lane.send(call("slow"), Default::default()).await.unwrap();
+    let slow = serde_json::from_str::<Value>(&server_reads.next_line().await.unwrap().unwrap())
+        .unwrap()["id"]
+        .clone();
+    drop(given_up);
+    let error =
+        json!({"jsonrpc": "2.0", "id": failing, "error": {"code": -32000, "message": "no"}});
+    let late = json!({"jsonrpc": "2.0", "id": slow, "result": {"content": []}});
+    let ping = json!({"jsonrpc": "2.0", "id": 5, "method": "ping"});
+    to_gateway
+        .write_all(format!("{error}\n{late}\n{ping}\n").as_bytes())
+        .await
+        .unwrap();
+    let next = t.receive().await.unwrap();
+    assert!(matches!(next, ServerJsonRpcMessage::Request(_)), "{next:?}");
+    match answer.await {
+        Ok(Err(rmcp::ServiceError::McpError(e))) => assert_eq!(e.message, "no"),
+        other => panic!("{other:?}"),
+    }
+    drop(sent);
+
+    // The server's stdout ends: a request waiting gets no answer, and a new one is refused.
+    let (_waiting, answer) = lane.send(call("never"), Default::default()).await.unwrap();
+    drop(to_gateway);
+    assert!(t.receive().await.is_none());
+    assert!(answer.await.is_err());
+    assert!(matches!(
+        lane.send(call("after"), Default::default()).await,
+        Err(rmcp::ServiceError::TransportClosed)
+    ));
+}

@@ -169,11 +169,19 @@ impl Session {
         let calls = self.service.service().calls();
         let meta = upstream_meta(forward.meta);
         let sending = calls.sending();
-        let (mut rx, id, progress_token, upstream, _sent) = match &self.lane {
+        // On the lane, the request is written only once the call is registered:
+        // the server's first progress may come before this task runs again.
+        let (mut rx, id, progress_token, upstream, lane_request) = match &self.lane {
             Some(lane) => {
-                let (sent, rx) = lane.send(request, meta).await.map_err(closed)?;
+                let (sent, rx, message) = lane.prepare(request, meta).map_err(closed)?;
                 let (id, token) = (sent.id.clone(), sent.progress_token.clone());
-                (rx, id, token, Upstream::Lane(lane.clone()), Some(sent))
+                (
+                    rx,
+                    id,
+                    token,
+                    Upstream::Lane(lane.clone()),
+                    Some((sent, message)),
+                )
             }
             None => {
                 let options = PeerRequestOptions::no_options().with_meta(meta);
@@ -203,6 +211,13 @@ impl Session {
             calls,
             id: &id,
             token: &progress_token,
+        };
+        let _sent = match (lane_request, &upstream) {
+            (Some((sent, message)), Upstream::Lane(lane)) => {
+                lane.write(message).await.map_err(closed)?;
+                Some(sent)
+            }
+            _ => None,
         };
         let timeout = forward.timeout;
         let reason = loop {

@@ -73,13 +73,14 @@ impl Lane {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes `request` with `meta` merged into its `_meta` and a progress
-    /// token of the lane's, as rmcp's `send_request_with_option` does.
-    pub async fn send(
+    /// `request` with `meta` merged into its `_meta` and a progress token of
+    /// the lane's, as rmcp's `send_request_with_option` makes it, ready for
+    /// [`Lane::write`]; its answer will come on the receiver.
+    pub fn prepare(
         self: &Arc<Self>,
         mut request: ClientRequest,
         meta: RequestMetaObject,
-    ) -> Result<(Sent, oneshot::Receiver<Answer>), ServiceError> {
+    ) -> Result<(Sent, oneshot::Receiver<Answer>, ClientJsonRpcMessage), ServiceError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = RequestId::Number(n);
         let progress_token = ProgressToken(NumberOrString::Number(n));
@@ -101,9 +102,7 @@ impl Lane {
             progress_token,
             lane: self.clone(),
         };
-        self.write(ClientJsonRpcMessage::request(request, id))
-            .await?;
-        Ok((sent, answer))
+        Ok((sent, answer, ClientJsonRpcMessage::request(request, id)))
     }
 
     /// Writes a notification (a cancellation of a lane request).
@@ -112,7 +111,8 @@ impl Lane {
             .await
     }
 
-    async fn write(&self, message: ClientJsonRpcMessage) -> Result<(), ServiceError> {
+    /// Writes one message to the server's stdin.
+    pub async fn write(&self, message: ClientJsonRpcMessage) -> Result<(), ServiceError> {
         let mut write = self.write.lock().await;
         let Some(w) = write.as_mut() else {
             return Err(ServiceError::TransportClosed);

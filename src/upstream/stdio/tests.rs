@@ -202,6 +202,17 @@ fn tokio_test_reader(bytes: &'static [u8]) -> impl tokio::io::AsyncRead + Unpin 
     tokio_util::io::StreamReader::new(futures_util::stream::iter(chunks))
 }
 
+/// Prepares and writes a lane request, as `Session::forward` does around registering it.
+async fn send(
+    lane: &Arc<Lane>,
+    request: rmcp::model::ClientRequest,
+    meta: rmcp::model::RequestMetaObject,
+) -> Result<(Sent, tokio::sync::oneshot::Receiver<lane::Answer>), rmcp::ServiceError> {
+    let (sent, answer, message) = lane.prepare(request, meta)?;
+    lane.write(message).await?;
+    Ok((sent, answer))
+}
+
 fn call(name: &str) -> rmcp::model::ClientRequest {
     rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
         rmcp::model::CallToolRequestParams::new(name.to_owned()),
@@ -219,7 +230,7 @@ async fn the_lane_writes_requests_and_takes_their_answers_before_rmcp() {
     // The request as rmcp would write it: `_meta` merged, a progress token set.
     let mut meta = rmcp::model::RequestMetaObject::new();
     meta.0.insert("vendor/x".into(), json!(1));
-    let (sent, answer) = lane.send(call("echo"), meta).await.unwrap();
+    let (sent, answer) = send(&lane, call("echo"), meta).await.unwrap();
     let wire: Value =
         serde_json::from_str(&server_reads.next_line().await.unwrap().unwrap()).unwrap();
     let id = wire["id"].as_i64().unwrap();
@@ -252,11 +263,13 @@ async fn the_lane_writes_requests_and_takes_their_answers_before_rmcp() {
     drop(sent);
 
     // An error answer; then a request given up on: its late answer is swallowed.
-    let (sent, answer) = lane.send(call("fails"), Default::default()).await.unwrap();
+    let (sent, answer) = send(&lane, call("fails"), Default::default())
+        .await
+        .unwrap();
     let failing = serde_json::from_str::<Value>(&server_reads.next_line().await.unwrap().unwrap())
         .unwrap()["id"]
         .clone();
-    let (given_up, _) = lane.send(call("slow"), Default::default()).await.unwrap();
+    let (given_up, _) = send(&lane, call("slow"), Default::default()).await.unwrap();
     let slow = serde_json::from_str::<Value>(&server_reads.next_line().await.unwrap().unwrap())
         .unwrap()["id"]
         .clone();
@@ -278,12 +291,14 @@ async fn the_lane_writes_requests_and_takes_their_answers_before_rmcp() {
     drop(sent);
 
     // The server's stdout ends: a request waiting gets no answer, and a new one is refused.
-    let (_waiting, answer) = lane.send(call("never"), Default::default()).await.unwrap();
+    let (_waiting, answer) = send(&lane, call("never"), Default::default())
+        .await
+        .unwrap();
     drop(to_gateway);
     assert!(t.receive().await.is_none());
     assert!(answer.await.is_err());
     assert!(matches!(
-        lane.send(call("after"), Default::default()).await,
+        send(&lane, call("after"), Default::default()).await,
         Err(rmcp::ServiceError::TransportClosed)
     ));
 }

@@ -265,6 +265,29 @@ async fn a_cancelled_or_abandoned_call_is_cancelled_upstream() {
     c.close().await;
 }
 
+/// A call to a stdio server is written on the gateway's own lane (ids from
+/// 2^40 up), a call to a remote through rmcp's session (ids from 0): the
+/// upstream sees which.
+#[tokio::test(flavor = "multi_thread")]
+async fn stdio_calls_take_the_lane_and_remote_calls_rmcps_session() {
+    for (upstream, test, lane) in [
+        (Upstream::Stdio, "relay-lane", true),
+        (Upstream::Http, "relay-lane-http", false),
+    ] {
+        let r = Relay::start(test, upstream, &[]).await;
+        let mut c = r.client(&[]).await;
+        for _ in 0..2 {
+            let answer = call(&mut c, "request_id", json!({})).await;
+            let id: i64 = text(&answer)
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{test}: not a number id: {answer}"));
+            assert_eq!(id >= 1 << 40, lane, "{test}: the upstream saw id {id}");
+        }
+        c.close().await;
+    }
+}
+
 /// A call the upstream never answers ends at `--call-timeout` with a tool
 /// error that says so, and the upstream is told to cancel it.
 async fn unanswered_call_ends_at_the_deadline(upstream: Upstream, test: &str) {

@@ -230,6 +230,10 @@ def add_relay_tools(server) -> None:
             CANCELLED.append(tag)
         return "unreachable"
 
+    @server.tool(description="The JSON-RPC id this very request came with")
+    def request_id(ctx: Context) -> str:
+        return str(ctx.request_id)
+
     @server.tool(description="The tags of hang calls cancelled so far")
     def cancelled() -> str:
         return " ".join(CANCELLED)

@@ -110,7 +110,7 @@ impl<'a> Audit<'a> {
 }
 
 /// Lines the `audit` service may be behind before requests write their own.
-pub const TRAIL_BUFFER: usize = 4096;
+const TRAIL_BUFFER: usize = 4096;
 
 static TRAIL: OnceLock<mpsc::Sender<Line>> = OnceLock::new();
 

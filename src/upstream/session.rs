@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CancelledNotificationParam, ClientNotification, ClientRequest, Notification, PingRequest,
-    ProgressToken, Prompt, ProtocolVersion, RequestId, RequestMetaObject, Resource,
-    ResourceTemplate, ResultType, ServerJsonRpcMessage, ServerNotification, ServerResult, Tool,
+    CancelledNotificationParam, ClientRequest, Notification, PingRequest, ProgressToken, Prompt,
+    ProtocolVersion, RequestId, RequestMetaObject, Resource, ResourceTemplate, ResultType,
+    ServerJsonRpcMessage, ServerNotification, ServerResult, Tool,
 };
 use rmcp::service::{PeerRequestOptions, RequestHandle, RoleClient, RunningService, ServiceExt};
 use rmcp::transport::Transport;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::calls::{Call, Caller, ForCaller, InFlight};
 use super::inbound::Handler;
 use super::relay::NOTIFY_TIMEOUT;
-use super::stdio::{Lane, StdioTransport};
+use super::stdio::{Lane, LaneCall, StdioTransport};
 
 use crate::catalog::{RemoteUrl, Secret};
 use crate::runtime::Stdio;
@@ -169,19 +169,11 @@ impl Session {
         let calls = self.service.service().calls();
         let meta = upstream_meta(forward.meta);
         let sending = calls.sending();
-        // On the lane, the request is written only once the call is registered:
-        // the server's first progress may come before this task runs again.
-        let (mut rx, id, progress_token, upstream, lane_request) = match &self.lane {
+        let (mut rx, id, progress_token, mut upstream) = match &self.lane {
             Some(lane) => {
-                let (sent, rx, message) = lane.prepare(request, meta).map_err(closed)?;
-                let (id, token) = (sent.id.clone(), sent.progress_token.clone());
-                (
-                    rx,
-                    id,
-                    token,
-                    Upstream::Lane(lane.clone()),
-                    Some((sent, message)),
-                )
+                let (call, rx) = lane.prepare(request, meta).map_err(closed)?;
+                let (id, token) = (call.id.clone(), call.progress_token.clone());
+                (rx, id, token, Upstream::Lane(call))
             }
             None => {
                 let options = PeerRequestOptions::no_options().with_meta(meta);
@@ -196,7 +188,7 @@ impl Session {
                     .send_request_with_option(request, options)
                     .await
                     .map_err(closed)?;
-                (rx, id, progress_token, Upstream::Peer(peer), None)
+                (rx, id, progress_token, Upstream::Peer(peer))
             }
         };
         let (call, mut queue) = Call::new(forward.caller);
@@ -212,14 +204,12 @@ impl Session {
             id: &id,
             token: &progress_token,
         };
-        let _sent = match (lane_request, &upstream) {
-            (Some((sent, message)), Upstream::Lane(lane)) => {
-                lane.write(message).await.map_err(closed)?;
-                Some(sent)
-            }
-            _ => None,
-        };
         let timeout = forward.timeout;
+        // A lane request is written only now that its call is registered: the
+        // server's first progress may come before this task runs again.
+        if let Err(reason) = upstream.write(timeout, &forward.ct).await {
+            return Err(upstream.give_up(&id, reason).await);
+        }
         let reason = loop {
             let deadline = tokio::time::Instant::from_std(call.clock.deadline(timeout));
             tokio::select! {
@@ -238,9 +228,7 @@ impl Session {
                 },
             }
         };
-        let cancel = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
-        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, upstream.cancel(cancel)).await;
-        Err(reason)
+        Err(upstream.give_up(&id, reason).await)
     }
 }
 
@@ -248,21 +236,40 @@ fn closed(e: rmcp::ServiceError) -> Failure {
     Failure::Closed(e.to_string())
 }
 
-/// Where a forwarded request went, to cancel it there.
+/// Where a forwarded request went: rmcp's session (which has written it),
+/// or the lane.
 enum Upstream {
     Peer(Peer<RoleClient>),
-    Lane(Arc<Lane>),
+    Lane(LaneCall),
 }
 
 impl Upstream {
-    async fn cancel(&self, cancel: CancelledNotificationParam) {
-        let _ = match self {
-            Upstream::Peer(peer) => peer.notify_cancelled(cancel).await,
-            Upstream::Lane(lane) => {
-                let n = ClientNotification::CancelledNotification(Notification::new(cancel));
-                lane.notify(n).await
-            }
+    /// Writes a lane request within the call's deadline, unless the client
+    /// cancels first (rmcp's session has written its own already).
+    async fn write(&mut self, timeout: Duration, ct: &CancellationToken) -> Result<(), Failure> {
+        let Upstream::Lane(call) = self else {
+            return Ok(());
         };
+        tokio::select! {
+            written = tokio::time::timeout(timeout, call.write()) => match written {
+                Ok(written) => written.map_err(closed),
+                Err(_) => Err(Failure::Timeout(timeout)),
+            },
+            _ = ct.cancelled() => Err(Failure::Cancelled),
+        }
+    }
+
+    /// Tells the server request `id` is no longer wanted, and why.
+    async fn give_up(&self, id: &RequestId, reason: Failure) -> Failure {
+        let cancel = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
+        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, async {
+            match self {
+                Upstream::Peer(peer) => peer.notify_cancelled(cancel).await,
+                Upstream::Lane(call) => call.cancel(cancel).await,
+            }
+        })
+        .await;
+        reason
     }
 }
 
@@ -384,6 +391,31 @@ fn completed(mut result: ServerResult) -> ServerResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lane call to a server whose stdin is full (it reads nothing) ends at
+    /// the deadline, or when the client cancels: its write waits on neither.
+    #[tokio::test]
+    async fn a_lane_write_the_server_never_takes_ends_at_the_deadline_or_the_cancel() {
+        let (_server_out, stdout) = tokio::io::duplex(64);
+        let (stdin, _server_in) = tokio::io::duplex(16);
+        let lane = StdioTransport::new(Box::pin(stdout), Box::pin(stdin)).lane();
+        let request = || ClientRequest::PingRequest(PingRequest::default());
+        let never = CancellationToken::new();
+
+        let (call, _answer) = lane.prepare(request(), RequestMetaObject::new()).unwrap();
+        let written = Upstream::Lane(call)
+            .write(Duration::from_millis(100), &never)
+            .await;
+        assert!(matches!(written, Err(Failure::Timeout(_))), "{written:?}");
+
+        let (call, _answer) = lane.prepare(request(), RequestMetaObject::new()).unwrap();
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let written = Upstream::Lane(call)
+            .write(Duration::from_secs(3600), &cancelled)
+            .await;
+        assert!(matches!(written, Err(Failure::Cancelled)), "{written:?}");
+    }
 
     #[test]
     fn the_upstream_gets_the_clients_meta_without_its_token_and_client_context() {

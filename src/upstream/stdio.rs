@@ -1,5 +1,6 @@
 //! The transport of a container's stdio: rmcp's newline-delimited JSON, as
-//! its `AsyncRwTransport` speaks it, with one shortcut on the way in.
+//! its `AsyncRwTransport` speaks it, with a [`Lane`] for the requests the
+//! gateway writes itself, and one shortcut on the way in.
 //!
 //! rmcp reads every message as the untagged `ServerResult` union: the answer
 //! to a `tools/call` is tried as 15 other result types before
@@ -13,7 +14,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use rmcp::model::{
     CallToolResult, ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage, ServerResult,
@@ -36,12 +37,28 @@ type Writer =
     FramedWrite<Pin<Box<dyn AsyncWrite + Send>>, JsonRpcMessageCodec<ClientJsonRpcMessage>>;
 
 mod lane;
-pub use lane::{Lane, Sent};
+pub use lane::{Lane, LaneCall};
+
+/// A server's stdin, shared by rmcp's session and the [`Lane`]: each message
+/// is written whole, one at a time.
+struct Stdin(Mutex<Option<Writer>>);
+
+impl Stdin {
+    async fn send(&self, message: ClientJsonRpcMessage) -> std::io::Result<()> {
+        match self.0.lock().await.as_mut() {
+            Some(w) => w.send(message).await.map_err(codec_error),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the server's stdin is closed",
+            )),
+        }
+    }
+}
 
 /// An MCP client transport over a server's stdout and stdin.
 pub struct StdioTransport {
     read: FramedRead<Reader, Lines>,
-    write: Arc<Mutex<Option<Writer>>>,
+    stdin: Arc<Stdin>,
     lane: Arc<Lane>,
     /// A well-formed message of no known shape came: it is owed an error.
     owes_error: bool,
@@ -49,14 +66,12 @@ pub struct StdioTransport {
 
 impl StdioTransport {
     pub fn new(stdout: Reader, stdin: Pin<Box<dyn AsyncWrite + Send>>) -> Self {
-        let write = Arc::new(Mutex::new(Some(FramedWrite::new(
-            stdin,
-            JsonRpcMessageCodec::default(),
-        ))));
+        let writer = FramedWrite::new(stdin, JsonRpcMessageCodec::default());
+        let stdin = Arc::new(Stdin(Mutex::new(Some(writer))));
         StdioTransport {
             read: FramedRead::new(stdout, Lines::default()),
-            lane: Arc::new(Lane::new(write.clone())),
-            write,
+            lane: Arc::new(Lane::new(stdin.clone())),
+            stdin,
             owes_error: false,
         }
     }
@@ -71,7 +86,12 @@ impl StdioTransport {
         loop {
             // Owed before the next read: a cancelled receive pays it next time.
             if self.owes_error {
-                self.pay_error().await?;
+                let error = ClientJsonRpcMessage::error(
+                    rmcp::ErrorData::invalid_request("Invalid request", None),
+                    None,
+                );
+                self.stdin.send(error).await.ok()?;
+                self.owes_error = false;
             }
             match self.read.next().await? {
                 Ok(Line::Message(m)) => {
@@ -79,6 +99,7 @@ impl StdioTransport {
                         return Some(m);
                     }
                 }
+                // Answered with Invalid Request, as rmcp's transport does.
                 Ok(Line::Invalid) => self.owes_error = true,
                 Err(e) => {
                     tracing::error!("reading a server's stdout failed: {e}");
@@ -86,18 +107,6 @@ impl StdioTransport {
                 }
             }
         }
-    }
-
-    /// Answers a message of no known shape with Invalid Request, as rmcp does.
-    async fn pay_error(&mut self) -> Option<()> {
-        let mut write = self.write.lock().await;
-        let error = ClientJsonRpcMessage::error(
-            rmcp::ErrorData::invalid_request("Invalid request", None),
-            None,
-        );
-        write.as_mut()?.send(error).await.ok()?;
-        self.owes_error = false;
-        Some(())
     }
 }
 
@@ -108,16 +117,8 @@ impl Transport<RoleClient> for StdioTransport {
         &mut self,
         item: ClientJsonRpcMessage,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let write = self.write.clone();
-        async move {
-            match write.lock().await.as_mut() {
-                Some(w) => w.send(item).await.map_err(codec_error),
-                None => Err(std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "the server's stdin is closed",
-                )),
-            }
-        }
+        let stdin = self.stdin.clone();
+        async move { stdin.send(item).await }
     }
 
     async fn receive(&mut self) -> Option<ServerJsonRpcMessage> {
@@ -129,7 +130,7 @@ impl Transport<RoleClient> for StdioTransport {
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        self.write.lock().await.take();
+        self.stdin.0.lock().await.take();
         Ok(())
     }
 }
@@ -165,15 +166,16 @@ impl Decoder for Lines {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
         loop {
             let end = buf.len().min(MAX_LINE + 1);
-            let Some(at) = memchr(&buf[self.scanned..end]) else {
-                if buf.len() > MAX_LINE {
-                    if !self.discarding {
-                        tracing::error!(
-                            max = MAX_LINE,
-                            "a server sent a longer line than allowed; dropped"
-                        );
-                    }
+            let Some(at) = buf[self.scanned..end].iter().position(|b| *b == b'\n') else {
+                if buf.len() > MAX_LINE && !self.discarding {
+                    tracing::error!(
+                        max = MAX_LINE,
+                        "a server sent a longer line than allowed; dropped"
+                    );
                     self.discarding = true;
+                }
+                // A line being dropped is not kept while its end is awaited.
+                if self.discarding {
                     buf.clear();
                     self.scanned = 0;
                 } else {
@@ -186,7 +188,7 @@ impl Decoder for Lines {
             if std::mem::take(&mut self.discarding) {
                 continue;
             }
-            if let Some(line) = read_line(&line) {
+            if let Some(line) = read_line(line) {
                 return Ok(Some(line));
             }
         }
@@ -202,13 +204,9 @@ impl Decoder for Lines {
     }
 }
 
-fn memchr(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|b| *b == b'\n')
-}
-
-/// One whole line (with its newline); `None` if it is to be skipped.
-fn read_line(line: &[u8]) -> Option<Line> {
-    let text = line.strip_suffix(b"\n").unwrap_or(line);
+/// One whole line, with its newline; `None` if it is to be skipped.
+fn read_line(mut line: BytesMut) -> Option<Line> {
+    let text = line.strip_suffix(b"\n").unwrap_or(&line);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     if text.is_empty() {
         return None;
@@ -217,10 +215,7 @@ fn read_line(line: &[u8]) -> Option<Line> {
         return Some(Line::Message(Box::new(m)));
     }
     // rmcp's codec, given one whole line, reads it exactly as its transport does.
-    let mut whole = BytesMut::with_capacity(line.len() + 1);
-    whole.put_slice(text);
-    whole.put_u8(b'\n');
-    match JsonRpcMessageCodec::<ServerJsonRpcMessage>::default().decode(&mut whole) {
+    match JsonRpcMessageCodec::<ServerJsonRpcMessage>::default().decode(&mut line) {
         Ok(Some(m)) => Some(Line::Message(Box::new(m))),
         Ok(None) => None,
         Err(JsonRpcMessageCodecError::Serde(e)) if e.is_data() => {

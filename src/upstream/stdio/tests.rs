@@ -86,7 +86,7 @@ fn anything_else_takes_rmcps_reading() {
     for m in others {
         let line = m.to_string();
         assert!(tool_result(line.as_bytes()).is_none(), "{line}");
-        let read = match read_line(format!("{line}\n").as_bytes()) {
+        let read = match read_line(BytesMut::from(format!("{line}\n").as_str())) {
             Some(Line::Message(m)) => Some(*m),
             _ => None,
         };
@@ -207,10 +207,10 @@ async fn send(
     lane: &Arc<Lane>,
     request: rmcp::model::ClientRequest,
     meta: rmcp::model::RequestMetaObject,
-) -> Result<(Sent, tokio::sync::oneshot::Receiver<lane::Answer>), rmcp::ServiceError> {
-    let (sent, answer, message) = lane.prepare(request, meta)?;
-    lane.write(message).await?;
-    Ok((sent, answer))
+) -> Result<(LaneCall, tokio::sync::oneshot::Receiver<lane::Answer>), rmcp::ServiceError> {
+    let (mut call, answer) = lane.prepare(request, meta)?;
+    call.write().await?;
+    Ok((call, answer))
 }
 
 fn call(name: &str) -> rmcp::model::ClientRequest {

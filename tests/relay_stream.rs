@@ -15,16 +15,20 @@ use serde_json::{Value, json};
 const MIN: Duration = Duration::from_secs(60);
 const VERSION: &str = "2025-06-18";
 
-/// The events of one POST's response stream, read as they come.
+/// The events of one POST's response stream, read as they come; or its
+/// answer, when it came alone in plain JSON.
 struct Events {
-    response: reqwest::Response,
+    /// `None` for a plain JSON answer.
+    response: Option<reqwest::Response>,
+    /// A plain JSON answer, until read.
+    answer: Option<Value>,
     buf: String,
     /// The id of the last event read.
     last_id: Option<String>,
 }
 
 impl Events {
-    /// Opens the answer to `request` (with the session's headers) as an event stream.
+    /// Opens the answer to `request` (with the session's headers).
     async fn open(request: reqwest::RequestBuilder, session: &str) -> Events {
         let r = request
             .header("mcp-session-id", session)
@@ -36,12 +40,23 @@ impl Events {
             .expect("HTTP request");
         assert_eq!(response.status(), 200);
         let kind = response.headers()["content-type"].to_str().unwrap();
-        assert!(kind.starts_with("text/event-stream"), "{kind}");
-        Events {
-            response,
+        let mut events = Events {
+            response: None,
+            answer: None,
             buf: String::new(),
             last_id: None,
+        };
+        if kind.starts_with("application/json") {
+            events.answer = Some(response.json().await.expect("a JSON answer"));
+        } else {
+            assert!(kind.starts_with("text/event-stream"), "{kind}");
+            events.response = Some(response);
         }
+        events
+    }
+
+    fn is_json(&self) -> bool {
+        self.response.is_none()
     }
 
     /// POSTs `body` to the session.
@@ -71,6 +86,10 @@ impl Events {
 
     /// The next JSON-RPC message, within 30 s; `None` when the stream ends.
     async fn next(&mut self) -> Option<Value> {
+        if let Some(answer) = self.answer.take() {
+            return Some(answer);
+        }
+        let response = self.response.as_mut()?;
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();
@@ -87,7 +106,7 @@ impl Events {
                 }
                 continue;
             }
-            let chunk = tokio::time::timeout(Duration::from_secs(30), self.response.chunk())
+            let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk())
                 .await
                 .expect("an event within 30s")
                 .expect("read the stream");
@@ -240,4 +259,43 @@ async fn a_calls_own_traffic_rides_its_own_stream() {
     assert_eq!(messages[..2], [&json!("s5 2"), &json!("s5 3")], "{rest:?}");
     assert_eq!(rest.len(), 3, "{rest:?}");
     assert_eq!(text(&rest[2]), "s5: 3 steps", "{rest:?}");
+}
+
+/// A call whose response is all it sends is answered in plain JSON (rmcp's
+/// session path only ever answers with an event stream); one that sends more
+/// streams; and a request outside the front's plain cases (a weighted
+/// `Accept`) is still served, by rmcp.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_answer_is_plain_json_and_the_rest_streams() {
+    let (fleet, base, session) = start("relay-json").await;
+
+    let mut s = Events::call(&base, &session, 1, "echo", json!({"text": "plain"})).await;
+    assert!(s.is_json(), "a lone answer comes as application/json");
+    let all = s.rest().await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["id"], json!(1), "{all:?}");
+    assert_eq!(text(&all[0]), "plain", "{all:?}");
+
+    let args = json!({"steps": 2, "delay": 0.05, "tag": "j2"});
+    let mut s = Events::call(&base, &session, 2, "progress", args).await;
+    assert!(!s.is_json(), "a call with progress streams");
+    let all = s.rest().await;
+    let expected = [
+        "notifications/progress",
+        "notifications/progress",
+        "(response)",
+    ];
+    assert_eq!(methods(&all), expected, "{all:?}\n{}", fleet.logs());
+
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "weighed"}}});
+    let request = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .header("accept", "application/json;q=0.9, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    let mut s = Events::open(request, &session).await;
+    assert!(!s.is_json(), "rmcp answers on an event stream");
+    let all = s.rest().await;
+    assert_eq!(text(all.last().expect("an answer")), "weighed", "{all:?}");
 }

@@ -25,12 +25,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures_util::future::join_all;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, GetExtensions};
+use rmcp::transport::streamable_http_server::session::SessionId;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::Value;
 
-use super::shortcut::{Sessions, Shortcut};
+use super::direct_post;
+use super::shortcut::{Handover, Served, Sessions, Shortcut};
 use super::wire::{self, Refusal, SERVER_ERROR, SessionCap};
 
 /// Path of the streamable HTTP transport.
@@ -49,6 +51,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 struct Front<S: rmcp::ServerHandler + Send + 'static> {
     inner: StreamableHttpService<S, Sessions>,
     cap: Arc<SessionCap>,
+    shortcut: Option<Arc<dyn Shortcut>>,
 }
 
 /// The `/mcp` routes. `hosts` and `origins` go to rmcp's own checks;
@@ -75,12 +78,13 @@ where
         .with_json_response(true)
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins);
-    let manager = Arc::new(Sessions::new(sessions.clone(), shortcut));
+    let manager = Arc::new(Sessions::new(sessions.clone(), shortcut.clone()));
     let inner = StreamableHttpService::new(move || Ok(new_handler()), manager, config);
     let cap = SessionCap::new(max_sessions, sessions);
     let front = Arc::new(Front {
         inner,
         cap: cap.clone(),
+        shortcut,
     });
     let router = Router::new()
         .route(MCP_PATH, any(handle::<S>))
@@ -143,10 +147,15 @@ impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
         json_errors(Box::pin(self.inner.handle(request)).await.map(Body::new)).await
     }
 
-    /// One message on an open session, the path of every call: rmcp parses
-    /// it, and the front only when rmcp refuses it as not a message (415),
-    /// to say how (-32700 or -32600), as for any other body.
+    /// One message on an open session, the path of every call: a plain
+    /// `tools/call` goes to the shortcut (see [`Self::direct`]); else rmcp
+    /// parses it, and the front only when rmcp refuses it as not a message
+    /// (415), to say how (-32700 or -32600), as for any other body.
     async fn in_session(&self, parts: request::Parts, bytes: Bytes) -> Response {
+        let parts = match self.direct(parts, &bytes).await {
+            Ok(answer) => return answer,
+            Err(parts) => parts,
+        };
         let request = Request::from_parts(parts, Body::from(bytes.clone()));
         let response = Box::pin(self.inner.handle(request)).await.map(Body::new);
         if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -155,6 +164,44 @@ impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
             return refusal.into_response();
         }
         json_errors(response).await
+    }
+
+    /// Serves a plain `tools/call` (see [`direct_post`]) with the shortcut.
+    /// A call whose response is all it sends is answered here in plain JSON,
+    /// one write with nothing to parse as an event stream. Any other, and
+    /// one the shortcut declines, gives back its parts for rmcp, with a
+    /// [`Handover`]: rmcp then serves the call's event stream, or the
+    /// request itself.
+    async fn direct(
+        &self,
+        mut parts: request::Parts,
+        bytes: &[u8],
+    ) -> Result<Response, request::Parts> {
+        let Some(shortcut) = &self.shortcut else {
+            return Err(parts);
+        };
+        let Some(id) = parts
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Err(parts);
+        };
+        let Some(mut request) = direct_post::call_tool(&parts.headers, bytes) else {
+            return Err(parts);
+        };
+        // Where rmcp puts them: the handler reads who is calling there.
+        request.request.extensions_mut().insert(parts.clone());
+        let served = shortcut.serve(&SessionId::from(id), ClientJsonRpcMessage::Request(request));
+        let handover = match served {
+            Ok(held) => match held.await {
+                Served::Answer(answer) => return Ok(axum::Json(answer).into_response()),
+                Served::Stream(events) => Handover::with(events),
+            },
+            Err(_) => Handover::default(),
+        };
+        parts.extensions.insert(handover);
+        Err(parts)
     }
 
     /// Serves a batch message by message; see the module doc.

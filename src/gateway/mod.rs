@@ -21,6 +21,7 @@ mod admin;
 pub mod audit;
 pub mod auth;
 pub mod authn;
+mod direct_post;
 pub mod handler;
 pub mod hosts;
 pub mod http;

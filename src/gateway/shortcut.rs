@@ -8,11 +8,16 @@
 //! rmcp hands over a request after its own checks (Host, Origin, `Accept`,
 //! content type, session id, protocol version headers), so a shortcut here
 //! skips the hops and none of the checks.
+//!
+//! The front of `/mcp` ([`super::mcp`]) also calls the shortcut itself, for
+//! the requests its [`super::direct_post`] finds plainly within those checks;
+//! a call whose answer is not its only message then goes to rmcp after all,
+//! with the running call in a [`Handover`].
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
@@ -20,8 +25,61 @@ use rmcp::transport::streamable_http_server::session::{
 
 /// The events of one request's response stream.
 pub type Events = Pin<Box<dyn Stream<Item = ServerSseMessage> + Send + Sync>>;
-/// A response stream, once the shortcut is ready to send its headers.
-pub type Held = Pin<Box<dyn Future<Output = Events> + Send>>;
+/// What a served request has to send, once the shortcut is ready to send
+/// its headers.
+pub type Held = Pin<Box<dyn Future<Output = Served> + Send>>;
+
+/// What a request the shortcut serves sends back. (Moved once per request;
+/// boxing the answer would cost each an allocation.)
+#[allow(clippy::large_enum_variant)]
+pub enum Served {
+    /// Its response, and nothing else: it ended before sending anything more.
+    Answer(ServerJsonRpcMessage),
+    /// An event stream: what it sent on the way, then its response.
+    Stream(Events),
+}
+
+impl Served {
+    /// As an event stream (a lone answer: one event, with no id to resume
+    /// from, as nothing follows it).
+    pub fn into_events(self) -> Events {
+        match self {
+            Served::Stream(events) => events,
+            Served::Answer(message) => Box::pin(futures_util::stream::once(std::future::ready(
+                ServerSseMessage::from_message(message),
+            ))),
+        }
+    }
+}
+
+/// Put by the front of `/mcp` on a request it hands to rmcp (its HTTP
+/// parts' extensions): the front already asked the shortcut, so the session
+/// manager does not ask again, and serves the stream of the call the front
+/// started, if any, for this request.
+#[derive(Clone, Default)]
+pub struct Handover(Arc<std::sync::Mutex<Option<Events>>>);
+
+impl Handover {
+    pub fn with(events: Events) -> Self {
+        Handover(Arc::new(std::sync::Mutex::new(Some(events))))
+    }
+
+    fn take(&self) -> Option<Events> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// The [`Handover`] on `message`, if the front put one there.
+fn handover(message: &ClientJsonRpcMessage) -> Option<&Handover> {
+    let ClientJsonRpcMessage::Request(request) = message else {
+        return None;
+    };
+    let parts = request
+        .request
+        .extensions()
+        .get::<axum::http::request::Parts>()?;
+    parts.extensions.get::<Handover>()
+}
 
 /// Serves some messages of initialized sessions without rmcp's session worker.
 /// A message it does not take comes back by value, as it went in (boxing it
@@ -91,12 +149,16 @@ impl SessionManager for Sessions {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let message = match &self.shortcut {
-            Some(shortcut) => match shortcut.serve(id, message) {
-                Ok(held) => return Ok(held.await.left_stream()),
+        let message = match (&self.shortcut, handover(&message)) {
+            (_, Some(handover)) => match handover.take() {
+                Some(events) => return Ok(events.left_stream()),
+                None => message,
+            },
+            (Some(shortcut), None) => match shortcut.serve(id, message) {
+                Ok(held) => return Ok(held.await.into_events().left_stream()),
                 Err(message) => message,
             },
-            None => message,
+            (None, None) => message,
         };
         Ok(self.local.create_stream(id, message).await?.right_stream())
     }

@@ -37,7 +37,7 @@ mod events;
 use events::{CallEvents, Parking};
 
 use super::SessionHandler;
-use crate::gateway::shortcut::{Events, Held, Shortcut};
+use crate::gateway::shortcut::{Events, Held, Served, Shortcut};
 use crate::upstream::calls::{Answer, CallSink, CallStream};
 
 /// Messages of one call waiting to be written to its stream.
@@ -182,7 +182,10 @@ impl Shortcut for Directory {
         let mut events = CallEvents::new(call, rx, entry.parking.clone());
         Ok(Box::pin(async move {
             events.hold(HOLD).await;
-            Box::pin(events) as Events
+            match events.answer_alone() {
+                Some(answer) => Served::Answer(answer),
+                None => Served::Stream(Box::pin(events) as Events),
+            }
         }))
     }
 

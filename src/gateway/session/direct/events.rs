@@ -205,6 +205,19 @@ impl CallEvents {
         let _ = tokio::time::timeout(limit, first).await;
     }
 
+    /// The response, if the call ended having sent nothing else (then the
+    /// stream has nothing left to send, nor to keep for a resumption).
+    pub(super) fn answer_alone(&mut self) -> Option<ServerJsonRpcMessage> {
+        if self.call.is_some() || self.early.is_some() || self.index > 0 {
+            return None;
+        }
+        if let Ok(m) = self.rx.try_recv() {
+            self.early = Some(m);
+            return None;
+        }
+        self.last.take()
+    }
+
     fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.early.is_some() || self.call.is_none() {
             return Poll::Ready(());

@@ -154,3 +154,55 @@ fn a_stream_keeps_its_last_events_and_resumes_from_the_oldest_kept() {
     assert_eq!(kept.get(MAX_KEPT + 9).unwrap().0, MAX_KEPT + 9);
     assert!(kept.get(MAX_KEPT + 10).is_none());
 }
+
+#[tokio::test]
+async fn a_call_that_only_answered_gives_its_answer_alone_and_nothing_is_kept() {
+    let parking = Arc::default();
+    let (_tx, rx) = mpsc::channel(4);
+    let mut s = events(async { Some(response(3)) }, rx, &parking);
+    s.hold(Duration::from_secs(5)).await;
+    let answer = s.answer_alone().expect("the response alone");
+    assert_eq!(serde_json::to_value(&answer).unwrap()["id"], 3);
+    drop(s);
+    assert!(parking.parked().is_empty(), "nothing left to resume");
+}
+
+#[tokio::test]
+async fn a_call_that_sent_more_than_its_answer_streams_it_all() {
+    for sent_before_ending in [false, true] {
+        let parking = Arc::default();
+        let (tx, rx) = mpsc::channel(4);
+        let (go, wait) = oneshot::channel::<()>();
+        let call = async move {
+            tx.send(log("on the way")).await.unwrap();
+            let _ = wait.await;
+            Some(response(4))
+        };
+        let mut s = events(call, rx, &parking);
+        let mut go = Some(go);
+        if sent_before_ending {
+            go.take().unwrap().send(()).unwrap();
+        }
+        s.hold(Duration::from_secs(5)).await;
+        assert!(s.answer_alone().is_none(), "a log came first");
+        if let Some(go) = go {
+            go.send(()).unwrap();
+        }
+        let all: Vec<_> = s.collect().await;
+        let all: Vec<_> = all.iter().map(seen).collect();
+        assert_eq!(all.len(), 3, "priming, log, response: {all:?}");
+        assert_eq!(all[1].1["params"]["data"], "on the way");
+        assert_eq!(all[2].1["id"], 4);
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_call_has_no_answer_and_its_stream_ends_without_one() {
+    let parking = Arc::default();
+    let (_tx, rx) = mpsc::channel(4);
+    let mut s = events(async { None }, rx, &parking);
+    s.hold(Duration::from_secs(5)).await;
+    assert!(s.answer_alone().is_none());
+    let all: Vec<_> = s.collect().await;
+    assert_eq!(all.len(), 1, "only the priming event");
+}

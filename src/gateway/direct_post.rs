@@ -13,7 +13,12 @@
 //! rmcp is given; the session is one the shortcut knows. Anything else goes
 //! to rmcp as it came, and gets rmcp's answer.
 use axum::http::{HeaderMap, header};
-use rmcp::model::{CallToolRequest, ClientRequest, GetMeta, JsonRpcRequest, ProtocolVersion};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestMethod, CallToolRequestParams, ClientRequest, GetMeta,
+    InputResponses, JsonObject, JsonRpcRequest, JsonRpcVersion2_0, ProtocolVersion, RequestId,
+    RequestMetaObject,
+};
+use serde::Deserialize;
 
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const JSON: &str = "application/json";
@@ -25,8 +30,8 @@ pub fn call_tool(headers: &HeaderMap, body: &[u8]) -> Option<JsonRpcRequest<Clie
     if !accepts_both(headers) || !json_content(headers) || !session_version(headers) {
         return None;
     }
-    let call: JsonRpcRequest<CallToolRequest> = serde_json::from_slice(body).ok()?;
-    let request = ClientRequest::CallToolRequest(call.request);
+    let call: Wire = serde_json::from_slice(body).ok()?;
+    let request = ClientRequest::CallToolRequest(call.params.into_request());
     if request.get_meta().protocol_version().is_some() {
         return None;
     }
@@ -35,6 +40,44 @@ pub fn call_tool(headers: &HeaderMap, body: &[u8]) -> Option<JsonRpcRequest<Clie
         id: call.id,
         request,
     })
+}
+
+/// A `tools/call` as it comes, read in one pass: rmcp's `Request` reads its
+/// `params` through a flattened struct, which buffers every field first.
+/// Unknown fields are ignored at both levels, as rmcp's read ignores them.
+#[derive(Deserialize)]
+struct Wire {
+    jsonrpc: JsonRpcVersion2_0,
+    id: RequestId,
+    #[serde(rename = "method")]
+    _method: CallToolRequestMethod,
+    params: WireParams,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireParams {
+    #[serde(rename = "_meta")]
+    meta: Option<JsonObject>,
+    name: String,
+    arguments: Option<JsonObject>,
+    input_responses: Option<InputResponses>,
+    request_state: Option<String>,
+}
+
+impl WireParams {
+    /// The request rmcp makes of these params: `_meta` in its extensions.
+    fn into_request(self) -> CallToolRequest {
+        let mut params = CallToolRequestParams::new(self.name);
+        params.arguments = self.arguments;
+        params.input_responses = self.input_responses;
+        params.request_state = self.request_state;
+        let mut request = CallToolRequest::new(params);
+        if let Some(meta) = self.meta {
+            request.extensions.insert(RequestMetaObject::from(meta));
+        }
+        request
+    }
 }
 
 /// `Accept` lists `application/json` and `text/event-stream`, and nothing
@@ -102,7 +145,10 @@ mod tests {
         ])
     }
 
-    const CALLS: [&str; 5] = [
+    const CALLS: [&str; 8] = [
+        r#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"t","_meta":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"t","_meta":null,"arguments":null}}"#,
+        r#"{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"t\u0041\n","arguments":{"a":"\"q\""}}}"#,
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#,
         r#"{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"s__t","arguments":{"n":1.5,"big":18446744073709551615,"neg":-3,"deep":{"l":[1,null,true,"s\u00e9"]}},"_meta":{"progressToken":"p1","x/y":{"k":1}}}}"#,
         r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":5}},"unknown":{"kept":1}}"#,
@@ -118,6 +164,11 @@ mod tests {
             let rmcp: ClientJsonRpcMessage = serde_json::from_str(body).unwrap();
             let ours = ClientJsonRpcMessage::Request(ours);
             assert_eq!(format!("{ours:?}"), format!("{rmcp:?}"), "{body}");
+            let meta = |m: &ClientJsonRpcMessage| match m {
+                ClientJsonRpcMessage::Request(r) => format!("{:?}", r.request.get_meta()),
+                _ => unreachable!(),
+            };
+            assert_eq!(meta(&ours), meta(&rmcp), "{body}");
             assert_eq!(
                 serde_json::to_value(&ours).unwrap(),
                 serde_json::to_value(&rmcp).unwrap(),

@@ -14,7 +14,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use rmcp::model::{
     CallToolResult, ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage, ServerResult,
@@ -27,14 +27,45 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
-use tokio_util::codec::{Decoder, FramedRead, FramedWrite};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
 /// The longest line read (rmcp's own limit): a longer one is dropped.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
 type Reader = Pin<Box<dyn AsyncRead + Send>>;
-type Writer =
-    FramedWrite<Pin<Box<dyn AsyncWrite + Send>>, JsonRpcMessageCodec<ClientJsonRpcMessage>>;
+type Writer = FramedWrite<Pin<Box<dyn AsyncWrite + Send>>, StdinCodec>;
+
+/// One line for a server's stdin.
+pub enum Outgoing {
+    /// A message, written as rmcp's codec writes it: its JSON, a newline.
+    Message(Box<ClientJsonRpcMessage>),
+    /// A line the [`Lane`] encoded itself, newline included.
+    Line(Vec<u8>),
+}
+
+impl From<ClientJsonRpcMessage> for Outgoing {
+    fn from(message: ClientJsonRpcMessage) -> Self {
+        Outgoing::Message(Box::new(message))
+    }
+}
+
+#[derive(Default)]
+struct StdinCodec;
+
+impl Encoder<Outgoing> for StdinCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: Outgoing, dst: &mut BytesMut) -> std::io::Result<()> {
+        match item {
+            Outgoing::Message(message) => {
+                serde_json::to_writer(dst.writer(), &message)?;
+                dst.put_u8(b'\n');
+            }
+            Outgoing::Line(line) => dst.extend_from_slice(&line),
+        }
+        Ok(())
+    }
+}
 
 mod lane;
 pub use lane::{Lane, LaneCall};
@@ -44,9 +75,9 @@ pub use lane::{Lane, LaneCall};
 struct Stdin(Mutex<Option<Writer>>);
 
 impl Stdin {
-    async fn send(&self, message: ClientJsonRpcMessage) -> std::io::Result<()> {
+    async fn send(&self, line: impl Into<Outgoing>) -> std::io::Result<()> {
         match self.0.lock().await.as_mut() {
-            Some(w) => w.send(message).await.map_err(codec_error),
+            Some(w) => w.send(line.into()).await,
             None => Err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 "the server's stdin is closed",
@@ -66,7 +97,7 @@ pub struct StdioTransport {
 
 impl StdioTransport {
     pub fn new(stdout: Reader, stdin: Pin<Box<dyn AsyncWrite + Send>>) -> Self {
-        let writer = FramedWrite::new(stdin, JsonRpcMessageCodec::default());
+        let writer = FramedWrite::new(stdin, StdinCodec);
         let stdin = Arc::new(Stdin(Mutex::new(Some(writer))));
         StdioTransport {
             read: FramedRead::new(stdout, Lines::default()),
@@ -132,13 +163,6 @@ impl Transport<RoleClient> for StdioTransport {
     async fn close(&mut self) -> Result<(), Self::Error> {
         self.stdin.0.lock().await.take();
         Ok(())
-    }
-}
-
-fn codec_error(e: JsonRpcMessageCodecError) -> std::io::Error {
-    match e {
-        JsonRpcMessageCodecError::Io(e) => e,
-        other => std::io::Error::other(other.to_string()),
     }
 }
 

@@ -17,15 +17,16 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::ServiceError;
 use rmcp::model::{
-    CancelledNotificationParam, ClientJsonRpcMessage, ClientNotification, ClientRequest, GetMeta,
-    Notification, NumberOrString, ProgressToken, RequestId, RequestMetaObject,
-    ServerJsonRpcMessage, ServerResult,
+    CallToolRequest, CancelledNotificationParam, ClientJsonRpcMessage, ClientNotification,
+    ClientRequest, GetMeta, InputResponses, JsonObject, MetaObject, Notification, NumberOrString,
+    ProgressToken, RequestId, RequestMetaObject, ServerJsonRpcMessage, ServerResult,
 };
 use rmcp::service::RoleClient;
 use rmcp::transport::DynamicTransportError;
+use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::{Stdin, StdioTransport};
+use super::{Outgoing, Stdin, StdioTransport};
 
 /// The lane's request ids and progress tokens start here: rmcp numbers its
 /// own from 0, and would need 2^40 requests in one session to get here.
@@ -51,7 +52,7 @@ pub struct Lane {
 pub struct LaneCall {
     pub id: RequestId,
     pub progress_token: ProgressToken,
-    unsent: Option<Box<ClientJsonRpcMessage>>,
+    unsent: Option<Outgoing>,
     lane: Arc<Lane>,
 }
 
@@ -59,7 +60,7 @@ impl LaneCall {
     /// Writes the request (the first time only).
     pub async fn write(&mut self) -> Result<(), ServiceError> {
         match self.unsent.take() {
-            Some(message) => self.lane.write(*message).await,
+            Some(line) => self.lane.write(line).await,
             None => Ok(()),
         }
     }
@@ -67,7 +68,8 @@ impl LaneCall {
     /// Tells the server the request is no longer wanted.
     pub async fn cancel(&self, cancel: CancelledNotificationParam) -> Result<(), ServiceError> {
         let n = ClientNotification::CancelledNotification(Notification::new(cancel));
-        self.lane.write(ClientJsonRpcMessage::notification(n)).await
+        let n = ClientJsonRpcMessage::notification(n);
+        self.lane.write(n.into()).await
     }
 }
 
@@ -112,8 +114,14 @@ impl Lane {
             .as_mut()
             .ok_or(ServiceError::TransportClosed)?
             .insert(id.clone(), tx);
+        let unsent = match &request {
+            ClientRequest::CallToolRequest(call) => encode_call(call, n).map(Outgoing::Line),
+            _ => None,
+        };
+        let unsent =
+            unsent.unwrap_or_else(|| ClientJsonRpcMessage::request(request, id.clone()).into());
         let call = LaneCall {
-            unsent: Some(Box::new(ClientJsonRpcMessage::request(request, id.clone()))),
+            unsent: Some(unsent),
             id,
             progress_token,
             lane: self.clone(),
@@ -121,8 +129,8 @@ impl Lane {
         Ok((call, answer))
     }
 
-    async fn write(&self, message: ClientJsonRpcMessage) -> Result<(), ServiceError> {
-        self.stdin.send(message).await.map_err(|e| {
+    async fn write(&self, line: Outgoing) -> Result<(), ServiceError> {
+        self.stdin.send(line).await.map_err(|e| {
             ServiceError::TransportSend(DynamicTransportError::new::<StdioTransport, RoleClient>(e))
         })
     }
@@ -152,6 +160,119 @@ impl Lane {
     }
 }
 
+/// The line rmcp's codec writes for `call` under id `id`, in one pass: rmcp
+/// turns a request's params into a `serde_json::Value` first (the
+/// arguments copied) to merge `_meta` into them. Only for a call whose
+/// `_meta` is all in its typed extension, as the lane's are (rmcp's reading
+/// and [`Lane::prepare`] put it there); `None` for any other.
+fn encode_call(call: &CallToolRequest, id: i64) -> Option<Vec<u8>> {
+    if call.params.meta.is_some() || call.extensions.get::<MetaObject>().is_some() {
+        return None;
+    }
+    #[derive(Serialize)]
+    struct Wire<'a> {
+        jsonrpc: &'static str,
+        id: i64,
+        method: &'static str,
+        params: Params<'a>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Params<'a> {
+        #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+        meta: Option<&'a JsonObject>,
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        arguments: Option<&'a JsonObject>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        input_responses: Option<&'a InputResponses>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_state: Option<&'a str>,
+    }
+    let p = &call.params;
+    let wire = Wire {
+        jsonrpc: "2.0",
+        id,
+        method: "tools/call",
+        params: Params {
+            meta: call.extensions.get::<RequestMetaObject>().map(|m| &m.0.0),
+            name: &p.name,
+            arguments: p.arguments.as_ref(),
+            input_responses: p.input_responses.as_ref(),
+            request_state: p.request_state.as_deref(),
+        },
+    };
+    let mut line = serde_json::to_vec(&wire).ok()?;
+    line.push(b'\n');
+    Some(line)
+}
+
 fn is_ours(id: &RequestId) -> bool {
     matches!(id, RequestId::Number(n) if *n >= FIRST_ID)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::CallToolRequestParams;
+    use serde_json::{Value, json};
+
+    fn calls() -> Vec<CallToolRequest> {
+        let args =
+            json!({"text": "x\n\"q\"", "n": 1.5, "big": u64::MAX, "l": [null, true, {"k": -3}]});
+        let mut all = vec![];
+        for (arguments, meta, mrtr) in [
+            (None, None, false),
+            (Some(args.clone()), Some(json!({"progressToken": 7})), false),
+            (Some(json!({})), Some(json!({})), true),
+            (
+                Some(args),
+                Some(json!({"progressToken": "t", "vendor/x": {"a": [1]}})),
+                true,
+            ),
+        ] {
+            let mut params = CallToolRequestParams::new("srv__tool");
+            params.arguments = arguments.map(|a| a.as_object().unwrap().clone());
+            if mrtr {
+                params.request_state = Some("opaque".into());
+                params.input_responses =
+                    serde_json::from_value(json!({"r1": {"action": "accept"}})).unwrap();
+            }
+            let mut call = CallToolRequest::new(params);
+            if let Some(Value::Object(meta)) = meta {
+                call.extensions.insert(RequestMetaObject::from(meta));
+            }
+            all.push(call);
+        }
+        all
+    }
+
+    /// The lane's line is the one rmcp's codec writes (compared as JSON:
+    /// rmcp orders the params' keys, serde's derive does not).
+    #[test]
+    fn a_call_is_encoded_as_rmcp_encodes_it() {
+        for call in calls() {
+            let line = encode_call(&call, 1 << 40).expect("a plain call");
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+            let ours: Value = serde_json::from_slice(&line).unwrap();
+            let message = ClientJsonRpcMessage::request(
+                ClientRequest::CallToolRequest(call),
+                RequestId::Number(1 << 40),
+            );
+            let rmcp: Value = serde_json::to_value(&message).unwrap();
+            assert_eq!(ours, rmcp);
+        }
+    }
+
+    /// `_meta` anywhere else than the typed extension is left to rmcp's merge.
+    #[test]
+    fn a_call_with_meta_elsewhere_is_left_to_rmcp() {
+        let mut in_params = calls().remove(1);
+        in_params.params.meta = Some(RequestMetaObject::new());
+        assert!(encode_call(&in_params, 1).is_none());
+        let mut legacy = calls().remove(1);
+        legacy.extensions.insert(MetaObject::default());
+        assert!(encode_call(&legacy, 1).is_none());
+    }
 }

@@ -298,4 +298,23 @@ async fn a_lone_answer_is_plain_json_and_the_rest_streams() {
     assert!(!s.is_json(), "rmcp answers on an event stream");
     let all = s.rest().await;
     assert_eq!(text(all.last().expect("an answer")), "weighed", "{all:?}");
+
+    // A closed session's plain call is refused as rmcp refuses it, not served.
+    let closed = reqwest::Client::new()
+        .delete(format!("{base}/mcp"))
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", VERSION)
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(closed.status().is_success(), "DELETE: {}", closed.status());
+    let body = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "gone"}}});
+    let headers = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", VERSION),
+    ];
+    let a = post_mcp(&base, &headers, &body.to_string()).await;
+    assert_eq!(a.status, 404, "{}", a.text);
+    assert!(a.json()["error"]["message"].is_string(), "{}", a.text);
 }

@@ -101,6 +101,9 @@ pub trait Shortcut: Send + Sync + 'static {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), ClientJsonRpcMessage>;
+    /// Session `id` is being closed: the shortcut serves it no more (the
+    /// front asks the shortcut before rmcp could say the session is gone).
+    fn close(&self, id: &SessionId);
     /// The stream a `Last-Event-ID` of the shortcut's names, resumed after
     /// that event; `None` if it is not one of the shortcut's.
     fn resume(&self, id: &SessionId, last_event_id: &str) -> Option<Events>;
@@ -141,6 +144,9 @@ impl SessionManager for Sessions {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        if let Some(shortcut) = &self.shortcut {
+            shortcut.close(id);
+        }
         self.local.close_session(id).await
     }
 

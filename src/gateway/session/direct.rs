@@ -119,10 +119,15 @@ impl Directory {
     /// Forgets session `id` (its handler `handler` ended) and cancels its
     /// direct calls, as rmcp does with the calls of a session that ends.
     pub(super) fn forget(&self, id: &SessionId, handler: u64) {
+        self.remove(id, |e| e.view.id == handler);
+    }
+
+    /// Removes session `id` if `which` says so, and cancels its direct calls.
+    fn remove(&self, id: &SessionId, which: impl FnOnce(&Entry) -> bool) {
         let entry = {
             let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
             match map.get(id) {
-                Some(e) if e.view.id == handler => map.remove(id),
+                Some(e) if which(e) => map.remove(id),
                 _ => None,
             }
         };
@@ -187,6 +192,10 @@ impl Shortcut for Directory {
                 None => Served::Stream(Box::pin(events) as Events),
             }
         }))
+    }
+
+    fn close(&self, id: &SessionId) {
+        self.remove(id, |_| true);
     }
 
     fn resume(&self, id: &SessionId, last_event_id: &str) -> Option<Events> {

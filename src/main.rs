@@ -10,11 +10,6 @@ use tracing_subscriber::EnvFilter;
 /// stay at `info` whatever `MCP_FLEET_LOG` asks for. rmcp's transports print
 /// a remote's full URL even in their errors: mcp-fleet reports those failures
 /// itself (redacted), so theirs are off.
-// Every relayed call allocates a few hundred times (HTTP, JSON, futures);
-// glibc's allocator took a quarter of the gateway's instructions per call.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const QUIET: &str =
     "bollard=info,hyper=info,hyper_util=info,reqwest=info,h2=info,rmcp::transport=off";
 

@@ -11,9 +11,8 @@ import harness as h
 binA, binB = sys.argv[1], sys.argv[2]
 secs = float(sys.argv[3]) if len(sys.argv) > 3 else 6
 rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 4
-def envs(v): return dict(kv.split("=") for kv in v.split(",") if kv)
-envA = envs(os.environ.get("ENVA", ""))
-envB = envs(os.environ.get("ENVB", ""))
+envA = h.env_pairs(os.environ.get("ENVA", ""))
+envB = h.env_pairs(os.environ.get("ENVB", ""))
 def ctx(pid):
     n = 0
     for t in os.listdir(f"/proc/{pid}/task"):

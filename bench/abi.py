@@ -14,10 +14,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 
-def envs(v: str) -> dict:
-    return dict(kv.split("=", 1) for kv in v.split(",") if kv)
-
-
 async def run(urls, seconds: float) -> list[tuple[float, float]]:
     conns = []
     for host, port, path in urls:
@@ -45,7 +41,7 @@ def main() -> None:
     try:
         for name, b, env in zip("ab", bins, (os.environ.get("ENVA", ""), os.environ.get("ENVB", ""))):
             saved = dict(os.environ)
-            os.environ.update(envs(env))
+            os.environ.update(h.env_pairs(env))
             fleets.append(h.Fleet(b, f"abi{name}"))
             os.environ.clear()
             os.environ.update(saved)

@@ -53,6 +53,11 @@ RUN_ID = f"b{os.getpid()}"
 CALL_DEADLINE = 30
 
 
+def env_pairs(v: str) -> dict:
+    """`K=V,K=V` (bench/ab.py's and bench/abi.py's ENVA/ENVB) as a dict."""
+    return dict(kv.split("=", 1) for kv in v.split(",") if kv)
+
+
 def log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 

@@ -20,7 +20,8 @@ use rmcp::model::{
 };
 use serde::Deserialize;
 
-const VERSION_HEADER: &str = "mcp-protocol-version";
+use super::wire::VERSION_HEADER;
+
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
 

@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use super::direct_post;
 use super::shortcut::{Handover, Served, Sessions, Shortcut};
-use super::wire::{self, Refusal, SERVER_ERROR, SessionCap};
+use super::wire::{self, Refusal, SERVER_ERROR, SessionCap, VERSION_HEADER};
 
 /// Path of the streamable HTTP transport.
 pub const MCP_PATH: &str = "/mcp";
@@ -44,7 +44,6 @@ pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// The one revision whose streamable HTTP transport has JSON-RPC batches.
 const BATCH_REVISION: &str = "2025-03-26";
 const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Longest plain-text error body of rmcp's that is turned into JSON.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 

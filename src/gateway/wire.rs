@@ -12,6 +12,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
+/// The streamable HTTP transport's protocol version header.
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+
 /// Largest accepted POST body on either transport (rmcp's own default).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 

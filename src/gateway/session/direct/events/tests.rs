@@ -66,27 +66,6 @@ async fn priming_then_what_the_call_sent_then_its_response() {
 }
 
 #[tokio::test]
-async fn hold_waits_for_the_first_message_and_hands_out_nothing() {
-    let parking = Arc::default();
-    let (tx, rx) = mpsc::channel(4);
-    let (go, wait) = oneshot::channel::<()>();
-    let call = async move {
-        tx.send(log("early")).await.unwrap();
-        let _ = wait.await;
-        Some(response(1))
-    };
-    let mut s = events(call, rx, &parking);
-    s.hold(Duration::from_secs(5)).await;
-    assert!(s.early.is_some(), "the call's first message is ready");
-    go.send(()).unwrap();
-    let all: Vec<_> = s.collect().await;
-    let all: Vec<_> = all.iter().map(seen).collect();
-    assert_eq!(all.len(), 3, "{all:?}");
-    assert_eq!(all[1].1["params"]["data"], "early");
-    assert_eq!(all[2].1["id"], 1);
-}
-
-#[tokio::test]
 async fn a_cancelled_call_ends_its_stream_without_a_response() {
     let parking = Arc::default();
     let (_tx, rx) = mpsc::channel(4);
@@ -167,8 +146,10 @@ async fn a_call_that_only_answered_gives_its_answer_alone_and_nothing_is_kept() 
     assert!(parking.parked().is_empty(), "nothing left to resume");
 }
 
+/// The hold waits for the call's first message and hands out nothing; a
+/// call that sent more than its answer then streams it all.
 #[tokio::test]
-async fn a_call_that_sent_more_than_its_answer_streams_it_all() {
+async fn hold_waits_for_the_first_message_and_a_call_that_sent_more_streams_it_all() {
     for sent_before_ending in [false, true] {
         let parking = Arc::default();
         let (tx, rx) = mpsc::channel(4);
@@ -184,7 +165,9 @@ async fn a_call_that_sent_more_than_its_answer_streams_it_all() {
             go.take().unwrap().send(()).unwrap();
         }
         s.hold(Duration::from_secs(5)).await;
+        assert_eq!(s.index, 0, "the hold hands out nothing");
         assert!(s.answer_alone().is_none(), "a log came first");
+        assert!(s.early.is_some(), "the call's first message is ready");
         if let Some(go) = go {
             go.send(()).unwrap();
         }

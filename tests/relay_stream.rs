@@ -318,3 +318,37 @@ async fn a_lone_answer_is_plain_json_and_the_rest_streams() {
     assert_eq!(a.status, 404, "{}", a.text);
     assert!(a.json()["error"]["message"].is_string(), "{}", a.text);
 }
+
+/// A tool's result reaches the client as its server wrote it, with a member
+/// no SDK models (`--handwritten` adds `x-vendor` to every result): the
+/// gateway passes a plain result on unread rather than rebuilding it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_result_reaches_the_client_as_the_server_wrote_it() {
+    let mut fleet = Fleet::new("relay-raw").await;
+    let volume = format!("volumes:\n  - {TESTSERVER_PY}:/opt/testserver/server.py:ro");
+    let handwritten = entry(
+        "hand",
+        TESTSERVER,
+        &format!("{volume}\ncommand: ['--handwritten']"),
+    );
+    fleet.catalog(&catalog_of(&[handwritten]));
+    fleet.start(&["--no-auth"]);
+    fleet.ready("hand").await;
+    let base = fleet.gateway_url().await;
+    let session = open_session_declaring(&base, VERSION, json!({}), &[]).await;
+
+    let mut s = Events::call(
+        &base,
+        &session,
+        1,
+        "vendor_echo",
+        json!({"text": "as written"}),
+    )
+    .await;
+    assert!(s.is_json(), "a lone answer comes as application/json");
+    let all = s.rest().await;
+    let vendor = json!({"kept": [1, "two", {"three": null}], "note": "a member no SDK models"});
+    let expected = json!({"jsonrpc": "2.0", "id": 1, "result": {
+        "content": [{"type": "text", "text": "as written"}], "x-vendor": vendor}});
+    assert_eq!(all, [expected], "{}", fleet.logs());
+}

@@ -52,10 +52,19 @@ impl Outcome {
 }
 
 impl Outcome {
+    /// How a tool call ended with a result.
+    pub fn tool(is_error: bool) -> Self {
+        if is_error {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        }
+    }
+
     /// How a request forwarded upstream ended.
     pub fn of(result: &Result<ServerResult, Failure>) -> Self {
         match result {
-            Ok(ServerResult::CallToolResult(r)) if r.is_error == Some(true) => Outcome::Error,
+            Ok(ServerResult::CallToolResult(r)) => Outcome::tool(r.is_error == Some(true)),
             Ok(_) => Outcome::Ok,
             Err(Failure::Timeout(_)) => Outcome::Timeout,
             Err(_) => Outcome::Error,

@@ -194,7 +194,7 @@ impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
         let served = shortcut.serve(&SessionId::from(id), ClientJsonRpcMessage::Request(request));
         let handover = match served {
             Ok(held) => match held.await {
-                Served::Answer(answer) => return Ok(axum::Json(answer).into_response()),
+                Served::Answer(answer) => return Ok(answer.into_response()),
                 Served::Stream(events) => Handover::with(events),
             },
             Err(_) => Handover::default(),

@@ -17,11 +17,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use rmcp::model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, GetExtensions, RequestId, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
 };
+
+use crate::upstream::raw::RawResult;
 
 /// The events of one request's response stream.
 pub type Events = Pin<Box<dyn Stream<Item = ServerSseMessage> + Send + Sync>>;
@@ -34,7 +36,7 @@ pub type Held = Pin<Box<dyn Future<Output = Served> + Send>>;
 #[allow(clippy::large_enum_variant)]
 pub enum Served {
     /// Its response, and nothing else: it ended before sending anything more.
-    Answer(ServerJsonRpcMessage),
+    Answer(Final),
     /// An event stream: what it sent on the way, then its response.
     Stream(Events),
 }
@@ -45,10 +47,58 @@ impl Served {
     pub fn into_events(self) -> Events {
         match self {
             Served::Stream(events) => events,
-            Served::Answer(message) => Box::pin(futures_util::stream::once(std::future::ready(
-                ServerSseMessage::from_message(message),
+            Served::Answer(last) => Box::pin(futures_util::stream::once(std::future::ready(
+                ServerSseMessage::from_message(last.into_message()),
             ))),
         }
+    }
+}
+
+/// The response to a request the shortcut serves: a message, or a tool's
+/// result as its server wrote it (see [`crate::upstream::raw`]).
+#[allow(clippy::large_enum_variant)]
+pub enum Final {
+    Message(ServerJsonRpcMessage),
+    Raw(RequestId, RawResult),
+}
+
+impl Final {
+    /// As a message: a result passed on as it came is read as rmcp reads it
+    /// (for an event stream, which carries messages).
+    pub fn into_message(self) -> ServerJsonRpcMessage {
+        match self {
+            Final::Message(message) => message,
+            Final::Raw(id, raw) => match raw.typed() {
+                Ok(result) => ServerJsonRpcMessage::response(result, id),
+                Err(e) => ServerJsonRpcMessage::error(
+                    rmcp::ErrorData::internal_error(
+                        format!("the server's result could not be read: {e}"),
+                        None,
+                    ),
+                    Some(id),
+                ),
+            },
+        }
+    }
+
+    /// As a whole `application/json` response; a result passed on as the
+    /// server wrote it.
+    pub fn into_response(self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let (id, raw) = match self {
+            Final::Message(message) => return axum::Json(message).into_response(),
+            Final::Raw(id, raw) => (id, raw),
+        };
+        let json = raw.json();
+        let mut body = Vec::with_capacity(json.len() + 40);
+        body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        // A number or a string: it always serializes.
+        let _ = serde_json::to_writer(&mut body, &id);
+        body.extend_from_slice(br#","result":"#);
+        body.extend_from_slice(json);
+        body.push(b'}');
+        let json_type = axum::http::HeaderValue::from_static("application/json");
+        ([(axum::http::header::CONTENT_TYPE, json_type)], body).into_response()
     }
 }
 

@@ -20,6 +20,8 @@ use rmcp::service::RoleServer;
 use rmcp::{ErrorData as McpError, Peer};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::raw::RawResult;
+
 /// The client request a call upstream was made for.
 #[derive(Clone)]
 pub struct Caller {
@@ -48,6 +50,9 @@ pub trait CallStream: Send + Sync {
     fn ask(&self, request: ServerRequest) -> Option<(RequestId, oneshot::Receiver<Answer>)>;
     /// Stops waiting for an answer to `id`.
     fn forget(&self, id: &RequestId);
+    /// Takes the call's result to send as the server wrote it, in place of
+    /// the response the call's handler returns; gives it back if it cannot.
+    fn pass_on(&self, result: RawResult) -> Result<(), RawResult>;
 }
 
 /// A client's answer to a request the gateway sent it, as it came.

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod inbound;
 pub mod index;
 pub mod pool;
+pub mod raw;
 pub mod relay;
 pub mod relist;
 pub mod session;

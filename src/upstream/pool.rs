@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use rmcp::model::{ClientRequest, ServerResult};
+use rmcp::model::ClientRequest;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -33,6 +33,7 @@ use super::attempts::Attempts;
 use super::identity::{self, SharedSecret};
 use super::inbound::Handler;
 use super::index::{Index, Source, ToolNames};
+use super::raw::Reply;
 use super::relay::Relay;
 use super::relist::ListChanges;
 use super::session::{Failure, Forward, Listing, Session};
@@ -87,7 +88,7 @@ impl Live {
         identity: Option<&Identity>,
         request: ClientRequest,
         forward: Forward,
-    ) -> Result<ServerResult, Failure> {
+    ) -> Result<Reply, Failure> {
         match (&self.users, identity) {
             (Some(users), Some(who)) => {
                 let session = users.get(who).await.map_err(Failure::NoSession)?;

@@ -15,12 +15,14 @@ use rmcp::service::{PeerRequestOptions, RequestHandle, RoleClient, RunningServic
 use rmcp::transport::Transport;
 use rmcp::transport::sink_stream::SinkStreamTransport;
 use rmcp::{ErrorData as McpError, Peer};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::calls::{Call, Caller, ForCaller, InFlight};
 use super::inbound::Handler;
+use super::raw::Reply;
 use super::relay::NOTIFY_TIMEOUT;
-use super::stdio::{Lane, LaneCall, StdioTransport};
+use super::stdio::{Lane, LaneCall, StdioTransport, lane};
 
 use crate::catalog::{RemoteUrl, Secret};
 use crate::runtime::Stdio;
@@ -161,11 +163,12 @@ impl Session {
 
     /// Forwards one client request as it is, within the call's deadline;
     /// what the upstream sends on the call's behalf meanwhile reaches `caller`.
+    /// The answer may come unread ([`Reply::Raw`]): [`read`] reads it.
     pub async fn forward(
         &self,
         request: ClientRequest,
         forward: Forward,
-    ) -> Result<ServerResult, Failure> {
+    ) -> Result<Reply, Failure> {
         let calls = self.service.service().calls();
         let meta = upstream_meta(forward.meta);
         let sending = calls.sending();
@@ -173,7 +176,7 @@ impl Session {
             Some(lane) => {
                 let (call, rx) = lane.prepare(request, meta).map_err(closed)?;
                 let (id, token) = (call.id.clone(), call.progress_token.clone());
-                (rx, id, token, Upstream::Lane(call))
+                (AnswerRx::Lane(rx), id, token, Upstream::Lane(call))
             }
             None => {
                 let options = PeerRequestOptions::no_options().with_meta(meta);
@@ -188,7 +191,7 @@ impl Session {
                     .send_request_with_option(request, options)
                     .await
                     .map_err(closed)?;
-                (rx, id, progress_token, Upstream::Peer(peer))
+                (AnswerRx::Peer(rx), id, progress_token, Upstream::Peer(peer))
             }
         };
         let (call, mut queue) = Call::new(forward.caller);
@@ -214,7 +217,7 @@ impl Session {
             let deadline = tokio::time::Instant::from_std(call.clock.deadline(timeout));
             tokio::select! {
                 biased;
-                answer = &mut rx => {
+                answer = rx.recv() => {
                     // Progress the upstream sent before its answer goes first.
                     while let Ok(item) = queue.try_recv() {
                         deliver(&call.caller, item).await;
@@ -273,15 +276,27 @@ impl Upstream {
     }
 }
 
+/// Where a forwarded request's answer comes: from rmcp's session (read),
+/// or from the lane (maybe unread).
+enum AnswerRx {
+    Peer(oneshot::Receiver<Result<ServerResult, rmcp::ServiceError>>),
+    Lane(oneshot::Receiver<lane::Answer>),
+}
+
+impl AnswerRx {
+    /// The answer (cancel-safe: a receiver is only polled).
+    async fn recv(&mut self) -> Result<lane::Answer, oneshot::error::RecvError> {
+        match self {
+            AnswerRx::Peer(rx) => rx.await.map(|a| a.map(|r| Reply::Typed(Box::new(r)))),
+            AnswerRx::Lane(rx) => rx.await,
+        }
+    }
+}
+
 /// What the upstream's answer means for the client.
-fn answered(
-    answer: Result<
-        Result<ServerResult, rmcp::ServiceError>,
-        tokio::sync::oneshot::error::RecvError,
-    >,
-) -> Result<ServerResult, Failure> {
+fn answered(answer: Result<lane::Answer, oneshot::error::RecvError>) -> Result<Reply, Failure> {
     match answer {
-        Ok(Ok(result)) => Ok(completed(result)),
+        Ok(Ok(reply)) => Ok(reply),
         Ok(Err(rmcp::ServiceError::McpError(e))) => Err(Failure::Error(e)),
         Ok(Err(e)) => Err(Failure::Closed(e.to_string())),
         Err(_) => Err(Failure::Closed("the session closed".into())),
@@ -367,6 +382,15 @@ fn upstream_meta(mut meta: RequestMetaObject) -> RequestMetaObject {
         meta.0.remove(key);
     }
     meta
+}
+
+/// A forwarded request's answer as rmcp reads it, and as the newest
+/// protocol wants it (see [`completed`]).
+pub fn read(reply: Result<Reply, Failure>) -> Result<ServerResult, Failure> {
+    reply?
+        .typed()
+        .map(completed)
+        .map_err(|e| Failure::Closed(format!("its answer could not be read: {e}")))
 }
 
 /// A final result as the newest protocol wants it. Upstreams on older

@@ -13,6 +13,9 @@ elicitation, roots, logging, resource subscriptions (test://info), completion, a
 never ends.
 
   --http PORT                                    serve streamable HTTP on 127.0.0.1:PORT instead of stdio
+  --handwritten                                  answer over stdio without the SDK (revision 2025-11-25 at
+                                                 most): every tool result carries a member (`x-vendor`)
+                                                 that no SDK models (tests/relay_stream.rs)
 
 Fault switches (a command-line flag wins over its environment variable):
   --exit-after SECS   / TESTSERVER_EXIT_AFTER    exit with --exit-code SECS seconds after process start
@@ -25,6 +28,7 @@ SIGTERM exits promptly (code 143) even when the process is PID 1 without --init.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -58,7 +62,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--start-delay", type=float, default=env_float("TESTSERVER_START_DELAY"), metavar="SECS")
     p.add_argument("--never-answer", action="store_true", default=env_flag("TESTSERVER_NEVER_ANSWER"))
     p.add_argument("--http", type=int, metavar="PORT")
+    p.add_argument("--handwritten", action="store_true")
     return p.parse_args(argv)
+
+
+# What --handwritten adds to every tool result, and says it adds.
+VENDOR = {"kept": [1, "two", {"three": None}], "note": "a member no SDK models"}
+
+
+def serve_handwritten() -> None:
+    """A stdio MCP server of a few lines of JSON-RPC, no SDK: one tool, `vendor_echo`."""
+    tool = {"name": "vendor_echo", "description": "Return the text, and a result member no SDK models",
+            "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}
+    for line in sys.stdin:
+        msg = json.loads(line)
+        method, rid = msg.get("method"), msg.get("id")
+        if rid is None:
+            continue
+        if method == "initialize":
+            asked = msg["params"]["protocolVersion"]
+            result = {"protocolVersion": min(asked, "2025-11-25"), "capabilities": {"tools": {}},
+                      "serverInfo": {"name": "handwritten", "version": "0"}}
+        elif method == "tools/list":
+            result = {"tools": [tool]}
+        elif method == "tools/call":
+            text = msg["params"].get("arguments", {}).get("text", "")
+            result = {"content": [{"type": "text", "text": text}], "x-vendor": VENDOR}
+        elif method == "ping":
+            result = {}
+        else:
+            print(json.dumps({"jsonrpc": "2.0", "id": rid,
+                              "error": {"code": -32601, "message": f"no method {method}"}}), flush=True)
+            continue
+        print(json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}), flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -87,6 +123,11 @@ def main(argv: list[str]) -> None:
     if args.start_delay:
         log(f"--start-delay: sleeping {args.start_delay}s before reading stdin")
         time.sleep(args.start_delay)
+
+    if args.handwritten:
+        log("--handwritten: serving without the SDK")
+        serve_handwritten()
+        return
 
     if args.never_answer:
         log("--never-answer: reading stdin, never replying")

@@ -37,8 +37,9 @@ mod events;
 use events::{CallEvents, Parking};
 
 use super::SessionHandler;
-use crate::gateway::shortcut::{Events, Held, Served, Shortcut};
+use crate::gateway::shortcut::{Events, Final, Held, Served, Shortcut};
 use crate::upstream::calls::{Answer, CallSink, CallStream};
+use crate::upstream::raw::RawResult;
 
 /// Messages of one call waiting to be written to its stream.
 const STREAM_BUFFER: usize = 64;
@@ -182,6 +183,7 @@ impl Shortcut for Directory {
         let sink = Arc::new(Sink {
             tx,
             entry: entry.clone(),
+            raw: Mutex::default(),
         });
         let call = Box::pin(run(entry.clone(), request, ct, sink));
         let mut events = CallEvents::new(call, rx, entry.parking.clone());
@@ -254,7 +256,7 @@ async fn run(
     mut request: JsonRpcRequest<ClientRequest>,
     ct: CancellationToken,
     sink: Arc<Sink>,
-) -> Option<ServerJsonRpcMessage> {
+) -> Option<Final> {
     let id = request.id.clone();
     let _open = CallOpen {
         entry: entry.clone(),
@@ -263,7 +265,7 @@ async fn run(
     // As rmcp's serve loop does: meta first, or the progress token is lost.
     let meta = std::mem::take(request.request.get_meta_mut());
     let mut extensions = std::mem::take(request.request.extensions_mut());
-    extensions.insert(CallSink(sink));
+    extensions.insert(CallSink(sink.clone()));
     let mut context = RequestContext::new(id.clone(), entry.peer.clone());
     context.ct = ct.clone();
     context.meta = meta;
@@ -273,9 +275,12 @@ async fn run(
     if ct.is_cancelled() {
         return None;
     }
-    Some(match result {
-        Ok(r) => ServerJsonRpcMessage::response(r, id),
-        Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
+    // A result the handler passed on stands for itself (see `Sink::pass_on`).
+    let raw = sink.raw.lock().unwrap_or_else(|e| e.into_inner()).take();
+    Some(match (result, raw) {
+        (Ok(_), Some(raw)) => Final::Raw(id, raw),
+        (Ok(r), None) => Final::Message(ServerJsonRpcMessage::response(r, id)),
+        (Err(e), _) => Final::Message(ServerJsonRpcMessage::error(e, Some(id))),
     })
 }
 
@@ -295,6 +300,9 @@ impl Drop for CallOpen {
 struct Sink {
     tx: mpsc::Sender<ServerJsonRpcMessage>,
     entry: Arc<Entry>,
+    /// The call's result as the server wrote it, to send in place of the
+    /// stand-in the handler returns to rmcp's dispatch.
+    raw: Mutex<Option<RawResult>>,
 }
 
 impl CallStream for Sink {
@@ -323,5 +331,10 @@ impl CallStream for Sink {
 
     fn forget(&self, id: &RequestId) {
         self.entry.open().asks.remove(id);
+    }
+
+    fn pass_on(&self, result: RawResult) -> Result<(), RawResult> {
+        *self.raw.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        Ok(())
     }
 }

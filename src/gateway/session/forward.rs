@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest,
+    ProtocolVersion, ServerResult,
 };
 use rmcp::service::{RequestContext, RoleServer};
 
@@ -15,7 +16,8 @@ use crate::gateway::handler::{text_error, unknown_tool};
 use crate::identity::Identity;
 use crate::upstream::calls::{CallSink, Caller};
 use crate::upstream::pool::Live;
-use crate::upstream::session::{Failure, Forward};
+use crate::upstream::raw::{Reply, ToolShape};
+use crate::upstream::session::{Failure, Forward, read};
 
 /// A protocol error for a request that got no result upstream.
 pub(super) fn failure_error(server: &str, failure: Failure) -> McpError {
@@ -42,8 +44,8 @@ impl SessionHandler {
     }
 
     /// Forwards `request` to `server`'s session `live` on behalf of the
-    /// request in `context`, in a `relay` span ([`super::trace`]).
-    /// `who` (the session's caller) is told to a remote server.
+    /// request in `context`, in a `relay` span ([`super::trace`]), and reads
+    /// the answer. `who` (the session's caller) is told to a remote server.
     pub(super) async fn forward(
         &self,
         who: &Identity,
@@ -52,6 +54,21 @@ impl SessionHandler {
         request: ClientRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<ServerResult, Failure> {
+        read(
+            self.forward_reply(who, server, live, request, context)
+                .await,
+        )
+    }
+
+    /// As [`Self::forward`], the answer maybe unread.
+    async fn forward_reply(
+        &self,
+        who: &Identity,
+        server: &str,
+        live: &Live,
+        request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Reply, Failure> {
         let caller = Caller {
             session: self.id,
             peer: context.peer,
@@ -92,11 +109,25 @@ impl SessionHandler {
         params.name = route.name.into();
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let server = &route.server;
+        let stream = context.extensions.get::<CallSink>().cloned();
+        let stream = stream.filter(|_| !newest(&context));
         let audit = Audit::start("tools/call", who, server, &name);
-        let result = self.forward(who, server, &live, request, context).await;
-        let outcome = Outcome::of(&result);
-        let took = audit.end(outcome);
-        crate::metrics::global().tool_call(server, outcome.as_str(), took);
+        let end = |outcome: Outcome| {
+            let took = audit.end(outcome);
+            crate::metrics::global().tool_call(server, outcome.as_str(), took);
+        };
+        let reply = self
+            .forward_reply(who, server, &live, request, context)
+            .await;
+        let result = match reply.map(|reply| pass_on(reply, stream)) {
+            Ok(Ok(shape)) => {
+                end(Outcome::tool(shape.is_error));
+                return Ok(stand_in(shape));
+            }
+            Ok(Err(reply)) => read(Ok(reply)),
+            Err(e) => Err(e),
+        };
+        end(Outcome::of(&result));
         match result {
             Ok(ServerResult::CallToolResult(r)) => Ok(CallToolResponse::Complete(r)),
             Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
@@ -134,4 +165,40 @@ impl SessionHandler {
             .map(|_| ())
             .map_err(|e| failure_error(&server, e))
     }
+}
+
+/// Whether the request is on revision 2026-07-28 or later, as rmcp decides
+/// it for the result it sends (older ones get results without `resultType`).
+fn newest(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
+/// Hands a plain tool result (see [`crate::upstream::raw::RawResult::tool_shape`])
+/// to the call's own stream, to go to the client as the server wrote it; the
+/// reply comes back, to be read, if it is no such result or there is no
+/// such stream.
+fn pass_on(reply: Reply, stream: Option<CallSink>) -> Result<ToolShape, Reply> {
+    let (Reply::Raw(raw), Some(stream)) = (&reply, stream) else {
+        return Err(reply);
+    };
+    let Some(shape) = raw.tool_shape() else {
+        return Err(reply);
+    };
+    let Reply::Raw(raw) = reply else {
+        unreachable!("matched as raw above")
+    };
+    stream.0.pass_on(raw).map(|()| shape).map_err(Reply::Raw)
+}
+
+/// What rmcp's dispatch gets for a result passed on to the call's stream:
+/// a final tool result of the same kind (so its checks for older clients
+/// pass as they would for the real one). The stream sends the real one.
+fn stand_in(shape: ToolShape) -> CallToolResponse {
+    let result = match shape.is_error {
+        true => CallToolResult::error(vec![]),
+        false => CallToolResult::success(vec![]),
+    };
+    CallToolResponse::Complete(result)
 }

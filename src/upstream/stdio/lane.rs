@@ -19,7 +19,7 @@ use rmcp::ServiceError;
 use rmcp::model::{
     CallToolRequest, CancelledNotificationParam, ClientJsonRpcMessage, ClientNotification,
     ClientRequest, GetMeta, InputResponses, JsonObject, MetaObject, Notification, NumberOrString,
-    ProgressToken, RequestId, RequestMetaObject, ServerJsonRpcMessage, ServerResult,
+    ProgressToken, RequestId, RequestMetaObject, ServerJsonRpcMessage,
 };
 use rmcp::service::RoleClient;
 use rmcp::transport::DynamicTransportError;
@@ -27,13 +27,14 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::{Outgoing, Stdin, StdioTransport};
+use crate::upstream::raw::{RawResult, Reply};
 
 /// The lane's request ids and progress tokens start here: rmcp numbers its
 /// own from 0, and would need 2^40 requests in one session to get here.
 const FIRST_ID: i64 = 1 << 40;
 
-/// An answer as rmcp's request handles give it.
-pub type Answer = Result<ServerResult, ServiceError>;
+/// An answer as rmcp's request handles give it, or its result as it came.
+pub type Answer = Result<Reply, ServiceError>;
 
 type Waiting = HashMap<RequestId, oneshot::Sender<Answer>>;
 
@@ -139,18 +140,38 @@ impl Lane {
     /// answers none of the lane's.
     pub(super) fn answer(&self, message: ServerJsonRpcMessage) -> Option<ServerJsonRpcMessage> {
         let (id, answer) = match message {
-            ServerJsonRpcMessage::Response(r) if is_ours(&r.id) => (r.id, Ok(r.result)),
+            ServerJsonRpcMessage::Response(r) if is_ours(&r.id) => {
+                (r.id, Ok(Reply::Typed(Box::new(r.result))))
+            }
             ServerJsonRpcMessage::Error(e) if e.id.as_ref().is_some_and(is_ours) => (
                 e.id.expect("checked above"),
                 Err(ServiceError::McpError(e.error)),
             ),
             other => return Some(other),
         };
+        self.deliver(id, answer);
+        None
+    }
+
+    /// Gives result `raw` of response `id` to the lane request it answers,
+    /// unread; gives both back if it answers none of the lane's.
+    pub(super) fn answer_raw(
+        &self,
+        id: RequestId,
+        raw: RawResult,
+    ) -> Option<(RequestId, RawResult)> {
+        if !is_ours(&id) {
+            return Some((id, raw));
+        }
+        self.deliver(id, Ok(Reply::Raw(raw)));
+        None
+    }
+
+    fn deliver(&self, id: RequestId, answer: Answer) {
         // An answer nobody waits for any more (the call gave up) is dropped.
         if let Some(tx) = self.waiting().as_mut().and_then(|w| w.remove(&id)) {
             let _ = tx.send(answer);
         }
-        None
     }
 
     /// The server's stdout ended: every request waiting gets no answer, and

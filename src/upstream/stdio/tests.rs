@@ -7,6 +7,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::codec::{Decoder, FramedRead};
 
 use super::*;
+use rmcp::model::ServerResult;
+
+/// How the gateway reads `line`, as rmcp's session gets it.
+fn gateway_reads(line: &str) -> Option<ServerJsonRpcMessage> {
+    match read_line(BytesMut::from(format!("{line}\n").as_str()))? {
+        Line::Message(m) => Some(*m),
+        Line::Result(id, raw) => Some(ServerJsonRpcMessage::response(raw.typed().ok()?, id)),
+        Line::Invalid => None,
+    }
+}
 
 /// How rmcp's own codec reads `line`.
 fn rmcp_reads(line: &str) -> Option<ServerJsonRpcMessage> {
@@ -58,15 +68,22 @@ fn a_tool_result_is_read_as_rmcp_reads_it() {
     for (n, result) in tool_results().into_iter().enumerate() {
         for id in [json!(n), json!(format!("s-{n}"))] {
             let line = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
-            let fast = tool_result(line.as_bytes()).unwrap_or_else(|| panic!("not taken: {line}"));
+            let read = read_line(BytesMut::from(format!("{line}\n").as_str()));
+            assert!(
+                matches!(read, Some(Line::Result(..))),
+                "not kept raw: {line}"
+            );
+            let fast = gateway_reads(&line).unwrap();
             let slow = rmcp_reads(&line).unwrap_or_else(|| panic!("rmcp refuses: {line}"));
             assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{line}");
         }
     }
 }
 
+/// Any other message, a result kept raw or not, reaches rmcp's session as
+/// rmcp's codec reads it.
 #[test]
-fn anything_else_takes_rmcps_reading() {
+fn anything_else_is_read_as_rmcp_reads_it() {
     let others = [
         // Fields CallToolResult does not have, or that make it another result.
         json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "resultType": "complete"}}),
@@ -82,20 +99,31 @@ fn anything_else_takes_rmcps_reading() {
         json!({"jsonrpc": "2.0", "id": 1, "method": "roots/list"}),
         json!({"jsonrpc": "2.0", "id": 1, "result": {"content": []}, "extra": true}),
         json!({"jsonrpc": "1.0", "id": 1, "result": {"content": []}}),
+        json!({"jsonrpc": "2.0", "id": "s", "result": [1, {"a": null}]}),
+        json!({"jsonrpc": "2.0", "id": 1, "result": "text"}),
     ];
     for m in others {
         let line = m.to_string();
-        assert!(tool_result(line.as_bytes()).is_none(), "{line}");
-        let read = match read_line(BytesMut::from(format!("{line}\n").as_str())) {
-            Some(Line::Message(m)) => Some(*m),
-            _ => None,
-        };
         assert_eq!(
-            format!("{read:?}"),
+            format!("{:?}", gateway_reads(&line)),
             format!("{:?}", rmcp_reads(&line)),
             "{line}"
         );
     }
+    // A byte-order mark: not kept raw; rmcp's codec reads past it.
+    let bom = format!("\u{feff}{}", others_first());
+    assert!(matches!(
+        read_line(BytesMut::from(format!("{bom}\n").as_str())),
+        Some(Line::Message(_))
+    ));
+    assert_eq!(
+        format!("{:?}", gateway_reads(&bom)),
+        format!("{:?}", rmcp_reads(&bom))
+    );
+}
+
+fn others_first() -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "result": {"content": []}}).to_string()
 }
 
 fn messages(lines: &mut Lines, buf: &mut BytesMut) -> Vec<String> {
@@ -103,6 +131,7 @@ fn messages(lines: &mut Lines, buf: &mut BytesMut) -> Vec<String> {
     while let Some(line) = lines.decode(buf).unwrap() {
         out.push(match line {
             Line::Message(m) => serde_json::to_value(&*m).unwrap()["id"].to_string(),
+            Line::Result(id, _) => serde_json::to_value(&id).unwrap().to_string(),
             Line::Invalid => "invalid".into(),
         });
     }
@@ -185,11 +214,14 @@ async fn reads_survive_a_framed_reader_split_at_every_byte() {
     let reader = tokio_test_reader(text.as_bytes());
     let mut framed = FramedRead::new(reader, Lines::default());
     match framed.next().await.unwrap().unwrap() {
-        Line::Message(m) => assert_eq!(
-            format!("{:?}", Some(*m)),
+        Line::Result(id, raw) => assert_eq!(
+            format!(
+                "{:?}",
+                Some(ServerJsonRpcMessage::response(raw.typed().unwrap(), id))
+            ),
             format!("{:?}", rmcp_reads(text.trim_end()))
         ),
-        Line::Invalid => panic!("read as invalid"),
+        _ => panic!("not kept raw"),
     }
     assert!(framed.next().await.is_none());
 }
@@ -256,10 +288,13 @@ async fn the_lane_writes_requests_and_takes_their_answers_before_rmcp() {
         matches!(next, ServerJsonRpcMessage::Notification(_)),
         "{next:?}"
     );
-    assert!(matches!(
-        answer.await,
-        Ok(Ok(ServerResult::CallToolResult(_)))
-    ));
+    match answer.await {
+        Ok(Ok(crate::upstream::raw::Reply::Raw(raw))) => {
+            assert_eq!(raw.json(), br#"{"content":[]}"#);
+            assert!(matches!(raw.typed(), Ok(ServerResult::CallToolResult(_))));
+        }
+        other => panic!("{other:?}"),
+    }
     drop(sent);
 
     // An error answer; then a request given up on: its late answer is swallowed.

@@ -20,10 +20,10 @@ use rmcp::model::ServerJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::ServerSseMessage;
 use tokio::sync::{Notify, mpsc};
 
-use crate::gateway::shortcut::Events;
+use crate::gateway::shortcut::{Events, Final};
 
 /// A call being served: its response, or `None` if it was cancelled.
-pub(super) type Call = Pin<Box<dyn Future<Output = Option<ServerJsonRpcMessage>> + Send>>;
+pub(super) type Call = Pin<Box<dyn Future<Output = Option<Final>> + Send>>;
 
 /// How long a client waits before it resumes a broken stream (rmcp's default).
 const RETRY: Duration = Duration::from_secs(3);
@@ -169,7 +169,7 @@ pub(super) struct CallEvents {
     rx: mpsc::Receiver<ServerJsonRpcMessage>,
     /// A message taken while waiting for the first (see [`Self::hold`]).
     early: Option<ServerJsonRpcMessage>,
-    last: Option<ServerJsonRpcMessage>,
+    last: Option<Final>,
     stream: u64,
     /// The index of the next event.
     index: usize,
@@ -207,7 +207,7 @@ impl CallEvents {
 
     /// The response, if the call ended having sent nothing else (then the
     /// stream has nothing left to send, nor to keep for a resumption).
-    pub(super) fn answer_alone(&mut self) -> Option<ServerJsonRpcMessage> {
+    pub(super) fn answer_alone(&mut self) -> Option<Final> {
         if self.call.is_some() || self.early.is_some() || self.index > 0 {
             return None;
         }
@@ -276,7 +276,7 @@ impl Stream for CallEvents {
             }
             if this.call.is_none() {
                 let last = this.last.take();
-                return Poll::Ready(last.map(|m| this.hand_out(Some(m))));
+                return Poll::Ready(last.map(|m| this.hand_out(Some(m.into_message()))));
             }
             // When the call ends, look at the queue once more: what it sent
             // before its response goes first.

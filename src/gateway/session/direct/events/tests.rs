@@ -22,7 +22,11 @@ fn events(
     rx: mpsc::Receiver<ServerJsonRpcMessage>,
     parking: &Arc<Parking>,
 ) -> CallEvents {
-    CallEvents::new(Box::pin(call), rx, parking.clone())
+    CallEvents::new(
+        Box::pin(async { call.await.map(Final::Message) }),
+        rx,
+        parking.clone(),
+    )
 }
 
 /// (event id, message as JSON or null for priming)
@@ -140,7 +144,9 @@ async fn a_call_that_only_answered_gives_its_answer_alone_and_nothing_is_kept() 
     let (_tx, rx) = mpsc::channel(4);
     let mut s = events(async { Some(response(3)) }, rx, &parking);
     s.hold(Duration::from_secs(5)).await;
-    let answer = s.answer_alone().expect("the response alone");
+    let Some(Final::Message(answer)) = s.answer_alone() else {
+        panic!("the response alone")
+    };
     assert_eq!(serde_json::to_value(&answer).unwrap()["id"], 3);
     drop(s);
     assert!(parking.parked().is_empty(), "nothing left to resume");

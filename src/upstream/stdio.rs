@@ -117,23 +117,23 @@ impl StdioTransport {
                 self.owes_error = false;
             }
             match self.read.next().await? {
-                Ok(Line::Message(m)) => {
-                    if let Some(m) = self.lane.answer(*m) {
-                        return Some(m);
-                    }
-                }
-                Ok(Line::Result(id, raw)) => {
-                    if let Some((id, raw)) = self.lane.answer_raw(id, raw) {
-                        match raw.typed() {
-                            Ok(result) => return Some(ServerJsonRpcMessage::response(result, id)),
-                            // Not reached: any JSON is at least a `CustomResult`.
-                            Err(e) => {
-                                tracing::debug!("a server sent a result rmcp cannot read: {e}");
-                                self.owes_error = true;
-                            }
+                Ok(Line::Message(m)) => match self.lane.answer(*m) {
+                    Some(m) => return Some(m),
+                    None => tokio::task::yield_now().await,
+                },
+                Ok(Line::Result(id, raw)) => match self.lane.answer_raw(id, raw) {
+                    Some((id, raw)) => match raw.typed() {
+                        Ok(result) => return Some(ServerJsonRpcMessage::response(result, id)),
+                        // Not reached: any JSON is at least a `CustomResult`.
+                        Err(e) => {
+                            tracing::debug!("a server sent a result rmcp cannot read: {e}");
+                            self.owes_error = true;
                         }
-                    }
-                }
+                    },
+                    // The caller of the lane request answered runs before this
+                    // task reads on: the next read is on no one's critical path.
+                    None => tokio::task::yield_now().await,
+                },
                 // Answered with Invalid Request, as rmcp's transport does.
                 Ok(Line::Invalid) => self.owes_error = true,
                 Err(e) => {

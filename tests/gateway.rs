@@ -311,6 +311,8 @@ async fn mcp_find_and_mcp_add_request_policy() {
         requests.contains("\"fetch\"") && requests.contains("read docs"),
         "{requests}"
     );
+    // The client and its session, as the call came.
+    assert!(requests.contains(" (session "), "{requests}");
     let (_, text) = c.call("mcp-find", json!({"query": "fetch"})).await;
     assert!(text.contains("\"pending\""), "{text}");
     assert!(

@@ -20,11 +20,7 @@ impl Gateway {
             .peer_info()
             .map(|i| format!("{}/{}", i.client_info.name, i.client_info.version))
             .unwrap_or_else(|| "unknown client".to_string());
-        let session = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.headers.get("mcp-session-id"))
-            .and_then(|v| v.to_str().ok())
+        let session = super::access::session_header(&context.extensions)
             .map(|s| format!(" (session {s})"))
             .unwrap_or_default();
         format!("{who}{session}")

@@ -10,7 +10,7 @@
 //! session's later requests cost a hash and a map look-up.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -266,22 +266,21 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// The identity of the operator token.
+/// The identity of the operator token (one for the process: a session's
+/// caller check then finds it the same by address).
 pub fn operator() -> Arc<Identity> {
-    Arc::new(Identity::new(
-        "operator",
-        "operator",
-        vec![ADMIN_ROLE.into()],
-    ))
+    static OPERATOR: LazyLock<Arc<Identity>> = LazyLock::new(|| admin("operator"));
+    OPERATOR.clone()
 }
 
 /// The identity of every request under `--no-auth`.
 fn anonymous() -> Arc<Identity> {
-    Arc::new(Identity::new(
-        "anonymous",
-        "anonymous",
-        vec![ADMIN_ROLE.into()],
-    ))
+    static ANONYMOUS: LazyLock<Arc<Identity>> = LazyLock::new(|| admin("anonymous"));
+    ANONYMOUS.clone()
+}
+
+fn admin(name: &str) -> Arc<Identity> {
+    Arc::new(Identity::new(name, name, vec![ADMIN_ROLE.into()]))
 }
 
 fn digest(token: &str) -> [u8; 32] {

@@ -31,6 +31,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::Value;
 
+use crate::identity::Identity;
+
+use super::access::DirectRequest;
 use super::direct_post;
 use super::shortcut::{Handover, Served, Sessions, Shortcut};
 use super::wire::{self, Refusal, SERVER_ERROR, SessionCap, VERSION_HEADER};
@@ -189,9 +192,13 @@ impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
         let Some(mut request) = direct_post::call_tool(&parts.headers, bytes) else {
             return Err(parts);
         };
-        // Where rmcp puts them: the handler reads who is calling there.
-        request.request.extensions_mut().insert(parts.clone());
-        let served = shortcut.serve(&SessionId::from(id), ClientJsonRpcMessage::Request(request));
+        let session = SessionId::from(id);
+        let direct = DirectRequest {
+            identity: parts.extensions.get::<Arc<Identity>>().cloned(),
+            session: session.clone(),
+        };
+        request.request.extensions_mut().insert(direct);
+        let served = shortcut.serve(&session, ClientJsonRpcMessage::Request(request));
         let handover = match served {
             Ok(held) => match held.await {
                 Served::Answer(answer) => return Ok(answer.into_response()),

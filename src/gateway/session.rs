@@ -61,12 +61,7 @@ impl SessionHandler {
     /// Lets the gateway serve this streamable-HTTP session's calls directly
     /// (the `initialized` notification names the session).
     fn enter_directory(&self, context: &NotificationContext<RoleServer>) {
-        let Some(id) = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.headers.get("mcp-session-id"))
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(id) = super::access::session_header(&context.extensions) else {
             return;
         };
         let id = SessionId::from(id);

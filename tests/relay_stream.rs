@@ -351,4 +351,18 @@ async fn a_tool_result_reaches_the_client_as_the_server_wrote_it() {
     let expected = json!({"jsonrpc": "2.0", "id": 1, "result": {
         "content": [{"type": "text", "text": "as written"}], "x-vendor": vendor}});
     assert_eq!(all, [expected], "{}", fleet.logs());
+
+    // The client's arguments reach the server as written (key order, number forms).
+    let args = r#"{"zeta":1.50,"alpha":{"b":1e2,"a":"\u00e9"}}"#;
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"raw_request","arguments":{args}}}}}"#
+    );
+    let request = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(body);
+    let all = Events::open(request, &session).await.rest().await;
+    let line = text(&all[0]);
+    assert!(line.contains(&format!(r#""arguments":{args}"#)), "{line}");
 }

@@ -19,8 +19,10 @@ use rmcp::model::{
     RequestMetaObject,
 };
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::wire::VERSION_HEADER;
+use crate::upstream::raw::RawArguments;
 
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
@@ -32,7 +34,7 @@ pub fn call_tool(headers: &HeaderMap, body: &[u8]) -> Option<JsonRpcRequest<Clie
         return None;
     }
     let call: Wire = serde_json::from_slice(body).ok()?;
-    let request = ClientRequest::CallToolRequest(call.params.into_request());
+    let request = ClientRequest::CallToolRequest(call.params.into_request()?);
     if request.get_meta().protocol_version().is_some() {
         return None;
     }
@@ -46,38 +48,49 @@ pub fn call_tool(headers: &HeaderMap, body: &[u8]) -> Option<JsonRpcRequest<Clie
 /// A `tools/call` as it comes, read in one pass: rmcp's `Request` reads its
 /// `params` through a flattened struct, which buffers every field first.
 /// Unknown fields are ignored at both levels, as rmcp's read ignores them.
+/// `arguments` are kept as the client wrote them ([`RawArguments`]).
 #[derive(Deserialize)]
-struct Wire {
+struct Wire<'a> {
     jsonrpc: JsonRpcVersion2_0,
     id: RequestId,
     #[serde(rename = "method")]
     _method: CallToolRequestMethod,
-    params: WireParams,
+    #[serde(borrow)]
+    params: WireParams<'a>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireParams {
+struct WireParams<'a> {
     #[serde(rename = "_meta")]
     meta: Option<JsonObject>,
     name: String,
-    arguments: Option<JsonObject>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
     input_responses: Option<InputResponses>,
     request_state: Option<String>,
 }
 
-impl WireParams {
-    /// The request rmcp makes of these params: `_meta` in its extensions.
-    fn into_request(self) -> CallToolRequest {
+impl WireParams<'_> {
+    /// The request rmcp makes of these params (`_meta` in its extensions),
+    /// but with the arguments in the extensions as they came; `None` if they
+    /// are not an object (rmcp's read refuses that).
+    fn into_request(self) -> Option<CallToolRequest> {
+        let arguments = match self.arguments {
+            Some(json) => Some(RawArguments::object(json)?),
+            None => None,
+        };
         let mut params = CallToolRequestParams::new(self.name);
-        params.arguments = self.arguments;
         params.input_responses = self.input_responses;
         params.request_state = self.request_state;
         let mut request = CallToolRequest::new(params);
         if let Some(meta) = self.meta {
             request.extensions.insert(RequestMetaObject::from(meta));
         }
-        request
+        if let Some(arguments) = arguments {
+            request.extensions.insert(arguments);
+        }
+        Some(request)
     }
 }
 
@@ -157,11 +170,13 @@ mod tests {
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","inputResponses":{"r":{"action":"accept"}},"requestState":"opaque"}}"#,
     ];
 
-    /// A request taken here is the one rmcp would have read.
+    /// A request taken here is the one rmcp would have read, once its raw
+    /// arguments are read into it.
     #[test]
     fn reads_a_call_as_rmcps_parse_does() {
         for body in CALLS {
-            let ours = call_tool(&plain(), body.as_bytes()).expect(body);
+            let mut ours = call_tool(&plain(), body.as_bytes()).expect(body);
+            crate::upstream::raw::typed_arguments(&mut ours.request).unwrap();
             let rmcp: ClientJsonRpcMessage = serde_json::from_str(body).unwrap();
             let ours = ClientJsonRpcMessage::Request(ours);
             assert_eq!(format!("{ours:?}"), format!("{rmcp:?}"), "{body}");
@@ -178,6 +193,23 @@ mod tests {
         }
     }
 
+    /// The arguments are kept as the client wrote them: key order, number
+    /// forms, escapes (a `serde_json` map sorts keys and reprints numbers).
+    #[test]
+    fn keeps_the_arguments_as_written() {
+        let args = r#"{"zeta":1.50,"alpha":{"b":1e2,"a":"\u00e9"},"mid":[ 1 , 2 ]}"#;
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{args}}}}}"#
+        );
+        let ours = call_tool(&plain(), body.as_bytes()).expect("a plain call");
+        let ClientRequest::CallToolRequest(call) = &ours.request else {
+            panic!("a tools/call")
+        };
+        assert!(call.params.arguments.is_none(), "not read into a map");
+        let raw = call.extensions.get::<RawArguments>().expect("kept raw");
+        assert_eq!(raw.json().get(), args);
+    }
+
     #[test]
     fn leaves_to_rmcp_what_is_not_plainly_a_call_it_takes() {
         let call = CALLS[0].as_bytes();
@@ -187,6 +219,8 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
             r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}]"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":[1]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":"x"}}"#,
             "not json",
         ] {
             assert!(call_tool(&plain(), body.as_bytes()).is_none(), "{body}");

@@ -30,6 +30,7 @@ use super::access::{SessionCaller, Target};
 use super::audit::{Audit, Outcome};
 use super::handler::Gateway;
 use super::manage;
+use crate::upstream::raw::RawArguments;
 
 /// The handler of one client session (or of one stateless request).
 pub struct SessionHandler {
@@ -182,6 +183,7 @@ impl ServerHandler for SessionHandler {
                 let who = self.who(&context.extensions)?;
                 let name = params.name.to_string();
                 if manage::NAMES.contains(&name.as_str()) {
+                    let params = typed_params(params, &context)?;
                     return Ok(Box::pin(self.gateway.manage(&who, &name, &params, &context)).await);
                 }
                 self.call_upstream(&who, params, context).await
@@ -436,4 +438,19 @@ impl ServerHandler for SessionHandler {
             .await,
         )
     }
+}
+
+/// `params` with the call's raw arguments (see `direct_post`) read into them,
+/// for the gateway's own tools, which read their arguments.
+fn typed_params(
+    mut params: CallToolRequestParams,
+    context: &RequestContext<RoleServer>,
+) -> Result<CallToolRequestParams, McpError> {
+    if let Some(raw) = context.extensions.get::<RawArguments>() {
+        let read = raw.read().map_err(|e| {
+            McpError::invalid_params(format!("the arguments could not be read: {e}"), None)
+        })?;
+        params.arguments = Some(read);
+    }
+    Ok(params)
 }

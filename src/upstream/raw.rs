@@ -9,9 +9,10 @@
 //! pass"). [`RawResult::typed`] gives rmcp's reading where a typed result is
 //! needed after all.
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use rmcp::model::{CallToolResult, RequestId, ServerResult};
+use rmcp::model::{CallToolResult, ClientRequest, JsonObject, RequestId, ServerResult};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -145,6 +146,53 @@ impl Reply {
             Reply::Raw(raw) => raw.typed(),
         }
     }
+}
+
+/// A `tools/call`'s `arguments` as the client wrote them (an object), in the
+/// request's extensions: the lane writes them on unchanged (key order and
+/// number forms kept, which a `serde_json` map does not keep), and
+/// [`typed_arguments`] reads them where a typed request is needed.
+#[derive(Clone)]
+pub struct RawArguments(Arc<RawValue>);
+
+impl std::fmt::Debug for RawArguments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Arguments may carry anything a user typed: their bytes are not logged.
+        write!(f, "RawArguments({} bytes)", self.0.get().len())
+    }
+}
+
+impl RawArguments {
+    /// `json` kept as it is, if it is an object; `None` for any other value.
+    pub fn object(json: &RawValue) -> Option<Self> {
+        let text = json.get();
+        if !text.starts_with('{') {
+            return None;
+        }
+        let owned = RawValue::from_string(text.to_owned()).ok()?;
+        Some(RawArguments(Arc::from(owned)))
+    }
+
+    pub fn json(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// The arguments as a typed map.
+    pub fn read(&self) -> Result<JsonObject, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+/// Moves a call's raw arguments (if any) into its typed params, for a path
+/// that writes the request with rmcp's encoding.
+pub fn typed_arguments(request: &mut ClientRequest) -> Result<(), serde_json::Error> {
+    let ClientRequest::CallToolRequest(call) = request else {
+        return Ok(());
+    };
+    if let Some(raw) = call.extensions.remove::<RawArguments>() {
+        call.params.arguments = Some(raw.read()?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::calls::{Call, Caller, ForCaller, InFlight};
 use super::inbound::Handler;
-use super::raw::Reply;
+use super::raw::{Reply, typed_arguments};
 use super::relay::NOTIFY_TIMEOUT;
 use super::stdio::{Lane, LaneCall, StdioTransport, lane};
 
@@ -179,6 +179,13 @@ impl Session {
                 (AnswerRx::Lane(rx), id, token, Upstream::Lane(call))
             }
             None => {
+                let mut request = request;
+                typed_arguments(&mut request).map_err(|e| {
+                    Failure::Error(McpError::invalid_params(
+                        format!("the arguments could not be read: {e}"),
+                        None,
+                    ))
+                })?;
                 let options = PeerRequestOptions::no_options().with_meta(meta);
                 let RequestHandle {
                     rx,

@@ -71,9 +71,12 @@ VENDOR = {"kept": [1, "two", {"three": None}], "note": "a member no SDK models"}
 
 
 def serve_handwritten() -> None:
-    """A stdio MCP server of a few lines of JSON-RPC, no SDK: one tool, `vendor_echo`."""
-    tool = {"name": "vendor_echo", "description": "Return the text, and a result member no SDK models",
-            "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}
+    """A stdio MCP server of a few lines of JSON-RPC, no SDK: `vendor_echo`, and `raw_request`
+    (the request's line as it arrived)."""
+    tools = [{"name": "vendor_echo", "description": "Return the text, and a result member no SDK models",
+              "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
+             {"name": "raw_request", "description": "Return this request's line as this server read it",
+              "inputSchema": {"type": "object"}}]
     for line in sys.stdin:
         msg = json.loads(line)
         method, rid = msg.get("method"), msg.get("id")
@@ -84,9 +87,12 @@ def serve_handwritten() -> None:
             result = {"protocolVersion": min(asked, "2025-11-25"), "capabilities": {"tools": {}},
                       "serverInfo": {"name": "handwritten", "version": "0"}}
         elif method == "tools/list":
-            result = {"tools": [tool]}
+            result = {"tools": tools}
         elif method == "tools/call":
-            text = msg["params"].get("arguments", {}).get("text", "")
+            if msg["params"]["name"] == "raw_request":
+                text = line.rstrip("\n")
+            else:
+                text = msg["params"].get("arguments", {}).get("text", "")
             result = {"content": [{"type": "text", "text": text}], "x-vendor": VENDOR}
         elif method == "ping":
             result = {}

@@ -16,7 +16,7 @@ use crate::gateway::handler::{text_error, unknown_tool};
 use crate::identity::Identity;
 use crate::upstream::calls::{CallSink, Caller};
 use crate::upstream::pool::Live;
-use crate::upstream::raw::{Reply, ToolShape};
+use crate::upstream::raw::{RawArguments, Reply, ToolShape};
 use crate::upstream::session::{Failure, Forward, read};
 
 /// A protocol error for a request that got no result upstream.
@@ -107,7 +107,12 @@ impl SessionHandler {
             Err(answer) => return Ok(answer),
         };
         params.name = route.name.into();
-        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let mut call = CallToolRequest::new(params);
+        // Arguments the front kept as the client wrote them go on so.
+        if let Some(arguments) = context.extensions.get::<RawArguments>() {
+            call.extensions.insert(arguments.clone());
+        }
+        let request = ClientRequest::CallToolRequest(call);
         let server = &route.server;
         let stream = context.extensions.get::<CallSink>().cloned();
         let stream = stream.filter(|_| !newest(&context));

@@ -24,10 +24,11 @@ use rmcp::model::{
 use rmcp::service::RoleClient;
 use rmcp::transport::DynamicTransportError;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::{Outgoing, Stdin, StdioTransport};
-use crate::upstream::raw::{RawResult, Reply};
+use crate::upstream::raw::{RawArguments, RawResult, Reply, typed_arguments};
 
 /// The lane's request ids and progress tokens start here: rmcp numbers its
 /// own from 0, and would need 2^40 requests in one session to get here.
@@ -110,17 +111,22 @@ impl Lane {
         request
             .get_meta_mut()
             .set_progress_token(progress_token.clone());
+        let unsent = match &request {
+            ClientRequest::CallToolRequest(call) => encode_call(call, n).map(Outgoing::Line),
+            _ => None,
+        };
+        let unsent = match unsent {
+            Some(line) => line,
+            None => {
+                typed_arguments(&mut request).map_err(unreadable)?;
+                ClientJsonRpcMessage::request(request, id.clone()).into()
+            }
+        };
         let (tx, answer) = oneshot::channel();
         self.waiting()
             .as_mut()
             .ok_or(ServiceError::TransportClosed)?
             .insert(id.clone(), tx);
-        let unsent = match &request {
-            ClientRequest::CallToolRequest(call) => encode_call(call, n).map(Outgoing::Line),
-            _ => None,
-        };
-        let unsent =
-            unsent.unwrap_or_else(|| ClientJsonRpcMessage::request(request, id.clone()).into());
         let call = LaneCall {
             unsent: Some(unsent),
             id,
@@ -204,7 +210,7 @@ fn encode_call(call: &CallToolRequest, id: i64) -> Option<Vec<u8>> {
         meta: Option<&'a JsonObject>,
         name: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
-        arguments: Option<&'a JsonObject>,
+        arguments: Option<Arguments<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         input_responses: Option<&'a InputResponses>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,7 +224,10 @@ fn encode_call(call: &CallToolRequest, id: i64) -> Option<Vec<u8>> {
         params: Params {
             meta: call.extensions.get::<RequestMetaObject>().map(|m| &m.0.0),
             name: &p.name,
-            arguments: p.arguments.as_ref(),
+            arguments: match call.extensions.get::<RawArguments>() {
+                Some(raw) => Some(Arguments::Raw(raw.json())),
+                None => p.arguments.as_ref().map(Arguments::Typed),
+            },
             input_responses: p.input_responses.as_ref(),
             request_state: p.request_state.as_deref(),
         },
@@ -226,6 +235,23 @@ fn encode_call(call: &CallToolRequest, id: i64) -> Option<Vec<u8>> {
     let mut line = serde_json::to_vec(&wire).ok()?;
     line.push(b'\n');
     Some(line)
+}
+
+/// A call's arguments: read, or as the client wrote them.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Arguments<'a> {
+    Typed(&'a JsonObject),
+    Raw(&'a RawValue),
+}
+
+/// Raw arguments that do not read as a map (past `serde_json`'s nesting
+/// limit, say): the request is refused as rmcp refuses bad params.
+fn unreadable(e: serde_json::Error) -> ServiceError {
+    ServiceError::McpError(rmcp::ErrorData::invalid_params(
+        format!("the arguments could not be read: {e}"),
+        None,
+    ))
 }
 
 fn is_ours(id: &RequestId) -> bool {
@@ -283,6 +309,26 @@ mod tests {
             );
             let rmcp: Value = serde_json::to_value(&message).unwrap();
             assert_eq!(ours, rmcp);
+        }
+    }
+
+    /// Raw arguments are written as the client wrote them, in a line that
+    /// is otherwise rmcp's; read into the call, they give rmcp's own line.
+    #[test]
+    fn raw_arguments_are_written_as_they_came() {
+        let args = r#"{"zeta":1.50,"alpha":{"b":1e2},"s":"\u00e9"}"#;
+        let raw: Box<RawValue> = serde_json::from_str(args).unwrap();
+        for mut call in calls() {
+            call.params.arguments = None;
+            call.extensions.insert(RawArguments::object(&raw).unwrap());
+            let line = encode_call(&call, 1 << 40).expect("a plain call");
+            let text = String::from_utf8(line.clone()).unwrap();
+            assert!(text.contains(&format!(r#""arguments":{args}"#)), "{text}");
+            let mut request = ClientRequest::CallToolRequest(call);
+            typed_arguments(&mut request).unwrap();
+            let message = ClientJsonRpcMessage::request(request, RequestId::Number(1 << 40));
+            let ours: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(ours, serde_json::to_value(&message).unwrap());
         }
     }
 

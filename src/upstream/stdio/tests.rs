@@ -337,3 +337,30 @@ async fn the_lane_writes_requests_and_takes_their_answers_before_rmcp() {
         Err(rmcp::ServiceError::TransportClosed)
     ));
 }
+
+/// A call the lane leaves to rmcp's encoding (`_meta` in its params) still
+/// carries its raw arguments, read into it.
+#[tokio::test]
+async fn raw_arguments_survive_rmcps_encoding() {
+    let (server_out, _to_gateway) = tokio::io::duplex(1 << 16);
+    let (from_gateway, server_in) = tokio::io::duplex(1 << 16);
+    let t = StdioTransport::new(Box::pin(server_out), Box::pin(server_in));
+    let lane = t.lane();
+    let mut server_reads = BufReader::new(from_gateway).lines();
+    let rmcp::model::ClientRequest::CallToolRequest(mut call) = call("echo") else {
+        unreachable!()
+    };
+    call.params.meta = Some(rmcp::model::RequestMetaObject::new());
+    let raw: Box<serde_json::value::RawValue> = serde_json::from_str(r#"{"b":2,"a":1}"#).unwrap();
+    call.extensions
+        .insert(crate::upstream::raw::RawArguments::object(&raw).unwrap());
+    let request = rmcp::model::ClientRequest::CallToolRequest(call);
+    let (_sent, _answer) = send(&lane, request, Default::default()).await.unwrap();
+    let wire: Value =
+        serde_json::from_str(&server_reads.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        wire["params"]["arguments"],
+        json!({"a": 1, "b": 2}),
+        "{wire}"
+    );
+}

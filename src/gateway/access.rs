@@ -21,11 +21,11 @@ use rmcp::ErrorData as McpError;
 use rmcp::Peer;
 use rmcp::model::{Extensions, Prompt, Resource, ResourceTemplate, Tool};
 use rmcp::service::{RoleServer, SubscriptionSendError, SubscriptionSink};
-use rmcp::transport::streamable_http_server::session::SessionId;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::Gateway;
+use super::presented::presented;
 use super::users::Users;
 use crate::catalog::DesiredState;
 use crate::catalog::access::AccessRule;
@@ -153,39 +153,6 @@ impl SessionCaller {
     fn set(&self, who: Arc<Identity>) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(who);
     }
-}
-
-/// What the front of `/mcp` attaches to a request it hands the shortcut
-/// itself, in place of rmcp's copy of the request's HTTP parts (a clone of
-/// every header and extension, per call): what handlers read of those.
-#[derive(Clone)]
-pub struct DirectRequest {
-    /// The identity the HTTP layer attached, if any.
-    pub identity: Option<Arc<Identity>>,
-    /// The `Mcp-Session-Id` it came with.
-    pub session: SessionId,
-}
-
-/// The identity the HTTP layer attached to a request, if any.
-pub fn presented(extensions: &Extensions) -> Option<Arc<Identity>> {
-    if let Some(direct) = extensions.get::<DirectRequest>() {
-        return direct.identity.clone();
-    }
-    extensions
-        .get::<axum::http::request::Parts>()
-        .and_then(|p| p.extensions.get::<Arc<Identity>>())
-        .cloned()
-}
-
-/// The `Mcp-Session-Id` a request came with, if any.
-pub fn session_header(extensions: &Extensions) -> Option<&str> {
-    if let Some(direct) = extensions.get::<DirectRequest>() {
-        return Some(&direct.session);
-    }
-    extensions
-        .get::<axum::http::request::Parts>()
-        .and_then(|p| p.headers.get("mcp-session-id"))
-        .and_then(|v| v.to_str().ok())
 }
 
 /// What a session lists, as one fingerprint per kind (tools, prompts, resources).

@@ -20,7 +20,7 @@ impl Gateway {
             .peer_info()
             .map(|i| format!("{}/{}", i.client_info.name, i.client_info.version))
             .unwrap_or_else(|| "unknown client".to_string());
-        let session = super::access::session_header(&context.extensions)
+        let session = super::presented::session_header(&context.extensions)
             .map(|s| format!(" (session {s})"))
             .unwrap_or_default();
         format!("{who}{session}")

@@ -33,8 +33,8 @@ use serde_json::Value;
 
 use crate::identity::Identity;
 
-use super::access::DirectRequest;
 use super::direct_post;
+use super::presented::DirectRequest;
 use super::shortcut::{Handover, Served, Sessions, Shortcut};
 use super::wire::{self, Refusal, SERVER_ERROR, SessionCap, VERSION_HEADER};
 

@@ -31,6 +31,7 @@ pub mod manage;
 pub mod mcp;
 pub mod observe;
 pub mod page;
+mod presented;
 pub mod ready;
 pub mod session;
 pub mod settle;

@@ -62,7 +62,7 @@ impl SessionHandler {
     /// Lets the gateway serve this streamable-HTTP session's calls directly
     /// (the `initialized` notification names the session).
     fn enter_directory(&self, context: &NotificationContext<RoleServer>) {
-        let Some(id) = super::access::session_header(&context.extensions) else {
+        let Some(id) = super::presented::session_header(&context.extensions) else {
             return;
         };
         let id = SessionId::from(id);
@@ -447,10 +447,7 @@ fn typed_params(
     context: &RequestContext<RoleServer>,
 ) -> Result<CallToolRequestParams, McpError> {
     if let Some(raw) = context.extensions.get::<RawArguments>() {
-        let read = raw.read().map_err(|e| {
-            McpError::invalid_params(format!("the arguments could not be read: {e}"), None)
-        })?;
-        params.arguments = Some(read);
+        params.arguments = Some(raw.read()?);
     }
     Ok(params)
 }

@@ -51,8 +51,8 @@ pub trait CallStream: Send + Sync {
     /// Stops waiting for an answer to `id`.
     fn forget(&self, id: &RequestId);
     /// Takes the call's result to send as the server wrote it, in place of
-    /// the response the call's handler returns; gives it back if it cannot.
-    fn pass_on(&self, result: RawResult) -> Result<(), RawResult>;
+    /// the response the call's handler returns.
+    fn pass_on(&self, result: RawResult);
 }
 
 /// A client's answer to a request the gateway sent it, as it came.

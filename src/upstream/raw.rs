@@ -12,6 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResult, ClientRequest, JsonObject, RequestId, ServerResult};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -55,12 +56,11 @@ impl RawResult {
             return None;
         }
         let json = envelope.result.get();
-        // `json` borrows from `line`: where it starts there, by address.
+        // `json` borrows from `line` (a raw value is never unescaped): where
+        // it starts there, by address.
         let start = (json.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
         let result = start..start + json.len();
-        if line.get(result.clone())? != json.as_bytes() {
-            return None;
-        }
+        line.get(result.clone())?;
         let id = envelope.id;
         Some((id, RawResult { line, result }))
     }
@@ -177,15 +177,18 @@ impl RawArguments {
         &self.0
     }
 
-    /// The arguments as a typed map.
-    pub fn read(&self) -> Result<JsonObject, serde_json::Error> {
-        serde_json::from_str(self.0.get())
+    /// The arguments as a typed map; the error is the client's (invalid
+    /// params), as rmcp's own read would have refused them.
+    pub fn read(&self) -> Result<JsonObject, McpError> {
+        serde_json::from_str(self.0.get()).map_err(|e| {
+            McpError::invalid_params(format!("the arguments could not be read: {e}"), None)
+        })
     }
 }
 
 /// Moves a call's raw arguments (if any) into its typed params, for a path
 /// that writes the request with rmcp's encoding.
-pub fn typed_arguments(request: &mut ClientRequest) -> Result<(), serde_json::Error> {
+pub fn typed_arguments(request: &mut ClientRequest) -> Result<(), McpError> {
     let ClientRequest::CallToolRequest(call) = request else {
         return Ok(());
     };

@@ -180,12 +180,7 @@ impl Session {
             }
             None => {
                 let mut request = request;
-                typed_arguments(&mut request).map_err(|e| {
-                    Failure::Error(McpError::invalid_params(
-                        format!("the arguments could not be read: {e}"),
-                        None,
-                    ))
-                })?;
+                typed_arguments(&mut request).map_err(Failure::Error)?;
                 let options = PeerRequestOptions::no_options().with_meta(meta);
                 let RequestHandle {
                     rx,

@@ -249,10 +249,10 @@ fn read_line(line: BytesMut) -> Option<Line> {
     if let Some((id, raw)) = RawResult::read(line.slice(..end)) {
         return Some(Line::Result(id, raw));
     }
-    // rmcp's codec, given one whole line, reads it exactly as its transport does.
-    let mut whole = line
-        .try_into_mut()
-        .unwrap_or_else(|l| BytesMut::from(&l[..]));
+    // rmcp's codec, given one whole line, reads it exactly as its transport
+    // does (a copy: the line shares the read buffer). Only lines that are no
+    // success response come here: notifications, errors, requests.
+    let mut whole = BytesMut::from(&line[..]);
     match JsonRpcMessageCodec::<ServerJsonRpcMessage>::default().decode(&mut whole) {
         Ok(Some(m)) => Some(Line::Message(Box::new(m))),
         Ok(None) => None,

@@ -333,8 +333,7 @@ impl CallStream for Sink {
         self.entry.open().asks.remove(id);
     }
 
-    fn pass_on(&self, result: RawResult) -> Result<(), RawResult> {
+    fn pass_on(&self, result: RawResult) {
         *self.raw.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        Ok(())
     }
 }

@@ -185,16 +185,16 @@ fn newest(context: &RequestContext<RoleServer>) -> bool {
 /// reply comes back, to be read, if it is no such result or there is no
 /// such stream.
 fn pass_on(reply: Reply, stream: Option<CallSink>) -> Result<ToolShape, Reply> {
-    let (Reply::Raw(raw), Some(stream)) = (&reply, stream) else {
-        return Err(reply);
-    };
-    let Some(shape) = raw.tool_shape() else {
-        return Err(reply);
-    };
-    let Reply::Raw(raw) = reply else {
-        unreachable!("matched as raw above")
-    };
-    stream.0.pass_on(raw).map(|()| shape).map_err(Reply::Raw)
+    match (reply, stream) {
+        (Reply::Raw(raw), Some(stream)) => match raw.tool_shape() {
+            Some(shape) => {
+                stream.0.pass_on(raw);
+                Ok(shape)
+            }
+            None => Err(Reply::Raw(raw)),
+        },
+        (reply, _) => Err(reply),
+    }
 }
 
 /// What rmcp's dispatch gets for a result passed on to the call's stream:

@@ -118,7 +118,7 @@ impl Lane {
         let unsent = match unsent {
             Some(line) => line,
             None => {
-                typed_arguments(&mut request).map_err(unreadable)?;
+                typed_arguments(&mut request).map_err(ServiceError::McpError)?;
                 ClientJsonRpcMessage::request(request, id.clone()).into()
             }
         };
@@ -243,15 +243,6 @@ fn encode_call(call: &CallToolRequest, id: i64) -> Option<Vec<u8>> {
 enum Arguments<'a> {
     Typed(&'a JsonObject),
     Raw(&'a RawValue),
-}
-
-/// Raw arguments that do not read as a map (past `serde_json`'s nesting
-/// limit, say): the request is refused as rmcp refuses bad params.
-fn unreadable(e: serde_json::Error) -> ServiceError {
-    ServiceError::McpError(rmcp::ErrorData::invalid_params(
-        format!("the arguments could not be read: {e}"),
-        None,
-    ))
 }
 
 fn is_ours(id: &RequestId) -> bool {

@@ -321,7 +321,8 @@ async fn a_lone_answer_is_plain_json_and_the_rest_streams() {
 
 /// A tool's result reaches the client as its server wrote it, with a member
 /// no SDK models (`--handwritten` adds `x-vendor` to every result): the
-/// gateway passes a plain result on unread rather than rebuilding it.
+/// gateway passes a plain result on unread rather than rebuilding it, alone
+/// or at the end of an event stream.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tool_result_reaches_the_client_as_the_server_wrote_it() {
     let mut fleet = Fleet::new("relay-raw").await;
@@ -349,8 +350,26 @@ async fn a_tool_result_reaches_the_client_as_the_server_wrote_it() {
     let all = s.rest().await;
     let vendor = json!({"kept": [1, "two", {"three": null}], "note": "a member no SDK models"});
     let expected = json!({"jsonrpc": "2.0", "id": 1, "result": {
-        "content": [{"type": "text", "text": "as written"}], "x-vendor": vendor}});
+        "content": [{"type": "text", "text": "as written"}], "x-vendor": vendor.clone()}});
     assert_eq!(all, [expected], "{}", fleet.logs());
+
+    // So does one that rides an event stream (a progress notification came first).
+    let mut s = Events::call(
+        &base,
+        &session,
+        3,
+        "vendor_echo",
+        json!({"text": "streamed", "progress": true}),
+    )
+    .await;
+    assert!(!s.is_json(), "progress first: an event stream");
+    let all = s.rest().await;
+    let expected = json!({"jsonrpc": "2.0", "id": 3, "result": {
+        "content": [{"type": "text", "text": "streamed"}], "x-vendor": vendor}});
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0]["method"], "notifications/progress", "{all:?}");
+    assert_eq!(all[0]["params"]["progressToken"], "tok-3", "{all:?}");
+    assert_eq!(all[1], expected, "{}", fleet.logs());
 
     // The client's arguments reach the server as written (key order, number forms).
     let args = r#"{"zeta":1.50,"alpha":{"b":1e2,"a":"\u00e9"}}"#;

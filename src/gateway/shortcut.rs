@@ -63,12 +63,12 @@ pub enum Final {
 }
 
 impl Final {
-    /// As a message: a result passed on as it came is read as rmcp reads it
-    /// (for an event stream, which carries messages).
+    /// As a message (for an event stream, which carries messages): a result
+    /// passed on as it came keeps every member (see [`RawResult::kept`]).
     pub fn into_message(self) -> ServerJsonRpcMessage {
         match self {
             Final::Message(message) => message,
-            Final::Raw(id, raw) => match raw.typed() {
+            Final::Raw(id, raw) => match raw.kept() {
                 Ok(result) => ServerJsonRpcMessage::response(result, id),
                 Err(e) => ServerJsonRpcMessage::error(
                     rmcp::ErrorData::internal_error(

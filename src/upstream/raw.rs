@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rmcp::ErrorData as McpError;
-use rmcp::model::{CallToolResult, ClientRequest, JsonObject, RequestId, ServerResult};
+use rmcp::model::{
+    CallToolResult, ClientRequest, CustomResult, JsonObject, RequestId, ServerResult,
+};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -79,6 +81,14 @@ impl RawResult {
             Some(result) => Ok(ServerResult::CallToolResult(result)),
             None => serde_json::from_slice(json),
         }
+    }
+
+    /// The result with every member it has, for a message (an event stream
+    /// carries messages): rmcp's catch-all `CustomResult`, which it writes
+    /// back as it was read. Members stay; their order and number forms are
+    /// `serde_json`'s (a map sorts its keys).
+    pub fn kept(&self) -> Result<ServerResult, serde_json::Error> {
+        serde_json::from_slice(self.json()).map(|v| ServerResult::CustomResult(CustomResult(v)))
     }
 
     /// Whether this is a tool's final result a client on a revision before

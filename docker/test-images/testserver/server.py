@@ -71,10 +71,12 @@ VENDOR = {"kept": [1, "two", {"three": None}], "note": "a member no SDK models"}
 
 
 def serve_handwritten() -> None:
-    """A stdio MCP server of a few lines of JSON-RPC, no SDK: `vendor_echo`, and `raw_request`
-    (the request's line as it arrived)."""
+    """A stdio MCP server of a few lines of JSON-RPC, no SDK: `vendor_echo` (with `progress`
+    true and a progress token, one progress notification before the result), and
+    `raw_request` (the request's line as it arrived)."""
     tools = [{"name": "vendor_echo", "description": "Return the text, and a result member no SDK models",
-              "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
+              "inputSchema": {"type": "object", "properties": {"text": {"type": "string"},
+                                                              "progress": {"type": "boolean"}}}},
              {"name": "raw_request", "description": "Return this request's line as this server read it",
               "inputSchema": {"type": "object"}}]
     for line in sys.stdin:
@@ -89,10 +91,15 @@ def serve_handwritten() -> None:
         elif method == "tools/list":
             result = {"tools": tools}
         elif method == "tools/call":
+            arguments = msg["params"].get("arguments", {})
             if msg["params"]["name"] == "raw_request":
                 text = line.rstrip("\n")
             else:
-                text = msg["params"].get("arguments", {}).get("text", "")
+                text = arguments.get("text", "")
+            token = (msg["params"].get("_meta") or {}).get("progressToken")
+            if arguments.get("progress") and token is not None:
+                print(json.dumps({"jsonrpc": "2.0", "method": "notifications/progress",
+                                  "params": {"progressToken": token, "progress": 1, "total": 1}}), flush=True)
             result = {"content": [{"type": "text", "text": text}], "x-vendor": VENDOR}
         elif method == "ping":
             result = {}

@@ -95,6 +95,21 @@ fn a_known_result_passed_on_is_what_rmcp_would_write() {
     }
 }
 
+/// For an event stream: every member stays, the ones rmcp does not model too
+/// (read as rmcp reads it, `x-vendor` is lost).
+#[test]
+fn a_result_kept_for_a_message_has_every_member() {
+    let result = json!({"content": [{"type": "text", "text": "a", "x-part": 1}],
+        "x-vendor": {"kept": [1, "two", null]}, "isError": false});
+    let line = json!({"jsonrpc": "2.0", "id": 1, "result": result}).to_string();
+    let (id, raw) = read(&line).unwrap();
+    let message = rmcp::model::ServerJsonRpcMessage::response(raw.kept().unwrap(), id);
+    let written: Value = serde_json::to_value(&message).unwrap();
+    assert_eq!(written, serde_json::from_str::<Value>(&line).unwrap());
+    let typed = serde_json::to_value(raw.typed().unwrap()).unwrap();
+    assert!(typed.get("x-vendor").is_none(), "{typed}");
+}
+
 #[test]
 fn a_result_prints_as_its_size_only() {
     let result = r#"{"content":[{"type":"text","text":"secret"}]}"#;

@@ -52,6 +52,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 
 struct Front<S: rmcp::ServerHandler + Send + 'static> {
     inner: StreamableHttpService<S, Sessions>,
+    sessions: Arc<Sessions>,
     cap: Arc<SessionCap>,
     shortcut: Option<Arc<dyn Shortcut>>,
 }
@@ -81,10 +82,11 @@ where
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins);
     let manager = Arc::new(Sessions::new(sessions.clone(), shortcut.clone()));
-    let inner = StreamableHttpService::new(move || Ok(new_handler()), manager, config);
+    let inner = StreamableHttpService::new(move || Ok(new_handler()), manager.clone(), config);
     let cap = SessionCap::new(max_sessions, sessions);
     let front = Arc::new(Front {
         inner,
+        sessions: manager,
         cap: cap.clone(),
         shortcut,
     });
@@ -198,6 +200,7 @@ impl<S: rmcp::ServerHandler + Send + 'static> Front<S> {
             session: session.clone(),
         };
         request.request.extensions_mut().insert(direct);
+        self.sessions.keep_worker(&session).await;
         let served = shortcut.serve(&session, ClientJsonRpcMessage::Request(request));
         let handover = match served {
             Ok(held) => match held.await {

@@ -15,6 +15,7 @@
 //! with the running call in a [`Handover`].
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use rmcp::model::{ClientJsonRpcMessage, GetExtensions, RequestId, ServerJsonRpcMessage};
@@ -154,6 +155,9 @@ pub trait Shortcut: Send + Sync + 'static {
     /// Session `id` is being closed: the shortcut serves it no more (the
     /// front asks the shortcut before rmcp could say the session is gone).
     fn close(&self, id: &SessionId);
+    /// Whether rmcp's session worker of `id` is due a touch (see
+    /// [`Sessions::keep_worker`]): what the shortcut serves never passes it.
+    fn worker_due(&self, id: &SessionId) -> bool;
     /// The stream a `Last-Event-ID` of the shortcut's names, resumed after
     /// that event; `None` if it is not one of the shortcut's.
     fn resume(&self, id: &SessionId, last_event_id: &str) -> Option<Events>;
@@ -167,9 +171,39 @@ pub struct Sessions {
     shortcut: Option<Arc<dyn Shortcut>>,
 }
 
+/// What rmcp's session worker is told to keep a session open: to close a
+/// request's channel it never opened (its ids count up from 0). It acts on
+/// nothing, and any event resets the worker's idle timer.
+const NEVER_OPENED: u64 = u64::MAX;
+/// How long a touch may take (a worker that does not take it in this time is
+/// busy, which keeps it awake anyway).
+const TOUCH_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Sessions {
     pub fn new(local: Arc<Local>, shortcut: Option<Arc<dyn Shortcut>>) -> Self {
         Sessions { local, shortcut }
+    }
+
+    /// Before the shortcut serves a request of session `id`: rmcp's worker
+    /// closes a session it has not heard from for its idle timeout, and
+    /// hears nothing of what the shortcut serves. When the shortcut says it
+    /// is due, the worker gets an event that changes nothing, so every call
+    /// can be served directly (before, one a minute went through rmcp).
+    pub async fn keep_worker(&self, id: &SessionId) {
+        if !self.shortcut.as_ref().is_some_and(|s| s.worker_due(id)) {
+            return;
+        }
+        let handle = self.local.sessions.read().await.get(id).cloned();
+        let Some(handle) = handle else {
+            return;
+        };
+        let touched = tokio::time::timeout(
+            TOUCH_TIMEOUT,
+            handle.close_request_wise_channel(NEVER_OPENED),
+        );
+        if !matches!(touched.await, Ok(Ok(()))) {
+            tracing::debug!(session = %id, "rmcp's session worker did not take a touch");
+        }
     }
 }
 
@@ -210,10 +244,13 @@ impl SessionManager for Sessions {
                 Some(events) => return Ok(events.left_stream()),
                 None => message,
             },
-            (Some(shortcut), None) => match shortcut.serve(id, message) {
-                Ok(held) => return Ok(held.await.into_events().left_stream()),
-                Err(message) => message,
-            },
+            (Some(shortcut), None) => {
+                self.keep_worker(id).await;
+                match shortcut.serve(id, message) {
+                    Ok(held) => return Ok(held.await.into_events().left_stream()),
+                    Err(message) => message,
+                }
+            }
             (None, None) => message,
         };
         Ok(self.local.create_stream(id, message).await?.right_stream())
@@ -265,5 +302,76 @@ impl SessionManager for Sessions {
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         self.local.event_store()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves nothing; the worker is always due a touch.
+    struct Due;
+
+    impl Shortcut for Due {
+        fn serve(
+            &self,
+            _: &SessionId,
+            m: ClientJsonRpcMessage,
+        ) -> Result<Held, ClientJsonRpcMessage> {
+            Err(m)
+        }
+        fn accept(
+            &self,
+            _: &SessionId,
+            m: ClientJsonRpcMessage,
+        ) -> Result<(), ClientJsonRpcMessage> {
+            Err(m)
+        }
+        fn close(&self, _: &SessionId) {}
+        fn worker_due(&self, _: &SessionId) -> bool {
+            true
+        }
+        fn resume(&self, _: &SessionId, _: &str) -> Option<Events> {
+            None
+        }
+    }
+
+    struct Idle;
+    impl rmcp::ServerHandler for Idle {}
+
+    /// rmcp's own session worker, with a short idle timeout: touched, it
+    /// outlives several; left alone, it closes the session.
+    #[tokio::test]
+    async fn a_touched_session_outlives_rmcps_idle_timeout() {
+        let idle = Duration::from_secs(1);
+        let mut local = LocalSessionManager::default();
+        local.session_config.keep_alive = Some(idle);
+        let sessions = Sessions::new(Arc::new(local), Some(Arc::new(Due)));
+        let (id, transport) = sessions.create_session().await.unwrap();
+        let service = tokio::spawn(async move {
+            let running = rmcp::serve_server(Idle, transport)
+                .await
+                .expect("initialized");
+            running.waiting().await
+        });
+        let init = serde_json::from_value(serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"}}}))
+        .unwrap();
+        sessions.initialize_session(&id, init).await.unwrap();
+
+        let until = tokio::time::Instant::now() + idle * 3;
+        while tokio::time::Instant::now() < until {
+            sessions.keep_worker(&id).await;
+            tokio::time::sleep(idle / 5).await;
+        }
+        assert!(!service.is_finished(), "a touched session stays open");
+
+        tokio::time::timeout(idle * 10, service)
+            .await
+            .expect("left alone, the session closes at its idle timeout")
+            .unwrap()
+            .unwrap();
     }
 }

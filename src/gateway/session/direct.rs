@@ -16,8 +16,10 @@
 //! disconnection is not a cancellation): it runs to its end in a task of its
 //! own, and the stream can be resumed (see [`events`]).
 //!
-//! One call a minute per session still takes rmcp's path: only traffic
-//! through rmcp's session worker keeps its idle timer from closing the session.
+//! rmcp's session worker sees none of this, and closes a session it has not
+//! heard from for [`crate::gateway::http::SESSION_IDLE_TIMEOUT`]: while calls
+//! come, the session manager touches the worker at most once a
+//! [`WORKER_TOUCH`] (see [`Shortcut::worker_due`]).
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -49,7 +51,8 @@ const MAX_PER_SESSION: usize = 1024;
 /// How long an answer waits for its first event before its headers go out
 /// anyway (well inside any client's header timeout).
 const HOLD: Duration = Duration::from_secs(1);
-/// How often a session's traffic must pass rmcp's session worker.
+/// How often rmcp's session worker of a session with direct calls is
+/// touched (its idle timeout is an hour).
 const WORKER_TOUCH: Duration = Duration::from_secs(60);
 
 /// The initialized streamable-HTTP sessions the gateway can serve directly.
@@ -138,16 +141,16 @@ impl Directory {
         }
     }
 
-    /// True if rmcp's worker saw this session lately; else counts this
-    /// request as seen by it (the caller then hands it to rmcp).
-    fn worker_fresh(&self, entry: &Entry) -> bool {
+    /// True if rmcp's worker has not been touched for [`WORKER_TOUCH`]; the
+    /// caller touches it now.
+    fn worker_stale(&self, entry: &Entry) -> bool {
         let now = self.ms();
         let seen = entry.worker_seen.load(Ordering::Relaxed);
         if now.saturating_sub(seen) < WORKER_TOUCH.as_millis() as u64 {
-            return true;
+            return false;
         }
         entry.worker_seen.store(now, Ordering::Relaxed);
-        false
+        true
     }
 }
 
@@ -165,7 +168,7 @@ impl Shortcut for Directory {
             }
             _ => None,
         };
-        let Some(entry) = entry.filter(|e| self.worker_fresh(e)) else {
+        let Some(entry) = entry else {
             return Err(message);
         };
         let ClientJsonRpcMessage::Request(request) = message else {
@@ -198,6 +201,10 @@ impl Shortcut for Directory {
 
     fn close(&self, id: &SessionId) {
         self.remove(id, |_| true);
+    }
+
+    fn worker_due(&self, id: &SessionId) -> bool {
+        self.get(id).is_some_and(|e| self.worker_stale(&e))
     }
 
     fn resume(&self, id: &SessionId, last_event_id: &str) -> Option<Events> {

@@ -17,17 +17,35 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-READ, WRITE_V, SEND = 45, 20, 44  # recvfrom, writev, sendto (x86-64)
+# x86-64 system calls: read, recvfrom; write, writev, sendto.
+READS, WRITES = (0, 45), (1, 20, 44)
 LINE = re.compile(r"\s*\S+\s+(\d+)\s+\[\d+\]\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit): NR (\d+) (.*)")
 
 
-def record(binary: str, seconds: float, out: str) -> int:
-    """Runs the load with perf recording the fleet's syscalls; returns the calls made."""
+def tcp_fds(pid: int) -> set[int]:
+    """The file descriptors of `pid` that are TCP sockets (the clients'; the
+    engine's are unix sockets)."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            inodes |= {line.split()[9] for line in list(f)[1:]}
+    fds = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            fds.add(int(fd))
+    return fds
+
+
+def record(binary: str, seconds: float, out: str) -> tuple[int, set[int]]:
+    """Runs the load with perf recording the fleet's syscalls; returns the calls
+    made and the fleet's TCP sockets."""
     fl = h.Fleet(binary, "cp")
     try:
         fl.set_servers(["s"])
@@ -37,16 +55,22 @@ def record(binary: str, seconds: float, out: str) -> int:
         perf = subprocess.Popen(["perf", "record", "-q", "-e", "raw_syscalls:sys_enter,raw_syscalls:sys_exit",
                                  "-p", str(fl.proc.pid), "-o", out], stderr=subprocess.DEVNULL)
         time.sleep(1)  # perf attaches
+        # The load's connection is open only while it runs: look at it then.
+        tcp: set[int] = set()
+        look = threading.Timer(seconds / 2, lambda: tcp.update(tcp_fds(fl.proc.pid)))
+        look.start()
         calls = len(asyncio.run(h.load(target, 1, seconds))["lat"])
+        look.join()
         perf.send_signal(2)
         perf.wait(30)
-        return calls
+        return calls, tcp
     finally:
         fl.close()
 
 
 def events(data: str):
-    """(kind, nr, fd, time µs, result) per syscall event, in order."""
+    """(kind, nr, fd, time µs, result) per syscall event, in order; an
+    enter's result is its third argument (a write's length)."""
     text = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
     fds = {}
     for line in text.splitlines():
@@ -56,26 +80,29 @@ def events(data: str):
         tid, t, kind, nr, rest = m.groups()
         nr, t = int(nr), float(t) * 1e6
         if kind == "enter":
-            fds[tid] = int(rest.strip("( ").split(",")[0], 16)
-            yield "enter", nr, fds[tid], t, None
+            args = rest.strip("( )").split(",")
+            fds[tid] = int(args[0], 16)
+            yield "enter", nr, fds[tid], t, int(args[2], 16) if len(args) > 2 else None
         else:
             yield "exit", nr, fds.get(tid), t, rest.split("=")[-1].strip()
 
 
-def intervals(evs: list) -> tuple[list, list]:
-    client = statistics.mode([e[2] for e in evs if e[0] == "enter" and e[1] == WRITE_V])
-    server = statistics.mode([e[2] for e in evs if e[0] == "enter" and e[1] == SEND])
+def intervals(evs: list, tcp: set[int]) -> tuple[list, list]:
+    writes = [e for e in evs if e[0] == "enter" and e[1] in WRITES]
+    client = statistics.mode([e[2] for e in writes if e[2] in tcp])
+    # Not stdio, a client, or an eventfd (tokio's wake-ups write 8 bytes).
+    server = statistics.mode([e[2] for e in writes if e[2] > 2 and e[2] not in tcp and e[4] != 8])
     request, answer, state, t0 = [], [], None, 0.0
     for kind, nr, fd, t, ret in evs:
-        got = kind == "exit" and nr == READ and ret and ret.isdigit() and int(ret) > 0
+        got = kind == "exit" and nr in READS and ret and ret.isdigit() and int(ret) > 0
         if got and fd == client:
             state, t0 = "request", t
-        elif kind == "enter" and nr == SEND and fd == server and state == "request":
+        elif kind == "enter" and nr in WRITES and fd == server and state == "request":
             request.append(t - t0)
             state = "sent"
         elif got and fd == server and state == "sent":
             state, t0 = "answer", t
-        elif kind == "enter" and nr == WRITE_V and fd == client and state == "answer":
+        elif kind == "enter" and nr in WRITES and fd == client and state == "answer":
             answer.append(t - t0)
             state = None
     return request, answer
@@ -86,8 +113,8 @@ def main() -> None:
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 3
     with tempfile.TemporaryDirectory() as d:
         data = os.path.join(d, "perf.data")
-        calls = record(binary, seconds, data)
-        request, answer = intervals(list(events(data)))
+        calls, tcp = record(binary, seconds, data)
+        request, answer = intervals(list(events(data)), tcp)
     for name, xs in (("request", request), ("answer", answer)):
         xs.sort()
         print(f"{name:8s} p50 {statistics.median(xs):6.1f} µs  p90 {xs[int(len(xs) * 0.9)]:6.1f} µs")

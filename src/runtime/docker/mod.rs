@@ -2,7 +2,6 @@
 //! engines as old as 20.10 (API 1.41) work. Reads come from a store the
 //! engine's events keep current, so a reconcile makes no engine call unless
 //! it changes something.
-mod attach;
 mod read;
 mod store;
 mod watch;
@@ -262,22 +261,6 @@ impl Runtime for DockerRuntime {
     }
 
     async fn attach(&self, id: &str) -> Result<Stdio> {
-        let host = std::env::var("DOCKER_HOST").ok();
-        if let Some(socket) = attach::local_socket(host.as_deref()) {
-            let api = self.docker().await?.client_version().to_string();
-            let (stdout, stdin) = attach::stdio(&socket, &api, id).await.map_err(|e| {
-                let (op, message) = (format!("attach {}", short(id)), e.to_string());
-                // `Other`: the engine answered, and refused.
-                match e.kind() {
-                    std::io::ErrorKind::Other => Error::Runtime { op, message },
-                    _ => Error::Unreachable { op, message },
-                }
-            })?;
-            return Ok(Stdio {
-                stdout: Box::pin(stdout),
-                stdin: Box::pin(stdin),
-            });
-        }
         let (output, stdin) = self.attach_streams(id, true).await?;
         // stderr is not asked for here: `attach_stderr` captures it.
         Ok(Stdio {

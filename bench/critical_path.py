@@ -6,7 +6,11 @@ only the time mcp-fleet holds a call, which moves by a few microseconds:
   request   from reading the client's POST to writing the call to the server's stdin
   answer    from reading the server's answer to writing the response to the client
 
-Needs `perf` (syscall tracepoints, low overhead; not installed by bench/run).
+It also says how often each interval was preempted (the gateway's thread taken off
+its CPU while runnable) and the p50 of the intervals with and without that.
+
+Needs `perf` (syscall and scheduler tracepoints, low overhead; not installed by
+bench/run).
   python3 bench/critical_path.py BINARY [seconds]     (env passes through, e.g.
                                                        TOKIO_WORKER_THREADS=1)
 """
@@ -26,6 +30,7 @@ import harness as h  # noqa: E402
 # x86-64 system calls: read, recvfrom; write, writev, sendto.
 READS, WRITES = (0, 45), (1, 20, 44)
 LINE = re.compile(r"\s*\S+\s+(\d+)\s+\[\d+\]\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit): NR (\d+) (.*)")
+PREEMPTED = re.compile(r"\s*\S+\s+\d+\s+\[\d+\]\s+([\d.]+):\s+sched:sched_switch: .* prev_state=R")
 
 
 def tcp_fds(pid: int) -> set[int]:
@@ -52,7 +57,8 @@ def record(binary: str, seconds: float, out: str) -> tuple[int, set[int]]:
         fl.wait_ready(["s"], 120)
         target = {"kind": "http", "url": fl.url}
         asyncio.run(h.load(target, 1, 1))
-        perf = subprocess.Popen(["perf", "record", "-q", "-e", "raw_syscalls:sys_enter,raw_syscalls:sys_exit",
+        perf = subprocess.Popen(["perf", "record", "-q", "-e",
+                                 "raw_syscalls:sys_enter,raw_syscalls:sys_exit,sched:sched_switch",
                                  "-p", str(fl.proc.pid), "-o", out], stderr=subprocess.DEVNULL)
         time.sleep(1)  # perf attaches
         # The load's connection is open only while it runs: look at it then.
@@ -76,6 +82,9 @@ def events(data: str):
     for line in text.splitlines():
         m = LINE.match(line)
         if not m:
+            p = PREEMPTED.match(line)
+            if p:
+                yield "preempted", None, None, float(p.group(1)) * 1e6, None
             continue
         tid, t, kind, nr, rest = m.groups()
         nr, t = int(nr), float(t) * 1e6
@@ -92,20 +101,27 @@ def intervals(evs: list, tcp: set[int]) -> tuple[list, list]:
     client = statistics.mode([e[2] for e in writes if e[2] in tcp])
     # Not stdio, a client, or an eventfd (tokio's wake-ups write 8 bytes).
     server = statistics.mode([e[2] for e in writes if e[2] > 2 and e[2] not in tcp and e[4] != 8])
-    request, answer, state, t0 = [], [], None, 0.0
+    # (µs, whether the thread was preempted inside) per interval
+    request, answer, state, t0, hit = [], [], None, 0.0, False
     for kind, nr, fd, t, ret in evs:
         got = kind == "exit" and nr in READS and ret and ret.isdigit() and int(ret) > 0
-        if got and fd == client:
-            state, t0 = "request", t
+        if kind == "preempted":
+            hit = True
+        elif got and fd == client:
+            state, t0, hit = "request", t, False
         elif kind == "enter" and nr in WRITES and fd == server and state == "request":
-            request.append(t - t0)
+            request.append((t - t0, hit))
             state = "sent"
         elif got and fd == server and state == "sent":
-            state, t0 = "answer", t
+            state, t0, hit = "answer", t, False
         elif kind == "enter" and nr in WRITES and fd == client and state == "answer":
-            answer.append(t - t0)
+            answer.append((t - t0, hit))
             state = None
     return request, answer
+
+
+def p50(xs: list) -> str:
+    return f"{statistics.median(xs):5.0f} µs" if xs else "    - µs"
 
 
 def main() -> None:
@@ -116,10 +132,13 @@ def main() -> None:
         calls, tcp = record(binary, seconds, data)
         request, answer = intervals(list(events(data)), tcp)
     for name, xs in (("request", request), ("answer", answer)):
-        xs.sort()
-        print(f"{name:8s} p50 {statistics.median(xs):6.1f} µs  p90 {xs[int(len(xs) * 0.9)]:6.1f} µs")
+        all_ = sorted(d for d, _ in xs)
+        hit = [d for d, h in xs if h]
+        clean = [d for d, h in xs if not h]
+        print(f"{name:8s} p50 {statistics.median(all_):6.1f} µs  p90 {all_[int(len(all_) * 0.9)]:6.1f} µs"
+              f"  preempted in {100 * len(hit) / len(xs):3.0f}% (p50 {p50(hit)}; not preempted {p50(clean)})")
     print(f"{len(request)} of {calls} calls matched; gateway-held p50 "
-          f"{statistics.median(request) + statistics.median(answer):.0f} µs")
+          f"{statistics.median(d for d, _ in request) + statistics.median(d for d, _ in answer):.0f} µs")
 
 
 if __name__ == "__main__":

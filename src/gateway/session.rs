@@ -447,7 +447,7 @@ fn typed_params(
     context: &RequestContext<RoleServer>,
 ) -> Result<CallToolRequestParams, McpError> {
     if let Some(raw) = context.extensions.get::<RawArguments>() {
-        params.arguments = Some(raw.read()?);
+        raw.read_into(&mut params)?;
     }
     Ok(params)
 }

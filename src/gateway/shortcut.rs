@@ -340,8 +340,9 @@ mod tests {
     impl rmcp::ServerHandler for Idle {}
 
     /// rmcp's own session worker, with a short idle timeout: touched, it
-    /// outlives several; left alone, it closes the session.
-    #[tokio::test]
+    /// outlives several; left alone, it closes the session. (Paused time: the
+    /// worker's idle timer is tokio's, so the cadence is exact.)
+    #[tokio::test(start_paused = true)]
     async fn a_touched_session_outlives_rmcps_idle_timeout() {
         let idle = Duration::from_secs(1);
         let mut local = LocalSessionManager::default();

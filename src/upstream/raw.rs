@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CallToolResult, ClientRequest, CustomResult, JsonObject, RequestId, ServerResult,
+    CallToolRequestParams, CallToolResult, ClientRequest, CustomResult, RequestId, ServerResult,
 };
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -187,12 +187,14 @@ impl RawArguments {
         &self.0
     }
 
-    /// The arguments as a typed map; the error is the client's (invalid
-    /// params), as rmcp's own read would have refused them.
-    pub fn read(&self) -> Result<JsonObject, McpError> {
-        serde_json::from_str(self.0.get()).map_err(|e| {
+    /// The arguments read into `params` as a typed map; the error is the
+    /// client's (invalid params), as rmcp's own read would have refused them.
+    pub fn read_into(&self, params: &mut CallToolRequestParams) -> Result<(), McpError> {
+        let arguments = serde_json::from_str(self.0.get()).map_err(|e| {
             McpError::invalid_params(format!("the arguments could not be read: {e}"), None)
-        })
+        })?;
+        params.arguments = Some(arguments);
+        Ok(())
     }
 }
 
@@ -202,10 +204,10 @@ pub fn typed_arguments(request: &mut ClientRequest) -> Result<(), McpError> {
     let ClientRequest::CallToolRequest(call) = request else {
         return Ok(());
     };
-    if let Some(raw) = call.extensions.remove::<RawArguments>() {
-        call.params.arguments = Some(raw.read()?);
+    match call.extensions.remove::<RawArguments>() {
+        Some(raw) => raw.read_into(&mut call.params),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
